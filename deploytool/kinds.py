@@ -1,0 +1,231 @@
+"""The worker kinds deploytool knows, as one table of data.
+
+Each kind says how its worker is started (program and concurrency/queue flags), how it is quieted
+(stops fetching new jobs while finishing running ones), how it is stopped and how long it may take,
+and how systemd must supervise it. Tasks and templates read this table; they never branch on a kind's
+name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Quiet(Enum):
+    """How a kind stops fetching new jobs without stopping."""
+
+    SIGNAL = "signal"  # a signal to the main process (Sidekiq: SIGTSTP)
+    CELERY_CONTROL = "celery-control"  # `celery control cancel_consumer` per queue and node
+    NONE = "none"  # no per-worker mechanism: reported as unsupported, never faked
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    weight: int | None = None
+
+
+QueueFlags = Callable[[Sequence[Queue]], list[str]]
+
+
+def _sidekiq_queues(queues: Sequence[Queue]) -> list[str]:
+    flags: list[str] = []
+    for q in queues:
+        flags += ["-q", q.name if q.weight is None else f"{q.name},{q.weight}"]
+    return flags
+
+
+def _celery_queues(queues: Sequence[Queue]) -> list[str]:
+    return ["-Q", ",".join(q.name for q in queues)] if queues else []
+
+
+def _positional_queues(queues: Sequence[Queue]) -> list[str]:
+    # RQ takes queue names as arguments, in strict priority order.
+    return [q.name for q in queues]
+
+
+def _dramatiq_queues(queues: Sequence[Queue]) -> list[str]:
+    return ["-Q", *(q.name for q in queues)] if queues else []
+
+
+def _no_queues(queues: Sequence[Queue]) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    # The worker program; an inventory's `command` replaces it (e.g. `bundle exec sidekiq -r ./app.rb`).
+    program: tuple[str, ...]
+    # Arguments placed right after the program (Celery's `worker` subcommand).
+    subcommand: tuple[str, ...]
+    # Flag taking the number of threads per process; None: the kind has no threads setting.
+    threads_flag: str | None
+    queue_flags: QueueFlags
+    supports_queues: bool
+    supports_weights: bool
+    # Flag taking the worker's own shutdown grace, and the unit it is given in (1 = seconds).
+    timeout_flag: str | None
+    timeout_scale: int
+    # Extra per-instance arguments. Placeholders: {app}, {group}, {host} (the inventory host name) and
+    # {instance} (systemd's %i, left unescaped by the renderer).
+    instance_args: tuple[str, ...]
+    quiet: Quiet
+    quiet_signal: str | None
+    stop_signal: str
+    # mixed: SIGTERM reaches only the main process, which drains its own children.
+    kill_mode: str
+    unit_type: str
+    watchdog_sec: int | None
+    default_timeout: int
+    # systemd must wait longer than the worker's own grace, or it SIGKILLs running jobs.
+    stop_margin: int
+    # The kind's redis URL is passed as a flag (RQ) rather than only through REDIS_URL.
+    redis_flag: str | None
+    # `command` must be given: the kind has no usable default program.
+    requires_command: bool
+
+    def timeout_stop_sec(self, timeout: int) -> int:
+        return timeout + self.stop_margin
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind(
+            name="sidekiq",
+            program=("sidekiq",),
+            subcommand=(),
+            threads_flag="-c",
+            queue_flags=_sidekiq_queues,
+            supports_queues=True,
+            supports_weights=True,
+            timeout_flag="-t",
+            timeout_scale=1,
+            instance_args=("-g", "{app}-{group}-{instance}"),
+            quiet=Quiet.SIGNAL,
+            quiet_signal="SIGTSTP",
+            stop_signal="SIGTERM",
+            kill_mode="control-group",
+            unit_type="notify",
+            watchdog_sec=10,
+            default_timeout=25,
+            stop_margin=5,
+            redis_flag=None,
+            requires_command=False,
+        ),
+        Kind(
+            name="celery",
+            program=("celery",),
+            subcommand=("worker",),
+            threads_flag="--concurrency",
+            queue_flags=_celery_queues,
+            supports_queues=True,
+            supports_weights=False,
+            timeout_flag=None,
+            timeout_scale=1,
+            # A node name known before start, so quiet can address it with `control -d`.
+            instance_args=("-n", "{app}-{group}-{instance}@{host}"),
+            quiet=Quiet.CELERY_CONTROL,
+            quiet_signal=None,
+            stop_signal="SIGTERM",
+            kill_mode="mixed",
+            unit_type="exec",
+            watchdog_sec=None,
+            default_timeout=60,
+            stop_margin=5,
+            redis_flag=None,
+            requires_command=False,
+        ),
+        Kind(
+            name="rq",
+            program=("rq",),
+            subcommand=("worker",),
+            threads_flag=None,
+            queue_flags=_positional_queues,
+            supports_queues=True,
+            supports_weights=False,
+            timeout_flag=None,
+            timeout_scale=1,
+            instance_args=("--name", "{app}-{group}-{instance}@{host}"),
+            quiet=Quiet.NONE,
+            quiet_signal=None,
+            stop_signal="SIGTERM",
+            kill_mode="mixed",
+            unit_type="exec",
+            watchdog_sec=None,
+            default_timeout=30,
+            stop_margin=5,
+            redis_flag="--url",
+            requires_command=False,
+        ),
+        Kind(
+            name="dramatiq",
+            program=("dramatiq",),
+            subcommand=(),
+            threads_flag="--threads",
+            queue_flags=_dramatiq_queues,
+            supports_queues=True,
+            supports_weights=False,
+            timeout_flag="--worker-shutdown-timeout",
+            timeout_scale=1000,  # milliseconds
+            instance_args=("--processes", "1"),
+            quiet=Quiet.NONE,
+            quiet_signal=None,
+            stop_signal="SIGTERM",
+            kill_mode="mixed",
+            unit_type="exec",
+            watchdog_sec=None,
+            default_timeout=600,
+            stop_margin=5,
+            redis_flag=None,
+            requires_command=True,
+        ),
+        Kind(
+            name="sneakers",
+            program=("sneakers", "work"),
+            subcommand=(),
+            threads_flag=None,
+            queue_flags=_no_queues,
+            supports_queues=False,
+            supports_weights=False,
+            timeout_flag=None,
+            timeout_scale=1,
+            instance_args=(),
+            quiet=Quiet.NONE,
+            quiet_signal=None,
+            stop_signal="SIGTERM",
+            kill_mode="mixed",
+            unit_type="exec",
+            watchdog_sec=None,
+            default_timeout=30,
+            stop_margin=5,
+            redis_flag=None,
+            requires_command=True,
+        ),
+        Kind(
+            name="command",
+            program=(),
+            subcommand=(),
+            threads_flag=None,
+            queue_flags=_no_queues,
+            supports_queues=False,
+            supports_weights=False,
+            timeout_flag=None,
+            timeout_scale=1,
+            instance_args=(),
+            quiet=Quiet.NONE,
+            quiet_signal=None,
+            stop_signal="SIGTERM",
+            kill_mode="control-group",
+            unit_type="exec",
+            watchdog_sec=None,
+            default_timeout=30,
+            stop_margin=5,
+            redis_flag=None,
+            requires_command=True,
+        ),
+    )
+}
