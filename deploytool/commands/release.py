@@ -1,0 +1,180 @@
+"""Commands for the Capistrano layout under deploy_to: releases/, shared/, current, repo/,
+revisions.log and the deploy lock. Pure builders: they return shell text or argv; nothing runs here."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from deploytool.inventory import App
+
+q = shlex.quote
+
+LOCK_BUSY = 75  # EX_TEMPFAIL: another deploy holds the lock
+
+
+@dataclass(frozen=True)
+class Layout:
+    deploy_to: str
+
+    @property
+    def releases(self) -> str:
+        return f"{self.deploy_to}/releases"
+
+    @property
+    def shared(self) -> str:
+        return f"{self.deploy_to}/shared"
+
+    @property
+    def current(self) -> str:
+        return f"{self.deploy_to}/current"
+
+    @property
+    def repo(self) -> str:
+        return f"{self.deploy_to}/repo"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.deploy_to}/.deploy.lock"
+
+    @property
+    def revisions_log(self) -> str:
+        return f"{self.deploy_to}/revisions.log"
+
+    def release(self, name: str) -> str:
+        return f"{self.releases}/{name}"
+
+
+def check(app: App) -> str:
+    """Directories exist and every linked file is already in shared/ (listing all missing ones)."""
+    lay = Layout(app.deploy_to)
+    dirs = [lay.releases, lay.shared, *(f"{lay.shared}/{d}" for d in app.linked_dirs)]
+    dirs += sorted({f"{lay.shared}/{f.rsplit('/', 1)[0]}" for f in app.linked_files if "/" in f})
+    files = " ".join(q(f) for f in app.linked_files)
+    return (
+        f"mkdir -p {' '.join(q(d) for d in dirs)}\n"
+        f"missing=''; for f in {files}; do [ -e {q(lay.shared)}/\"$f\" ] || missing=\"$missing $f\"; done\n"
+        f'[ -z "$missing" ] || {{ echo "linked files missing in {lay.shared}/:$missing" >&2; exit 1; }}'
+        if app.linked_files
+        else f"mkdir -p {' '.join(q(d) for d in dirs)}"
+    )
+
+
+def lock(app: App, holder_json: str) -> str:
+    """Take the lock atomically (mkdir), recording the holder; if held, print the holder and exit 75."""
+    lock_dir = Layout(app.deploy_to).lock
+    return (
+        f"if mkdir {q(lock_dir)} 2>/dev/null; then printf '%s\\n' {q(holder_json)} > {q(lock_dir)}/holder; "
+        f"else cat {q(lock_dir)}/holder 2>/dev/null || echo '{{}}'; exit {LOCK_BUSY}; fi"
+    )
+
+
+def unlock(app: App) -> list[str]:
+    return ["rm", "-rf", Layout(app.deploy_to).lock]
+
+
+def read_lock(app: App) -> str:
+    lock_dir = Layout(app.deploy_to).lock
+    return f"cat {q(lock_dir)}/holder 2>/dev/null || true"
+
+
+def unpack_archive(app: App, release: str, archive: str, revision: str) -> str:
+    lay = Layout(app.deploy_to)
+    path = lay.release(release)
+    return (
+        f"mkdir {q(path)} && tar -xzf {q(archive)} -C {q(path)} && rm -f {q(archive)} && "
+        f"printf '%s\\n' {q(revision)} > {q(path)}/REVISION"
+    )
+
+
+def git_export(app: App, release: str, revision: str) -> str:
+    """Capistrano's git strategy: a mirror under repo/, updated, then the revision exported."""
+    lay = Layout(app.deploy_to)
+    path = lay.release(release)
+    url = app.source.repository
+    return (
+        f"if [ -d {q(lay.repo)}/objects ]; then git -C {q(lay.repo)} remote update --prune >/dev/null; "
+        f"else git clone --mirror --quiet {q(url)} {q(lay.repo)}; fi && "
+        f"commit=$(git -C {q(lay.repo)} rev-parse --verify {q(revision + '^{commit}')}) && "
+        f"mkdir {q(path)} && git -C {q(lay.repo)} archive \"$commit\" | tar -x -C {q(path)} && "
+        f"printf '%s\\n' \"$commit\" > {q(path)}/REVISION && echo \"$commit\""
+    )
+
+
+def link_shared(app: App, release: str) -> str:
+    lay = Layout(app.deploy_to)
+    path = lay.release(release)
+    cmds: list[str] = []
+    for d in app.linked_dirs:
+        target = f"{path}/{d}"
+        parent = target.rsplit("/", 1)[0]
+        cmds.append(f"rm -rf {q(target)} && mkdir -p {q(parent)} && ln -s {q(lay.shared + '/' + d)} {q(target)}")
+    for f in app.linked_files:
+        target = f"{path}/{f}"
+        parent = target.rsplit("/", 1)[0]
+        cmds.append(f"mkdir -p {q(parent)} && ln -sfn {q(lay.shared + '/' + f)} {q(target)}")
+    return " && ".join(cmds) or "true"
+
+
+def with_app_env(app: App, command: str, env: Mapping[str, str]) -> str:
+    """Run shell text in the release's environment: the env file (secrets stay on the host), then the
+    inventory's environment."""
+    parts = []
+    if app.env_file_path:
+        parts.append(f"set -a && . {q(app.env_file_path)} && set +a")
+    parts += [f"export {k}={q(v)}" for k, v in env.items()]
+    parts.append(command)
+    return " && ".join(parts)
+
+
+def build(app: App, release: str, commands: Sequence[str]) -> str:
+    path = Layout(app.deploy_to).release(release)
+    env = {**app.environment, **({"REDIS_URL": app.redis[0]} if app.redis else {})}
+    steps = [f"( cd {q(path)} && {with_app_env(app, 'sh -ec ' + q(c), env)} )" for c in commands]
+    return " && ".join(steps) or "true"
+
+
+def switch_current(app: App, release: str) -> str:
+    """Atomic: a temporary symlink renamed over `current` (never `ln -sfn`, which unlinks first)."""
+    lay = Layout(app.deploy_to)
+    tmp = f"{lay.deploy_to}/.current.{release}"
+    return f"ln -sfn {q(lay.release(release))} {q(tmp)} && mv -T {q(tmp)} {q(lay.current)}"
+
+
+def current_release() -> str:
+    # Shell text yielding the release name `current` points to (empty on a first deploy).
+    return "basename \"$(readlink current 2>/dev/null)\" 2>/dev/null"
+
+
+def cleanup(app: App) -> str:
+    """Keep the newest keep_releases releases; never the one `current` points to."""
+    lay = Layout(app.deploy_to)
+    return (
+        f"cd {q(lay.deploy_to)} && cur=$({current_release()}) && "
+        f"ls -1 releases | grep -E '^[0-9]{{14}}$' | sort -r | tail -n +{app.keep_releases + 1} | "
+        f"while read -r r; do [ \"$r\" = \"$cur\" ] || rm -rf \"releases/$r\"; done"
+    )
+
+
+def remove_release(app: App, release: str) -> str:
+    """Remove a release that failed before `current` pointed to it."""
+    lay = Layout(app.deploy_to)
+    path = lay.release(release)
+    return (f"[ \"$(readlink {q(lay.current)})\" = {q(path)} ] || rm -rf {q(path)} "
+            f"{q(lay.releases)}/.{q(release)}.tar.gz")
+
+
+def log_revision(app: App, line: str) -> str:
+    return f"printf '%s\\n' {q(line)} >> {q(Layout(app.deploy_to).revisions_log)}"
+
+
+def list_releases(app: App) -> str:
+    """One line per release, `NAME REVISION`, then `current NAME`."""
+    lay = Layout(app.deploy_to)
+    return (
+        f"cd {q(lay.deploy_to)} 2>/dev/null || exit 0; "
+        f"for r in $(ls -1 releases 2>/dev/null | grep -E '^[0-9]{{14}}$' | sort -r); do "
+        f"printf '%s %s\\n' \"$r\" \"$(head -n1 releases/$r/REVISION 2>/dev/null)\"; done; "
+        f"echo \"current $({current_release()})\""
+    )

@@ -1,0 +1,91 @@
+"""The remote script that makes a host's unit files for one app match the rendered ones.
+
+One round trip: write changed files, stop/disable instances that should no longer run, remove units of
+groups that are gone, daemon-reload only if a file changed, enable instances 1..N and the target.
+Units carry `X-Deploytool-App=<app>` so an app's own units are found without guessing from names.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Sequence
+
+from deploytool.commands.systemctl import systemctl
+from deploytool.inventory import App
+
+q = shlex.quote
+
+MARKER = "X-Deploytool-App"
+
+
+def unit_dir(app: App) -> str:
+    return "$HOME/.config/systemd/user" if app.systemd == "user" else "/etc/systemd/system"
+
+
+def _sudo(app: App) -> str:
+    return "" if app.systemd == "user" else "sudo -n "
+
+
+def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str) -> str:
+    """`files`: (name, content) of every unit the app should have; `enabled`: the instances to enable.
+
+    Prints `changed` when a unit file was written or removed."""
+    d = unit_dir(app)
+    sc = " ".join(q(a) for a in systemctl(app))
+    sudo = _sudo(app)
+    expected_files = " ".join(q(name) for name, _ in files)
+    expected_units = " ".join(q(u) for u in enabled)
+    lines = [f'd="{d}"', "changed=0", f'{sudo}mkdir -p "$d"']
+    for name, content in files:
+        b64 = base64.b64encode(content.encode()).decode()
+        lines.append(
+            f"if ! printf %s {b64} | base64 -d | cmp -s - \"$d\"/{q(name)}; then "
+            f"printf %s {b64} | base64 -d | {sudo}tee \"$d\"/{q(name)} >/dev/null && changed=1; fi"
+        )
+    # Instances running or enabled that are not wanted any more: stop and disable them first.
+    lines.append(
+        f"owned=$(grep -lx {q(MARKER + '=' + app.name)} \"$d\"/*.service \"$d\"/*.target 2>/dev/null || true)"
+    )
+    lines.append(
+        "patterns=''; for f in $owned; do n=${f##*/}; case $n in *@.service) "
+        "patterns=\"$patterns ${n%@.service}@*.service\";; esac; done"
+    )
+    lines.append(
+        f"present=$( {{ [ -z \"$patterns\" ] || {sc} list-units --all --plain --no-legend $patterns "
+        f"| awk '{{print $1}}'; ls \"$d\"/{q(target)}.wants 2>/dev/null; }} | sort -u)"
+    )
+    lines.append(
+        f"for u in $present; do case \" {expected_units} \" in *\" $u \"*) ;; *) "
+        f"{sc} disable --quiet --now \"$u\" 2>/dev/null || {sc} stop \"$u\"; "
+        f"{sudo}rm -f \"$d\"/{q(target)}.wants/\"$u\";; esac; done"
+    )
+    lines.append(
+        f"for f in $owned; do n=${{f##*/}}; case \" {expected_files} \" in *\" $n \"*) ;; *) "
+        f"{sudo}rm -f \"$f\" && changed=1;; esac; done"
+    )
+    lines.append(f'[ "$changed" = 0 ] || {{ {sc} daemon-reload && echo changed; }}')
+    if enabled:
+        lines.append(f"{sc} enable --quiet {q(target)} {expected_units}")
+    return "\n".join(lines)
+
+
+def remove_all(app: App) -> str:
+    """Stop, disable and delete every unit of the app (workers.uninstall)."""
+    d = unit_dir(app)
+    sc = " ".join(q(a) for a in systemctl(app))
+    sudo = _sudo(app)
+    return "\n".join([
+        f'd="{d}"',
+        f"owned=$(grep -lx {q(MARKER + '=' + app.name)} \"$d\"/*.service \"$d\"/*.target 2>/dev/null || true)",
+        '[ -n "$owned" ] || exit 0',
+        "units=''; for f in $owned; do n=${f##*/}; case $n in *@.service) "
+        "units=\"$units ${n%@.service}@*.service\";; *) units=\"$units $n\";; esac; done",
+        f"{sc} stop $units",
+        f"for f in $owned; do n=${{f##*/}}; case $n in *@.service) ;; *) "
+        f"{sc} disable --quiet \"$n\" 2>/dev/null || true;; esac; done",
+        f"for f in $owned; do n=${{f##*/}}; case $n in *.target) {sudo}rm -rf \"$d/$n.wants\";; esac; done",
+        f"{sudo}rm -f $owned",
+        f"{sc} daemon-reload",
+        f"{sc} reset-failed $units 2>/dev/null || true",
+    ])

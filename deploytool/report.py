@@ -1,0 +1,90 @@
+"""What the user sees: one progress line per host per stage, a summary table, or one JSON report.
+
+Values of the inventory's environment are redacted from everything printed, since environments hold
+secrets; env files are never read by deploytool at all (they are sourced on the hosts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass
+class StageReport:
+    name: str
+    seconds: float = 0.0
+    status: str = "ok"
+
+
+@dataclass
+class HostReport:
+    host: str
+    app: str
+    status: str = "ok"  # ok | failed | skipped
+    stages: list[StageReport] = field(default_factory=list)
+    error: str | None = None
+    release: str | None = None
+    revision: str | None = None
+    commands: int = 0
+    connections: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Thread-safe progress output; quiet when a JSON report will be printed instead."""
+
+    def __init__(self, secrets: Iterable[str] = (), quiet: bool = False, out: TextIO | None = None) -> None:
+        # Short values would redact ordinary words; they are not secrets worth the noise.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.quiet = quiet
+        self.out = out or sys.stderr
+        self._lock = threading.Lock()
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            print(self.redact(text), file=self.out, flush=True)
+
+    @contextmanager
+    def stage(self, report: HostReport, name: str) -> Iterator[StageReport]:
+        st = StageReport(name)
+        report.stages.append(st)
+        t0 = time.monotonic()
+        try:
+            yield st
+        except BaseException:
+            st.status = "failed"
+            raise
+        finally:
+            st.seconds = round(time.monotonic() - t0, 3)
+            self.line(f"{report.host:<10} {report.app:<10} {name:<10} {st.status} {st.seconds:.2f}s")
+
+    def summary(self, reports: list[HostReport]) -> None:
+        if self.quiet:
+            return
+        rows = [("HOST", "APP", "STATUS", "RELEASE", "REVISION", "SECONDS", "ERROR")]
+        for r in reports:
+            total = sum(s.seconds for s in r.stages)
+            rows.append((r.host, r.app, r.status, r.release or "-", (r.revision or "-")[:12],
+                         f"{total:.1f}", r.error or ""))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        with self._lock:
+            for row in rows:
+                cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
+                print(self.redact("  ".join(cells).rstrip()), file=self.out, flush=True)
+
+    def json(self, reports: list[HostReport], **extra: Any) -> None:
+        data = {**extra, "ok": all(r.status == "ok" for r in reports), "hosts": [asdict(r) for r in reports]}
+        print(self.redact(json.dumps(data, indent=2)), flush=True)

@@ -1,0 +1,160 @@
+"""Worker operations on one host for one app: install, quiet, stop, start, restart, status.
+
+Each operation is built from the kinds table and the inventory as commands first, then sent through
+the host's Session; `plan_*` functions only build, so a dry run prints exactly what would be sent.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deploytool.commands import systemctl as sc
+from deploytool.commands import unitfiles
+from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.kinds import KINDS, Quiet
+from deploytool.remote import Session, join
+from deploytool.units import instances, render_app, target_name
+
+
+@dataclass(frozen=True)
+class Workers:
+    """An app's workers on one host, as the inventory wants them."""
+
+    inv: Inventory
+    host: str
+    app: App
+
+    @property
+    def groups(self) -> list[WorkerGroup]:
+        return self.inv.groups_on(self.host, self.app)
+
+    @property
+    def units(self) -> list[str]:
+        return [u for g in self.groups for u in instances(self.app, g)]
+
+    @property
+    def target(self) -> str:
+        return target_name(self.app)
+
+    def install_script(self, template_dirs: Sequence[object] = ()) -> str:
+        files = [(u.name, u.content) for u in render_app(self.inv, self.host, self.app, template_dirs)]
+        return unitfiles.sync(self.app, files, self.units, self.target)
+
+    def unsupported_quiet(self) -> list[str]:
+        return sorted({g.kind for g in self.groups if KINDS[g.kind].quiet is Quiet.NONE})
+
+    def quiet_commands(self) -> list[str]:
+        """Commands that make every group that can be quieted stop fetching jobs."""
+        cmds: list[str] = []
+        for g in self.groups:
+            kind = KINDS[g.kind]
+            units = instances(self.app, g)
+            if not units:
+                continue
+            if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
+                cmds.append(join(sc.kill_main(self.app, units, kind.quiet_signal)))
+            elif kind.quiet is Quiet.CELERY_CONTROL:
+                program = list(g.command or kind.program)
+                for i in range(1, g.processes + 1):
+                    node = f"{self.app.name}-{g.name}-{i}@{self.host}"
+                    for queue in g.queues:
+                        cmds.append(
+                            f"cd {shlex.quote(self.app.current_path)} && "
+                            + join([*program, "control", "cancel_consumer", queue.name, "-d", node])
+                        )
+        return cmds
+
+
+def quiet(session: Session, w: Workers, stage: str = "quiet") -> None:
+    for command in w.quiet_commands():
+        session.run(command, stage)
+
+
+def start(session: Session, w: Workers, stage: str = "start") -> None:
+    if w.units:
+        session.run(join(sc.start(w.app, [w.target, *w.units])), stage)
+
+
+def stop(session: Session, w: Workers, stage: str = "stop") -> None:
+    # systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit.
+    if w.units:
+        session.run(join(sc.stop(w.app, w.units)), stage)
+
+
+def restart_script(w: Workers) -> str:
+    """Stop (each worker drains within its grace), start, and check the units are active.
+
+    `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
+    return "\n".join([join(sc.stop(w.app, w.units)), join(sc.start(w.app, [w.target, *w.units])),
+                      join(sc.is_active(w.app, w.units))])
+
+
+def restart(session: Session, w: Workers, stage: str = "restart") -> None:
+    """Quiet where supported, then stop and start again."""
+    if not w.units:
+        return
+    quiet(session, w, stage)
+    session.run(restart_script(w), stage)
+
+
+def install(session: Session, w: Workers, template_dirs: Sequence[object] = (), stage: str = "units") -> bool:
+    """Make the host's units match the inventory; True if a unit file changed."""
+    prefix = ""
+    if w.app.systemd == "user":
+        prefix = join(sc.enable_linger(session.host.user)) + "\n"
+    out = session.run(prefix + w.install_script(template_dirs), stage).stdout
+    return "changed" in out.split()
+
+
+def uninstall(session: Session, w: Workers, stage: str = "uninstall") -> None:
+    session.run(unitfiles.remove_all(w.app), stage)
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    host: str
+    unit: str
+    load: str
+    active: str
+    sub: str
+    enabled: str
+    since: str
+    restarts: int
+    main_pid: int
+    memory: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.active == "active"
+
+
+def status(session: Session, w: Workers, stage: str = "status") -> list[UnitStatus]:
+    units = [*w.units, w.target] if w.units else []
+    if not units:
+        return []
+    out = session.run(join(sc.show(w.app, units)), stage).stdout
+    return [_parse_show(session.host.name, block) for block in out.strip().split("\n\n") if block.strip()]
+
+
+def _parse_show(host: str, block: str) -> UnitStatus:
+    props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+
+    def num(key: str) -> int:
+        value = props.get(key, "")
+        return int(value) if value.isdigit() else 0
+
+    memory = props.get("MemoryCurrent", "")
+    return UnitStatus(
+        host=host,
+        unit=props.get("Id", "?"),
+        load=props.get("LoadState", ""),
+        active=props.get("ActiveState", ""),
+        sub=props.get("SubState", ""),
+        enabled=props.get("UnitFileState", ""),
+        since=props.get("ActiveEnterTimestamp", ""),
+        restarts=num("NRestarts"),
+        main_pid=num("MainPID"),
+        memory=int(memory) if memory.isdigit() else None,
+    )
