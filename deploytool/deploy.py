@@ -209,17 +209,21 @@ class Deploy:
                 report.error = f"{report.error}; recovery failed: {e}"
 
 
-def deploy_host(d: Deploy, report: HostReport, out: Reporter) -> bool:
-    """One host's whole deploy over one connection; False if it failed."""
+def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: Reporter) -> bool:
+    """A host's deploys (one per app) over one connection; False if any failed."""
+    first = deploys[0]
     try:
-        with out.stage(report, "connect"):
-            session = connect(d.inv.hosts[d.host])
+        with out.stage(reports[0], "connect"):
+            session = connect(first.inv.hosts[first.host])
     except HostError as e:
-        report.status, report.error = "failed", str(e)
+        for r in reports:
+            r.status, r.error = "failed", str(e)
         return False
     try:
-        d.run(session, report, out)
+        for d, r in zip(deploys, reports, strict=True):
+            d.run(session, r, out)
     finally:
-        report.commands, report.connections = session.commands, 1
+        for r in reports:
+            r.commands, r.connections = session.commands, 1
         session.close()
-    return report.status == "ok"
+    return all(r.status == "ok" for r in reports)

@@ -3,6 +3,7 @@ commands (built as data elsewhere) to a host."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import time
@@ -115,10 +116,8 @@ def connect(host: Host) -> Session:
     )
     # Fabric trusts unknown hosts by default; deploytool never does.
     conn.client.set_missing_host_key_policy(_RejectUnknown(known_hosts))
-    try:
+    with contextlib.suppress(FileNotFoundError):
         conn.client.load_host_keys(known_hosts)
-    except FileNotFoundError:
-        pass
     deadline = time.monotonic() + host.connect_timeout
     while True:
         try:

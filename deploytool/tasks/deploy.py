@@ -2,23 +2,61 @@
 
 from __future__ import annotations
 
-from invoke.context import Context
-from invoke.tasks import task
+import json as jsonlib
+import tempfile
+from collections import defaultdict
+from pathlib import Path
 
-from deploytool.tasks.options import HELP, exit_codes, load, not_yet, select_targets
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from deploytool import releases as rel_ops
+from deploytool.deploy import Deploy, deploy_host, release_name
+from deploytool.inventory import Inventory
+from deploytool.report import HostReport, Reporter
+from deploytool.rolling import run
+from deploytool.source import pack, resolve
+from deploytool.tasks.options import Target, command, load, select_targets
+from deploytool.tasks.workers import project_templates
 
 DEPLOY_HELP = {
-    **HELP,
     "revision": "git revision to deploy (default: the app's source.revision)",
     "parallel": "hosts deployed at once (default: all of a batch)",
-    "batch": "rolling batches: N hosts or P% of them at a time",
-    "max_fail": "hosts that may fail before the remaining batches are cancelled",
-    "force_unlock": "clear a deploy lock left behind (the holder is reported)",
+    "batch": "rolling batches: N hosts or P% of them at a time (default: all at once)",
+    "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
+    "force_unlock": "clear a deploy lock left behind by a deploy that died (the holder is reported)",
 }
 
 
-@task(help=DEPLOY_HELP)
-@exit_codes
+def secrets(inv: Inventory) -> list[str]:
+    """Environment values never printed: the inventory's, for every app and group."""
+    values: list[str] = []
+    for apps in inv.resolved.values():
+        for app in apps.values():
+            values += app.environment.values()
+            for g in app.workers.values():
+                values += g.environment.values()
+    return values
+
+
+def by_host(targets: list[Target]) -> dict[str, list[Target]]:
+    hosts: dict[str, list[Target]] = defaultdict(list)
+    for t in targets:
+        hosts[t.host].append(t)
+    return dict(hosts)
+
+
+def finish(out: Reporter, reports: list[HostReport], json: bool, **extra: object) -> None:
+    if json:
+        out.json(reports, **extra)
+    else:
+        out.summary(reports)
+    failed = [r.host for r in reports if r.status != "ok"]
+    if failed:
+        raise Exit(code=1)
+
+
+@command(**DEPLOY_HELP)
 def deploy(
     c: Context,
     inventory: str | None = None,
@@ -34,32 +72,93 @@ def deploy(
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
-    select_targets(load(c, inventory), host, app, role)
-    not_yet("deploy", "issue #4")
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app, role)
+    out = Reporter(secrets(inv), quiet=json)
+    name = release_name()
+    templates = project_templates(inv.path)
+    apps = {t.app.name: t.app for t in targets}
+    revisions = {n: resolve(a, revision) for n, a in apps.items()}
+    with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:
+        archives = {
+            n: (pack(a, revisions[n], Path(tmp)) if a.source.strategy == "archive" and not dry_run else None)
+            for n, a in apps.items()
+        }
+        hosts = {
+            h: [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates,
+                       force_unlock) for t in ts]
+            for h, ts in by_host(targets).items()
+        }
+        if dry_run:
+            print(out.redact(plan_text(hosts)))
+            return
+        reports = {h: [HostReport(h, d.app.name) for d in ds] for h, ds in hosts.items()}
+
+        def skipped(h: str) -> None:
+            for r in reports[h]:
+                r.status, r.error = "skipped", "not started: too many hosts failed"
+
+        run(list(hosts), lambda h: deploy_host(hosts[h], reports[h], out), skipped,
+            batch=batch, parallel=parallel, max_fail=max_fail)
+    finish(out, [r for rs in reports.values() for r in rs], json, release=name)
 
 
-@task(help={**HELP, "release": "release to roll back to (timestamp; default: the previous one)"})
-@exit_codes
+def plan_text(hosts: dict[str, list[Deploy]]) -> str:
+    lines = ["dry run: nothing is uploaded, locked or written"]
+    for h, deploys in hosts.items():
+        for d in deploys:
+            lines.append(f"\n{h}: {d.app.name}: release {d.release}, revision {d.revision.ref} "
+                         f"({d.revision.commit or 'resolved on the host'})")
+            for stage, commands in d.plan():
+                lines.append(f"  [{stage}]")
+                for cmd in commands:
+                    lines += [f"    {ln}" for ln in cmd.splitlines()]
+    return "\n".join(lines)
+
+
+@command(release="release to roll back to (timestamp; default: the one before current)")
 def rollback(
     c: Context,
     inventory: str | None = None,
     host: str | None = None,
     app: str | None = None,
     release: str | None = None,
-    dry_run: bool = False,
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
-    select_targets(load(c, inventory), host, app)
-    not_yet("rollback", "issue #4")
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app)
+    out = Reporter(secrets(inv), quiet=json)
+    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in by_host(targets).items()}
+    templates = project_templates(inv.path)
+    run(list(reports),
+        lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
+                                        reports[h], out),
+        lambda h: None, default_batch=1)
+    finish(out, [r for rs in reports.values() for r in rs], json)
 
 
-@task(help=HELP)
-@exit_codes
+@command()
 def releases(
     c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
     json: bool = False,
 ) -> None:
     """List the releases on each host, newest first, current marked."""
-    select_targets(load(c, inventory), host, app)
-    not_yet("releases", "issue #4")
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app)
+    Reporter(secrets(inv), quiet=True)
+    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in by_host(targets).items()}
+    run(list(reports), lambda h: rel_ops.list_host(inv, h, [t.app for t in by_host(targets)[h]], reports[h]),
+        lambda h: None)
+    all_reports = [r for rs in reports.values() for r in rs]
+    if json:
+        print(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
+                                        **r.details} for r in all_reports]}, indent=2))
+    else:
+        for r in all_reports:
+            print(f"{r.host}: {r.app}" + (f": error: {r.error}" if r.error else ""))
+            for item in r.details.get("releases", []):
+                mark = "*" if item["current"] else " "
+                print(f"  {mark} {item['release']}  {item['revision'][:12]}")
+    if any(r.status != "ok" for r in all_reports):
+        raise Exit(code=1)

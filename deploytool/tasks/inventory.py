@@ -7,10 +7,9 @@ from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
 
 from deploytool.inventory import Inventory
-from deploytool.tasks.options import HELP, exit_codes, load
+from deploytool.tasks.options import command, load
 
 
 def summary(inv: Inventory) -> dict[str, Any]:
@@ -50,8 +49,7 @@ def _lines(data: dict[str, Any]) -> list[str]:
     return out
 
 
-@task(help={"inventory": HELP["inventory"], "json": HELP["json"]})
-@exit_codes
+@command()
 def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     """Validate an inventory and print what runs where."""
     data = summary(load(c, inventory))

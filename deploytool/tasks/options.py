@@ -4,12 +4,14 @@ errors to exit codes (0 ok, 1 a host failed, 2 bad input)."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory, load_inventory
@@ -103,3 +105,14 @@ def select_targets(
 def not_yet(task: str, issue: str) -> None:
     """A task whose work is not built yet says so and fails, rather than pretend."""
     raise Exit(f"error: {task} is not implemented yet ({issue})", code=1)
+
+
+def command(**extra_help: str) -> Callable[[Callable[..., None]], Any]:
+    """An Invoke task with exit codes and the shared help texts of the options it actually has."""
+
+    def wrap(func: Callable[..., None]) -> Any:
+        params = inspect.signature(func).parameters
+        texts = {**HELP, **extra_help}
+        return task(help={k: v for k, v in texts.items() if k in params})(exit_codes(func))
+
+    return wrap

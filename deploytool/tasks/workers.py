@@ -2,19 +2,89 @@
 
 from __future__ import annotations
 
+import contextlib
+import json as jsonlib
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
+from invoke.exceptions import Exit
 
-from deploytool.errors import InputError
-from deploytool.tasks.options import HELP, exit_codes, load, not_yet, select_targets
+from deploytool import workers as ops
+from deploytool.commands import systemctl as sc
+from deploytool.errors import HostError, InputError
+from deploytool.inventory import Inventory
+from deploytool.remote import Session, connect, join
+from deploytool.report import HostReport, Reporter
+from deploytool.rolling import run
+from deploytool.tasks.options import Target, command, load, select_targets
 from deploytool.units import render_app
+from deploytool.workers import Workers
+
+ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
+                "max_fail": "hosts that may fail before the rest are left alone (default 0)"}
+
+Op = Callable[[Session, Workers, HostReport], None]
 
 
-@task(help={**HELP, "out": "directory to write the units to (HOST/UNIT); default: print them"})
-@exit_codes
+def project_templates(inventory_path: Path) -> list[Path]:
+    """A project's own templates/systemd/ (beside its inventories/) overrides the built-in ones."""
+    base = inventory_path.parent if inventory_path.is_file() else inventory_path
+    candidate = base.parent / "templates" / "systemd"
+    return [candidate] if candidate.is_dir() else []
+
+
+def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, batch: str | None = None,
+             default_batch: int = 0, max_fail: int = 0) -> list[HostReport]:
+    """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches."""
+    hosts: dict[str, list[Target]] = {}
+    for t in targets:
+        hosts.setdefault(t.host, []).append(t)
+    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in hosts.items()}
+
+    def work(h: str) -> bool:
+        try:
+            session = connect(inv.hosts[h])
+        except HostError as e:
+            for r in reports[h]:
+                r.status, r.error = "failed", str(e)
+            return False
+        try:
+            for t, r in zip(hosts[h], reports[h], strict=True):
+                try:
+                    op(session, Workers(inv, h, t.app), r)
+                except HostError as e:
+                    r.status, r.error = "failed", out.redact(str(e))
+        finally:
+            session.close()
+        return all(r.status == "ok" for r in reports[h])
+
+    def skipped(h: str) -> None:
+        for r in reports[h]:
+            r.status, r.error = "skipped", "not started: too many hosts failed"
+
+    run(list(hosts), work, skipped, batch=batch, default_batch=default_batch, max_fail=max_fail)
+    return [r for rs in reports.values() for r in rs]
+
+
+def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool,
+           batch: str | None = None, default_batch: int = 0, max_fail: int = 0) -> None:
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app)
+    out = Reporter(quiet=json)
+    reports = on_hosts(inv, targets, op, out, batch, default_batch, max_fail)
+    if json:
+        out.json(reports)
+    else:
+        out.summary(reports)
+    if any(r.status != "ok" for r in reports):
+        raise Exit(code=1)
+
+
+@command(out="directory to write the units to (HOST/UNIT with several hosts); default: print")
 def render(
     c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
     out: str | None = None,
@@ -39,35 +109,150 @@ def render(
         print(f"{t.host}: {t.app.name}: wrote {len(units)} units to {directory}")
 
 
-def project_templates(inventory_path: Path) -> list[Path]:
-    """A project's own templates/systemd/ (beside its inventories/) overrides the built-in ones."""
-    base = inventory_path.parent if inventory_path.is_file() else inventory_path
-    candidate = base.parent / "templates" / "systemd"
-    return [candidate] if candidate.is_dir() else []
+@command()
+def install(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+            json: bool = False) -> None:
+    """Upload the units, enable instances 1..N and the target (start at boot); remove surplus ones."""
+    templates = project_templates(load(c, inventory).path)
+
+    def op(s: Session, w: Workers, r: HostReport) -> None:
+        r.details["units_changed"] = ops.install(s, w, templates)
+    simple(c, inventory, host, app, op, json)
 
 
-def _later(name: str, doc: str) -> object:
-    def body(
-        c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-    ) -> None:
-        select_targets(load(c, inventory), host, app)
-        not_yet(f"workers.{name}", "issue #5")
-
-    body.__name__ = name
-    body.__doc__ = doc
-    return task(help=HELP)(exit_codes(body))
+@command()
+def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+              json: bool = False) -> None:
+    """Stop, disable and remove all of an app's worker units."""
+    simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json)
 
 
-install = _later("install", "Upload the units, enable instances 1..N and the target (start at boot).")
-uninstall = _later("uninstall", "Stop, disable and remove all of an app's worker units.")
-enable = _later("enable", "Make the workers start at boot.")
-disable = _later("disable", "Stop the workers from starting at boot (running ones keep running).")
-start = _later("start", "Start the workers.")
-stop = _later("stop", "Stop the workers, letting running jobs finish within the grace.")
-quiet = _later("quiet", "Make the workers stop fetching new jobs (kinds that support it).")
-restart = _later("restart", "Quiet, stop and start the workers, host by host.")
-status = _later("status", "Show each worker unit's state; exit 1 unless all are active.")
-logs = _later("logs", "Show the workers' journal.")
+def _systemctl_op(build: Callable[[Workers], list[str]], stage: str) -> Op:
+    def op(s: Session, w: Workers, r: HostReport) -> None:
+        if w.units:
+            s.run(join(build(w)), stage)
+    return op
+
+
+@command()
+def enable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+           json: bool = False) -> None:
+    """Make the workers start at boot."""
+    simple(c, inventory, host, app, _systemctl_op(lambda w: sc.enable(w.app, [w.target, *w.units]), "enable"),
+           json)
+
+
+@command()
+def disable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+            json: bool = False) -> None:
+    """Stop the workers from starting at boot (running ones keep running)."""
+    simple(c, inventory, host, app,
+           _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json)
+
+
+@command()
+def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+          json: bool = False) -> None:
+    """Start the workers."""
+    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json)
+
+
+@command()
+def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+         json: bool = False) -> None:
+    """Stop the workers; running jobs get the kind's grace to finish."""
+    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json)
+
+
+@command()
+def quiet(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+          json: bool = False) -> None:
+    """Make the workers stop fetching new jobs (kinds that support it); exit 1 for kinds that cannot."""
+
+    def op(s: Session, w: Workers, r: HostReport) -> None:
+        ops.quiet(s, w)
+        unsupported = w.unsupported_quiet()
+        if unsupported:
+            raise HostError(f"{w.host}: quiet: not supported by {', '.join(unsupported)} "
+                            "(no per-worker quiet mechanism); the other kinds were quieted")
+    simple(c, inventory, host, app, op, json)
+
+
+@command(**ROLLING_HELP)
+def restart(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+            batch: str | None = None, max_fail: int = 0, json: bool = False) -> None:
+    """Quiet, stop and start the workers, rolling host by host."""
+
+    def op(s: Session, w: Workers, r: HostReport) -> None:
+        try:
+            ops.restart(s, w)
+        except HostError:
+            # Never leave workers quiet or stopped: try to bring them back before reporting.
+            with contextlib.suppress(HostError):
+                ops.start(s, w, stage="recover")
+            raise
+    simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail)
+
+
+@command()
+def status(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+           json: bool = False) -> None:
+    """Show each worker unit's state; exit 1 unless every expected unit is active."""
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app)
+    units: list[ops.UnitStatus] = []
+
+    def op(s: Session, w: Workers, r: HostReport) -> None:
+        found = ops.status(s, w)
+        units.extend(found)
+        down = [u.unit for u in found if not u.ok]
+        if down:
+            raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
+    reports = on_hosts(inv, targets, op, Reporter(quiet=True))
+    if json:
+        print(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
+                             "units": [asdict(u) for u in units],
+                             "errors": [r.error for r in reports if r.error]}, indent=2))
+    else:
+        print(status_table(units))
+        for r in reports:
+            if r.error:
+                print(f"error: {r.error}")
+    if any(r.status != "ok" for r in reports):
+        raise Exit(code=1)
+
+
+def status_table(units: list[ops.UnitStatus]) -> str:
+    rows = [("HOST", "UNIT", "ACTIVE", "SUB", "BOOT", "SINCE", "RESTARTS", "PID", "MEMORY")]
+    for u in units:
+        mem = f"{u.memory / 2**20:.1f}M" if u.memory is not None else "-"
+        rows.append((u.host, u.unit, u.active, u.sub, u.enabled, u.since or "-", str(u.restarts),
+                     str(u.main_pid or "-"), mem))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+@command(lines="journal lines to show (default 100)", since="e.g. '10 min ago'",
+         follow="keep printing new entries", group="only this worker group")
+def logs(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+         group: str | None = None, lines: int = 100, since: str | None = None, follow: bool = False) -> None:
+    """Show the workers' journal."""
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app)
+    for t in targets:
+        w = Workers(inv, t.host, t.app)
+        groups = [g for g in w.groups if group in (None, g.name)]
+        if group and not groups:
+            raise InputError(f"{inv.path}: host {t.host}: app {t.app.name}: --group {group}: no such group")
+        units = [f"{t.app.name}-{g.name}@*.service" for g in groups]
+        session = connect(inv.hosts[t.host])
+        try:
+            argv = sc.logs(t.app, units, lines, since, follow)
+            # Streamed as it comes, so --follow works; output is the hosts' journal, not ours.
+            session.connection.run(" ".join(shlex.quote(a) for a in argv), warn=True, in_stream=False)
+        finally:
+            session.close()
+
 
 workers = Collection(
     "workers", render, install, uninstall, enable, disable, start, stop, quiet, restart, status, logs

@@ -1,0 +1,116 @@
+"""Listing releases and rolling back to one, on one host."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deploytool import workers as ops
+from deploytool.commands import release as rel
+from deploytool.errors import HostError
+from deploytool.inventory import App, Inventory
+from deploytool.remote import Session, connect
+from deploytool.report import HostReport, Reporter
+from deploytool.workers import Workers
+
+
+def parse_listing(text: str) -> list[dict[str, Any]]:
+    """`NAME REVISION` lines then `current NAME` → newest first, current marked."""
+    current = ""
+    rows: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "current":
+            current = parts[1] if len(parts) > 1 else ""
+        else:
+            rows.append((parts[0], parts[1] if len(parts) > 1 else ""))
+    return [{"release": r, "revision": rev, "current": r == current} for r, rev in rows]
+
+
+def listing(session: Session, app: App) -> list[dict[str, Any]]:
+    return parse_listing(session.run(rel.list_releases(app), "releases").stdout)
+
+
+def list_host(inv: Inventory, host: str, apps: Sequence[App], reports: Sequence[HostReport]) -> bool:
+    try:
+        session = connect(inv.hosts[host])
+    except HostError as e:
+        for r in reports:
+            r.status, r.error = "failed", str(e)
+        return False
+    try:
+        for app, r in zip(apps, reports, strict=True):
+            try:
+                r.details["releases"] = listing(session, app)
+            except HostError as e:
+                r.status, r.error = "failed", str(e)
+    finally:
+        session.close()
+    return all(r.status == "ok" for r in reports)
+
+
+def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
+    """The named release, or the one just before `current`."""
+    names = [r["release"] for r in releases]
+    current = next((r["release"] for r in releases if r["current"]), None)
+    if wanted:
+        if wanted not in names:
+            raise HostError(f"release {wanted} does not exist (have: {', '.join(names) or 'none'})")
+        if wanted == current:
+            raise HostError(f"release {wanted} is already current")
+        return wanted
+    if current is None or current not in names:
+        raise HostError("no current release to roll back from")
+    older = names[names.index(current) + 1 :]
+    if not older:
+        raise HostError(f"no release older than the current {current} to roll back to")
+    return str(older[0])
+
+
+def rollback_host(
+    inv: Inventory, host: str, apps: Sequence[App], wanted: str | None, template_dirs: Sequence[Path],
+    reports: Sequence[HostReport], out: Reporter,
+) -> bool:
+    try:
+        with out.stage(reports[0], "connect"):
+            session = connect(inv.hosts[host])
+    except HostError as e:
+        for r in reports:
+            r.status, r.error = "failed", str(e)
+        return False
+    try:
+        for app, r in zip(apps, reports, strict=True):
+            try:
+                _rollback(session, inv, host, app, wanted, template_dirs, r, out)
+            except HostError as e:
+                r.status, r.error = "failed", f"{host}: {e}" if not str(e).startswith(host) else str(e)
+    finally:
+        session.close()
+    return all(r.status == "ok" for r in reports)
+
+
+def _rollback(session: Session, inv: Inventory, host: str, app: App, wanted: str | None,
+              template_dirs: Sequence[Path], report: HostReport, out: Reporter) -> None:
+    w = Workers(inv, host, app)
+    with out.stage(report, "check"):
+        target = choose(listing(session, app), wanted)
+        report.release = target
+    with out.stage(report, "quiet"):
+        ops.quiet(session, w)
+    with out.stage(report, "switch"):
+        session.run(rel.switch_current(app, target), "switch")
+    with out.stage(report, "units"):
+        ops.install(session, w, template_dirs)
+    with out.stage(report, "restart"):
+        ops.restart(session, w)
+    with out.stage(report, "log"):
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
+        line = f"{datetime.now(UTC).isoformat(timespec='seconds')} {who} rolled back to release {target}"
+        session.run(rel.log_revision(app, line), "log")
+    report.details["rolled_back_to"] = target
