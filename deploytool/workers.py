@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
@@ -38,7 +39,7 @@ class Workers:
     def target(self) -> str:
         return target_name(self.app)
 
-    def install_script(self, template_dirs: Sequence[object] = ()) -> str:
+    def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
         files = [(u.name, u.content) for u in render_app(self.inv, self.host, self.app, template_dirs)]
         return unitfiles.sync(self.app, files, self.units, self.target)
 
@@ -99,7 +100,7 @@ def restart(session: Session, w: Workers, stage: str = "restart") -> None:
     session.run(restart_script(w), stage)
 
 
-def install(session: Session, w: Workers, template_dirs: Sequence[object] = (), stage: str = "units") -> bool:
+def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), stage: str = "units") -> bool:
     """Make the host's units match the inventory; True if a unit file changed."""
     prefix = ""
     if w.app.systemd == "user":
