@@ -42,6 +42,8 @@ def _plain(value: str) -> str:
 Text = Annotated[str, AfterValidator(_plain)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# Strict: YAML reads `processes: yes` as True and pydantic would take it for 1; "3" and 2.0 are refused too.
+Int = Annotated[int, Field(strict=True)]
 
 
 def _scalar_to_str(value: Any) -> Any:
@@ -108,10 +110,10 @@ class WorkerGroup(_Model):
 
     name: Name = ""
     kind: Literal["sidekiq", "celery", "rq", "dramatiq", "sneakers", "command"]
-    processes: Annotated[int, Field(ge=0, le=256)] = 1
-    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+    processes: Annotated[Int, Field(ge=0, le=256)] = 1
+    threads: Annotated[Int, Field(ge=1, le=1024)] | None = None
     queues: tuple[QueueItem, ...] = ()
-    timeout: Annotated[int, Field(ge=1, le=86400)] | None = None
+    timeout: Annotated[Int, Field(ge=1, le=86400)] | None = None
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     command: tuple[Text, ...] | None = None
     user: Name | None = None
@@ -150,6 +152,12 @@ def _redis_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
         raise ValueError(f"{value!r} is not a redis:// URL")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    if parts.scheme != "unix" and not re.fullmatch(r"/?|/\d+", parts.path):
+        raise ValueError("the path must be a DB number (/0)")
     return value
 
 
@@ -167,7 +175,7 @@ class App(_Model):
     roles: tuple[Name, ...] = ("app",)
     source: Source
     deploy_to: AbsPath
-    keep_releases: Annotated[int, Field(ge=1, le=100)] = 5
+    keep_releases: Annotated[Int, Field(ge=1, le=100)] = 5
     linked_files: tuple[RelPath, ...] = ()
     linked_dirs: tuple[RelPath, ...] = ()
     build: tuple[Text, ...] = ()
@@ -183,7 +191,7 @@ class App(_Model):
     @classmethod
     def _name_groups(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: ({"name": k, **v} if isinstance(v, dict) else v) for k, v in value.items()}
+            return {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in value.items()}
         return value
 
     @property
@@ -204,12 +212,12 @@ class App(_Model):
 class Host(_Model):
     name: Name = ""
     address: Text
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    port: Annotated[Int, Field(ge=1, le=65535)] = 22
     user: Name = "deploy"
     roles: tuple[Name, ...] = ()
     known_hosts: Text | None = None
     identity: Text | None = None
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    connect_timeout: Annotated[float, Field(strict=True, gt=0, le=600)] = 10.0
 
 
 @dataclass(frozen=True)
@@ -246,8 +254,18 @@ def resolve_path(name_or_path: str) -> Path:
 
 def load_inventory(name_or_path: str | Path) -> Inventory:
     path = resolve_path(str(name_or_path))
-    layers = _read_layers(path)
-    return _build(path, layers)
+    try:
+        return _build(path, _read_layers(path))
+    except InputError as e:
+        raise InputError(_single_line(str(e))) from None
+
+
+def _single_line(message: str) -> str:
+    # Key names come from the file: escape any line break they hold (repr-style, as values are shown).
+    return "".join(repr(c)[1:-1] if c in _BREAKS else c for c in message)
+
+
+_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\0")
 
 
 # --- reading and merging ------------------------------------------------------------------------
@@ -326,7 +344,8 @@ def _read_layers(path: Path) -> _Layers:
 def _check_top(layer: _Layer, allowed: set[str]) -> None:
     for key in layer.data:
         if key not in allowed:
-            raise InputError(f"{layer.file}: {key}: unknown top-level key (expected {', '.join(sorted(allowed))})")
+            expected = ", ".join(sorted(allowed))
+            raise InputError(f"{layer.file}: {key}: unknown top-level key (expected {expected})")
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -346,9 +365,14 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top)"
 
 
+def _first_loc(err: ValidationError) -> tuple[int | str, ...]:
+    loc = err.errors(include_url=False)[0]["loc"]
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
 def _one_line(err: ValidationError, prefix: str, key_prefix: str) -> InputError:
     first = err.errors(include_url=False)[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = _first_loc(err)
     key = _loc((*key_prefix.split("."), *loc) if key_prefix else loc)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -369,7 +393,7 @@ def _build(path: Path, layers: _Layers) -> Inventory:
             hosts[name] = Host.model_validate({**fields, "name": name})
         except ValidationError as e:
             raise _one_line(e, f"{layer.file}: host {name}", "") from None
-        _resolve_local_paths(hosts, name, layer.file.parent)
+        _resolve_local_paths(hosts, name, layer.file)
 
     apps_raw = layers.common.data.get("apps") or {}
     if not isinstance(apps_raw, dict):
@@ -377,19 +401,18 @@ def _build(path: Path, layers: _Layers) -> Inventory:
     apps: dict[str, App] = {}
     for name, data in apps_raw.items():
         if not isinstance(data, dict):
-            raise InputError(f"{layers.common.file}: app {name}: must be a mapping (source:, deploy_to:, ...)")
+            raise InputError(
+                f"{layers.common.file}: app {name}: must be a mapping (source:, deploy_to:, ...)"
+            )
         apps[str(name)] = _validate_app(str(name), data, f"{layers.common.file}: app {name}", name)
 
+    for role, layer in layers.roles.items():
+        _check_overrides(layer, f"role {role}", apps_raw)
     resolved: dict[str, dict[str, App]] = {}
     for host_name, host in hosts.items():
         host_layer = layers.hosts[host_name]
         over_layers = [layers.roles[r] for r in host.roles if r in layers.roles] + [host_layer]
-        host_apps_over = host_layer.data.get("apps") or {}
-        if not isinstance(host_apps_over, dict):
-            raise InputError(f"{host_layer.file}: host {host_name}: apps: must be a mapping")
-        for app_name in host_apps_over:
-            if app_name not in apps_raw:
-                raise InputError(f"{host_layer.file}: host {host_name}: apps.{app_name}: no such app in apps:")
+        _check_overrides(host_layer, f"host {host_name}", apps_raw)
         resolved[host_name] = {}
         for app_name, data in apps_raw.items():
             merged = data
@@ -397,13 +420,43 @@ def _build(path: Path, layers: _Layers) -> Inventory:
                 over = (layer.data.get("apps") or {}).get(app_name)
                 if over is not None:
                     merged = _merge(merged, over)
-            app = _validate_app(app_name, merged, f"{_origin(over_layers, layers.common)}: host {host_name}",
-                                app_name)
+            try:
+                app = App.model_validate({**merged, "name": app_name})
+            except ValidationError as e:
+                file = _blame(over_layers, app_name, _first_loc(e)) or _origin(over_layers, layers.common)
+                raise _one_line(e, f"{file}: host {host_name}", f"apps.{app_name}") from None
             if set(app.roles) & set(host.roles):
                 resolved[host_name][app_name] = _with_local_source(app, path)
     inventory = Inventory(path=path, hosts=hosts, apps=apps, resolved=resolved)
     _check_shared_redis(inventory)
     return inventory
+
+
+def _check_overrides(layer: _Layer, who: str, apps_raw: Mapping[str, Any]) -> None:
+    over = layer.data.get("apps") or {}
+    if not isinstance(over, dict):
+        raise InputError(f"{layer.file}: {who}: apps: must be a mapping")
+    for app_name, data in over.items():
+        if app_name not in apps_raw:
+            raise InputError(f"{layer.file}: {who}: apps.{app_name}: no such app in apps:")
+        if data is not None and not isinstance(data, dict):
+            raise InputError(f"{layer.file}: {who}: apps.{app_name}: must be a mapping of overrides")
+
+
+def _blame(over_layers: list[_Layer], app_name: str, loc: tuple[int | str, ...]) -> Path | None:
+    # The layer that sets the deepest part of the failing key (the most specific one on a tie).
+    best, depth = None, 0
+    for layer in over_layers:
+        node, d = (layer.data.get("apps") or {}).get(app_name), 0
+        for part in loc:
+            inside = node if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+            if part not in inside:
+                break
+            node = node[part]  # type: ignore[index]
+            d += 1
+        if d and d >= depth:
+            best, depth = layer.file, d
+    return best
 
 
 def _origin(over_layers: list[_Layer], common: _Layer) -> Path:
@@ -421,15 +474,18 @@ def _validate_app(name: str, data: dict[str, Any], prefix: str, app_name: str) -
         raise _one_line(e, prefix, f"apps.{app_name}") from None
 
 
-def _resolve_local_paths(hosts: dict[str, Host], name: str, base: Path) -> None:
-    host = hosts[name]
+def _resolve_local_paths(hosts: dict[str, Host], name: str, file: Path) -> None:
+    host, base = hosts[name], file.parent
     updates = {}
     for key in ("known_hosts", "identity"):
         value = getattr(host, key)
-        if value is not None and not Path(value).expanduser().is_absolute():
-            updates[key] = str((base / value).resolve())
-        elif value is not None:
-            updates[key] = str(Path(value).expanduser())
+        if value is None:
+            continue
+        try:
+            expanded = Path(value).expanduser()
+        except RuntimeError:
+            raise InputError(f"{file}: host {name}: {key}: cannot expand {value!r}") from None
+        updates[key] = str(expanded if expanded.is_absolute() else (base / value).resolve())
     if updates:
         hosts[name] = host.model_copy(update=updates)
 
@@ -453,18 +509,20 @@ def _redis_targets(app: App) -> Iterator[tuple[str, int, str]]:
 def _check_shared_redis(inv: Inventory) -> None:
     """Two apps on one Redis DB without distinct namespaces steal each other's jobs (Sidekiq keys are
     unprefixed), so that is refused here rather than discovered in production."""
-    seen: dict[tuple[str, int, str], App] = {}
-    for app in inv.apps.values():
-        for target in _redis_targets(app):
-            other = seen.get(target)
-            if other is None:
-                seen[target] = app
-                continue
-            if other.redis_namespace is None or app.redis_namespace is None or (
-                other.redis_namespace == app.redis_namespace
-            ):
-                host, port, db = target
-                raise InputError(
-                    f"{inv.path}: apps {other.name} and {app.name}: redis: both use {host}:{port}/{db} "
-                    "without distinct redis_namespace (give each app its own Redis or DB number)"
-                )
+    # Every variant of every app: the shared definition and each host's (overrides may change redis).
+    variants = [*inv.apps.values(), *(a for apps in inv.resolved.values() for a in apps.values())]
+    seen: dict[tuple[str, int, str], list[App]] = {}
+    for app in variants:
+        for target in dict.fromkeys(_redis_targets(app)):
+            for other in seen.get(target, []):
+                if other.name != app.name and (
+                    other.redis_namespace is None
+                    or app.redis_namespace is None
+                    or other.redis_namespace == app.redis_namespace
+                ):
+                    host, port, db = target
+                    raise InputError(
+                        f"{inv.path}: apps {other.name} and {app.name}: redis: both use {host}:{port}/{db} "
+                        "without distinct redis_namespace (give each app its own Redis or DB number)"
+                    )
+            seen.setdefault(target, []).append(app)
