@@ -1,0 +1,283 @@
+"""Rendering worker units: golden files per kind, per-host differences, overrides, systemd-analyze verify.
+
+Goldens live in tests/unit/golden/<host>/ and are reviewed by eye; `UPDATE_GOLDEN=1 pytest
+tests/unit/test_units.py` rewrites them after an intended change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import systemd_parser
+
+from deploytool.errors import InputError
+from deploytool.inventory import Inventory, load_inventory
+from deploytool.systemd_quote import Specifier
+from deploytool.units import (
+    UnitFile,
+    exec_start,
+    instances,
+    render_app,
+    render_host,
+    target_name,
+    template_name,
+    unit_dir,
+)
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
+UNITS_INVENTORY = HERE / "inventories" / "units.yml"
+KINDS = ["sidekiq", "celery", "rq", "dramatiq", "sneakers", "command"]
+
+
+@pytest.fixture(scope="module")
+def inv() -> Inventory:
+    return load_inventory(UNITS_INVENTORY)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Inventory:
+    return load_inventory("sandbox")
+
+
+def _by_name(units: list[UnitFile]) -> dict[str, str]:
+    return {u.name: u.content for u in units}
+
+
+# --- golden files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["w1", "w2"])
+def test_units_match_golden_files(inv: Inventory, host: str) -> None:
+    rendered = _by_name(render_host(inv, host))
+    folder = GOLDEN / host
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for name, content in rendered.items():
+            (folder / name).write_text(content)
+    golden = {p.name: p.read_text() for p in folder.iterdir()}
+    assert sorted(rendered) == sorted(golden), "units added or removed: UPDATE_GOLDEN=1 after review"
+    for name, content in rendered.items():
+        assert content == golden[name], f"{host}/{name} differs from its golden file"
+
+
+def test_every_kind_has_a_golden_unit(inv: Inventory) -> None:
+    names = {p.name for p in (GOLDEN / "w1").iterdir()}
+    assert {f"shop-{kind}@.service" for kind in KINDS} <= names
+
+
+def test_rendering_is_deterministic(inv: Inventory) -> None:
+    first = [(u.name, u.sha256) for u in render_host(inv, "w1")]
+    again = [(u.name, u.sha256) for u in render_host(load_inventory(UNITS_INVENTORY), "w1")]
+    assert first == again
+
+
+# --- names and argv ------------------------------------------------------------------------------
+
+
+def test_names(inv: Inventory) -> None:
+    shop = inv.apps_on("w1")["shop"]
+    celery = shop.workers["celery"]
+    assert template_name(shop, celery) == "shop-celery@.service"
+    assert target_name(shop) == "shop-workers.target"
+    assert instances(shop, celery) == [f"shop-celery@{i}.service" for i in (1, 2, 3, 4)]
+    assert instances(inv.apps_on("w2")["shop"], inv.apps_on("w2")["shop"].workers["celery"]) == [
+        "shop-celery@1.service",
+        "shop-celery@2.service",
+    ]
+    assert unit_dir(shop) == "/etc/systemd/system"
+    assert unit_dir(inv.apps_on("w1")["tools"]) == ".config/systemd/user"
+
+
+def test_exec_start_is_data_with_the_instance_as_a_specifier(inv: Inventory) -> None:
+    shop = inv.apps_on("w1")["shop"]
+    argv = exec_start(shop, shop.workers["celery"], "w1")
+    node = argv[-1]
+    assert isinstance(node, Specifier)
+    assert str(node) == "shop-celery-%i@w1"
+    assert node.expand({"i": "2"}) == "shop-celery-2@w1"
+    assert argv[:-1] == [
+        "/srv/shop/venv/bin/celery", "-A", "shop", "worker", "--concurrency", "8", "-Q", "mail,reports", "-n",
+    ]
+
+
+def test_exec_start_per_kind(inv: Inventory) -> None:
+    shop = inv.apps_on("w1")["shop"]
+    flat = {g: [str(a) for a in exec_start(shop, shop.workers[g], "w1")] for g in KINDS}
+    assert flat["sidekiq"] == [
+        "bundle", "exec", "sidekiq", "-e", "production", "-c", "10",
+        "-q", "critical,3", "-q", "default,1", "-q", "low", "-t", "40", "-g", "shop-sidekiq-%i",
+    ]
+    # RQ: positional queues, its URL as a flag, the default grace (no flag for it).
+    assert flat["rq"] == [
+        "rq", "worker", "high", "default", "--url", "redis://10.0.0.5:6379/1", "--name", "shop-rq-%i@w1",
+    ]
+    # Dramatiq counts its grace in milliseconds; a relative program lives in the release.
+    assert flat["dramatiq"] == [
+        "/srv/shop/current/.venv/bin/dramatiq", "shop.tasks", "--threads", "4", "-Q", "events",
+        "--worker-shutdown-timeout", "120000", "--processes", "1",
+    ]
+    assert flat["sneakers"] == ["/srv/shop/current/bin/sneakers", "work", "Mailer", "--require", "config/boot.rb"]
+    # kind `command`: the inventory's argv, whole and untouched.
+    assert flat["command"] == ["/usr/bin/env", "python3", "-m", "shop.poller", "--interval", "5"]
+
+
+# --- what lands in the unit ----------------------------------------------------------------------
+
+
+def _lines(content: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in content.splitlines() if line.startswith(f"{key}=")]
+
+
+def test_environment_order_and_redis_url(inv: Inventory) -> None:
+    units = _by_name(render_host(inv, "w1"))
+    assert _lines(units["shop-celery@.service"], "Environment") == [
+        '"APP_ENV=production"', '"RAILS_MAX_THREADS=10"', '"C_FORCE_ROOT=false"',
+        '"REDIS_URL=redis://10.0.0.5:6379/1"',
+    ]
+    # A group's own REDIS_URL wins and is not repeated.
+    assert _lines(units["shop-dramatiq@.service"], "Environment")[-1] == '"REDIS_URL=redis://10.0.0.7:6379/2"'
+    assert _lines(units["tools-tricky@.service"], "Environment") == [
+        r'"GREETING=say \"hi\" to $USER at 100%% \\ now"'
+    ]
+
+
+def test_user_mode(inv: Inventory) -> None:
+    units = _by_name(render_host(inv, "w1", app_name="tools"))
+    assert sorted(units) == ["tools-tricky@.service", "tools-workers.target"]
+    worker = units["tools-tricky@.service"]
+    assert "User=" not in worker
+    assert "network-online" not in worker
+    assert _lines(units["tools-workers.target"], "WantedBy") == ["default.target"]
+
+
+def test_system_mode_users(inv: Inventory) -> None:
+    w1 = _by_name(render_host(inv, "w1", app_name="shop"))
+    w2 = _by_name(render_host(inv, "w2", app_name="shop"))
+    assert _lines(w1["shop-sidekiq@.service"], "User") == ["deploy"]  # the host's ssh user
+    assert _lines(w2["shop-sidekiq@.service"], "User") == ["ops"]
+    assert _lines(w1["shop-rq@.service"], "User") == ["rqrunner"]  # the group's own user
+    assert "shop-sneakers@.service" not in w2  # that group needs the worker role, which w2 lacks
+
+
+@pytest.mark.skipif(not systemd_parser.available(), reason="libsystemd-shared-252 not usable here")
+def test_tricky_command_reaches_the_process_unchanged(inv: Inventory) -> None:
+    # inventory → unit text → systemd's own parser → the argv the worker gets.
+    app = inv.apps_on("w1")["tools"]
+    unit = _by_name(render_app(inv, "w1", app))["tools-tricky@.service"]
+    [line] = _lines(unit, "ExecStart")
+    path, argv = systemd_parser.exec_argv(line, instance="1", env={"HOME": "/home/deploy", "USER": "deploy"})
+    assert path == "/usr/bin/printf"
+    assert argv == list(app.workers["tricky"].command or ())
+    [env] = _lines(unit, "Environment")
+    assert systemd_parser.environment(env, instance="1") == app.environment
+    [workdir] = _lines(unit, "WorkingDirectory")
+    assert workdir == "/home/deploy/apps/tools 100%%/current"
+
+
+def test_sandbox_hosts_differ_where_their_settings_differ(sandbox: Inventory) -> None:
+    a_app, b_app = sandbox.apps_on("prod-a")["sample"], sandbox.apps_on("prod-b")["sample"]
+    sidekiq_a, sidekiq_b = a_app.workers["sidekiq"], b_app.workers["sidekiq"]
+    assert instances(a_app, sidekiq_a) == [f"sample-sidekiq@{i}.service" for i in (1, 2, 3)]
+    assert instances(b_app, sidekiq_b) == [f"sample-sidekiq@{i}.service" for i in (1, 2)]
+    a, b = _by_name(render_host(sandbox, "prod-a")), _by_name(render_host(sandbox, "prod-b"))
+    assert sorted(a) == sorted(b) == ["sample-rq@.service", "sample-sidekiq@.service", "sample-workers.target"]
+    # The RQ worker name carries the host; the process count lives in the instance list, not the unit.
+    assert _lines(a["sample-rq@.service"], "ExecStart") != _lines(b["sample-rq@.service"], "ExecStart")
+
+    def body(text: str) -> str:  # everything below the header, which names the host
+        return text.split("\n", 1)[1]
+
+    assert body(a["sample-sidekiq@.service"]) == body(b["sample-sidekiq@.service"])
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+
+def test_project_template_overrides_the_built_in_one(inv: Inventory, tmp_path: Path) -> None:
+    (tmp_path / "worker@.service.j2").write_text(
+        "# {{ header }}\n[Service]\nExecStart={{ exec_start }}\nNice=5\n"
+        "Environment={{ 'X=' ~ ('50%' | systemd_escape) }}\n"
+    )
+    units = _by_name(render_host(inv, "w1", app_name="shop", template_dirs=[tmp_path]))
+    assert units["shop-rq@.service"].endswith("Nice=5\nEnvironment=X=50%%\n")
+    # The target has no project template: the built-in one is used.
+    assert units["shop-workers.target"] == _by_name(render_host(inv, "w1", app_name="shop"))["shop-workers.target"]
+
+
+def test_undefined_template_variable_is_an_input_error(inv: Inventory, tmp_path: Path) -> None:
+    (tmp_path / "workers.target.j2").write_text("[Unit]\nDescription={{ no_such_thing }}\n")
+    with pytest.raises(InputError, match="no_such_thing"):
+        render_host(inv, "w1", template_dirs=[tmp_path])
+
+
+def test_unknown_host_or_app(inv: Inventory) -> None:
+    with pytest.raises(InputError, match="no host"):
+        render_host(inv, "nope")
+    with pytest.raises(InputError, match="does not run there"):
+        render_host(inv, "w1", app_name="nope")
+
+
+def test_unwritable_program_names_the_group(inv: Inventory) -> None:
+    shop = inv.apps_on("w1")["shop"]
+    bad = shop.workers["command"].model_copy(update={"command": ("-rm", "x")})
+    app = shop.model_copy(update={"workers": {"command": bad}})
+    with pytest.raises(InputError, match=r"apps\.shop\.workers\.command: program '-rm'"):
+        render_app(inv, "w1", app)
+
+
+# --- systemd-analyze verify ----------------------------------------------------------------------
+
+# The only complaint allowed: the worker's program is not installed on this machine (it arrives with
+# the release). systemd 252's verify does not check WorkingDirectory=, EnvironmentFile= or User=.
+ALLOWED = re.compile(r"^\S+\.service: Command \S+ is not executable: No such file or directory$")
+
+
+def _verify(units: list[UnitFile], tmp_path: Path, user_mode: bool) -> list[str]:
+    unit_path = tmp_path / "units"
+    unit_path.mkdir(parents=True)
+    for unit in units:
+        (unit_path / unit.name).write_text(unit.content)
+    names = [u.name.replace("@.", "@1.") for u in units]  # verify an instance of each template
+    # No systemd runs here: --generators=no skips generators (they want a live /run/systemd),
+    # --man=no skips Documentation= lookups, --recursive-errors=no keeps the host's own units out of
+    # the verdict. SYSTEMD_UNIT_PATH (trailing ':' = plus the defaults) finds templates and targets;
+    # a user manager also needs an XDG_RUNTIME_DIR.
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_path}:", "XDG_RUNTIME_DIR": str(runtime)}
+    cmd = ["systemd-analyze", "verify", "--man=no", "--generators=no", "--recursive-errors=no"]
+    proc = subprocess.run(
+        [*cmd, *(["--user"] if user_mode else []), *names],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    # verify exits 0 on some parse errors ("..., ignoring"), so judge by what it prints.
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line and not ALLOWED.match(line)]
+
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+
+
+@needs_analyze
+@pytest.mark.parametrize(("inventory", "host"), [(UNITS_INVENTORY, "w1"), (UNITS_INVENTORY, "w2"),
+                                                  ("sandbox", "prod-a"), ("sandbox", "prod-b")])
+def test_systemd_analyze_verify_accepts_every_unit(inventory: str | Path, host: str, tmp_path: Path) -> None:
+    inv = load_inventory(inventory)
+    for i, (name, app) in enumerate(inv.apps_on(host).items()):
+        units = render_app(inv, host, app)
+        complaints = _verify(units, tmp_path / str(i), user_mode=app.systemd == "user")
+        assert complaints == [], f"{name} on {host}"
+
+
+@needs_analyze
+def test_verify_does_complain_about_a_broken_unit(inv: Inventory, tmp_path: Path) -> None:
+    # The filter above must not swallow real errors.
+    [unit, target] = render_host(inv, "w1", app_name="tools")
+    broken = UnitFile(unit.name, unit.content.replace("Type=exec", "Type=bogus"))
+    assert any("bogus" in line for line in _verify([broken, target], tmp_path, user_mode=True))
