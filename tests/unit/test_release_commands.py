@@ -1,0 +1,178 @@
+"""The release command builders, run for real by a local shell against a temporary deploy_to.
+
+They are plain POSIX shell, the same text sent over SSH, so running them here checks their behaviour
+without any host."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deploytool.commands import release as rel
+from deploytool.deploy import Holder
+from deploytool.inventory import App
+from deploytool.releases import choose, parse_listing
+from deploytool.remote import script
+
+
+def sh(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", text], capture_output=True, text=True, check=False)
+
+
+def ok(text: str) -> str:
+    r = sh(text)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    return App.model_validate({
+        "name": "shop",
+        "source": {"repository": "/nonexistent"},
+        "deploy_to": str(tmp_path / "shop"),
+        "keep_releases": 2,
+        "linked_files": ["config/app.env"],
+        "linked_dirs": ["log", "tmp/pids"],
+        "environment": {"GREETING": "hello world", "TOKEN": "s3cr3t-value"},
+        "env_file": "config/app.env",
+    })
+
+
+def tarball(tmp_path: Path, files: dict[str, str]) -> Path:
+    path = tmp_path / "code.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def release(app: App, tmp_path: Path, name: str) -> None:
+    archive = tarball(tmp_path, {"app.txt": name, "log/keep": "x"})
+    ok(rel.check(app))
+    ok(rel.unpack_archive(app, name, str(archive), "c0ffee" + name))
+    ok(rel.link_shared(app, name))
+    ok(rel.switch_current(app, name))
+
+
+def test_check_lists_every_missing_linked_file(app: App) -> None:
+    two = app.model_copy(update={"linked_files": ("config/app.env", "config/master.key")})
+    r = sh(rel.check(two))
+    assert r.returncode == 1
+    assert "config/app.env" in r.stderr and "config/master.key" in r.stderr
+    assert Path(app.deploy_to, "shared/log").is_dir() and Path(app.deploy_to, "shared/tmp/pids").is_dir()
+
+
+def test_release_links_shared_and_switches_current(app: App, tmp_path: Path) -> None:
+    lay = rel.Layout(app.deploy_to)
+    ok(rel.check(app.model_copy(update={"linked_files": ()})))
+    Path(lay.shared, "config").mkdir()
+    Path(lay.shared, "config/app.env").write_text("TOKEN=x\n")
+    release(app, tmp_path, "20260101000000")
+    current = Path(lay.current)
+    assert current.is_symlink() and Path(current.resolve()).name == "20260101000000"
+    assert (current / "REVISION").read_text().strip() == "c0ffee20260101000000"
+    assert (current / "log").resolve() == Path(lay.shared, "log").resolve()  # a linked dir replaces the code's
+    assert (current / "config/app.env").read_text() == "TOKEN=x\n"
+    assert not list(Path(lay.releases).glob(".*.tar.gz"))
+
+
+def test_switch_is_a_rename_never_a_missing_current(app: App, tmp_path: Path) -> None:
+    lay = rel.Layout(app.deploy_to)
+    Path(lay.shared, "config").mkdir(parents=True)
+    Path(lay.shared, "config/app.env").write_text("")
+    release(app, tmp_path, "20260101000000")
+    # `mv -T` of a prepared symlink is rename(2): the old link is replaced, never absent.
+    text = rel.switch_current(app, "20260101000001")
+    assert "mv -T" in text and "ln -sfn" in text.split("&&")[0]
+    assert not list(Path(app.deploy_to).glob(".current.*"))
+
+
+def test_cleanup_keeps_newest_and_never_current(app: App, tmp_path: Path) -> None:
+    lay = rel.Layout(app.deploy_to)
+    Path(lay.shared, "config").mkdir(parents=True)
+    Path(lay.shared, "config/app.env").write_text("")
+    for n in ("20260101000001", "20260101000002", "20260101000003", "20260101000004"):
+        release(app, tmp_path, n)
+    ok(rel.switch_current(app, "20260101000001"))  # rolled back to the oldest
+    ok(rel.cleanup(app))
+    left = sorted(p.name for p in Path(lay.releases).iterdir())
+    assert left == ["20260101000001", "20260101000003", "20260101000004"]
+
+
+def test_listing_and_rollback_choice(app: App, tmp_path: Path) -> None:
+    lay = rel.Layout(app.deploy_to)
+    Path(lay.shared, "config").mkdir(parents=True)
+    Path(lay.shared, "config/app.env").write_text("")
+    for n in ("20260101000001", "20260101000002"):
+        release(app, tmp_path, n)
+    rows = parse_listing(ok(rel.list_releases(app)))
+    assert [r["release"] for r in rows] == ["20260101000002", "20260101000001"]
+    assert [r["current"] for r in rows] == [True, False]
+    assert rows[0]["revision"] == "c0ffee20260101000002"
+    assert choose(rows, None) == "20260101000001"
+    assert choose(rows, "20260101000001") == "20260101000001"
+    with pytest.raises(Exception, match="already current"):
+        choose(rows, "20260101000002")
+    with pytest.raises(Exception, match="no release older"):
+        choose(parse_listing("20260101000002 x\ncurrent 20260101000002\n"), None)
+
+
+def test_lock_is_exclusive_and_names_the_holder(app: App) -> None:
+    ok(rel.check(app.model_copy(update={"linked_files": ()})))
+    holder = Holder("ann", "ci-7", 4242, "abc123", "20260101000000", "2026-01-01T00:00:00+00:00")
+    ok(rel.lock(app, holder.json()))
+    second = sh(rel.lock(app, Holder("bob", "ci-8", 1, "def", "x", "y").json()))
+    assert second.returncode == rel.LOCK_BUSY
+    parsed = Holder.parse(second.stdout)
+    assert parsed == holder
+    assert "ann@ci-7 pid 4242" in parsed.describe()
+    ok(" ".join(rel.unlock(app)))
+    ok(rel.lock(app, holder.json()))
+
+
+def test_holder_of_a_dead_local_process_is_gone() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    import socket
+
+    dead = Holder("ann", socket.gethostname(), proc.pid, "", "", "")
+    alive = Holder("ann", socket.gethostname(), 1, "", "", "")
+    elsewhere = Holder("ann", "another-machine", proc.pid, "", "", "")
+    assert dead.gone()
+    assert not alive.gone()
+    assert not elsewhere.gone()  # not provable from here
+
+
+def test_build_runs_in_release_with_env_file_and_environment(app: App, tmp_path: Path) -> None:
+    lay = rel.Layout(app.deploy_to)
+    Path(lay.shared, "config").mkdir(parents=True)
+    Path(lay.shared, "config/app.env").write_text("FROM_FILE='from file'\n")
+    release(app, tmp_path, "20260101000000")
+    text = rel.build(app, "20260101000000", ['echo "$FROM_FILE|$GREETING|$(pwd)" > built.txt'])
+    ok(text)
+    built = Path(lay.release("20260101000000"), "built.txt").read_text().strip()
+    assert built == f"from file|hello world|{lay.release('20260101000000')}"
+    failing = sh(rel.build(app, "20260101000000", ["exit 3"]))
+    assert failing.returncode == 3
+
+
+def test_script_names_the_failing_command() -> None:
+    r = sh(script(["true"], ["sh", "-c", "exit 4"], ["touch", "/nonexistent/never"]))
+    assert r.returncode == 4
+    assert r.stderr.strip() == "failed: sh -c 'exit 4'"
+
+
+def test_holder_json_round_trip() -> None:
+    h = Holder.me("abc", "20260101000000")
+    assert Holder.parse(h.json()) == h
+    assert json.loads(h.json())["pid"] == h.pid
+    assert Holder.parse("not json") is None
