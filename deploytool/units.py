@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from deploytool import systemd_quote as q
+from deploytool.commands.unitfiles import MARKER
 from deploytool.errors import InputError
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
@@ -191,6 +192,12 @@ def render_app(inv: Inventory, host: str, app: App, template_dirs: Sequence[Path
         "wanted_by": "default.target" if app.systemd == "user" else "multi-user.target",
     }
     units.append(UnitFile(target_name(app), _render(env, TARGET_TEMPLATE, target)))
+    marker = f"{MARKER}={app.name}"
+    for unit in units:
+        # Install and uninstall find an app's units by this line; a project template must keep it.
+        if marker not in unit.content.splitlines():
+            raise InputError(f"{inv.path}: host {host}: app {app.name}: unit {unit.name}: "
+                             f"its template must keep the line `{marker}`")
     return units
 
 

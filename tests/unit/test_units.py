@@ -202,13 +202,19 @@ def test_sandbox_hosts_differ_where_their_settings_differ(sandbox: Inventory) ->
 
 def test_project_template_overrides_the_built_in_one(inv: Inventory, tmp_path: Path) -> None:
     (tmp_path / "worker@.service.j2").write_text(
-        "# {{ header }}\n[Service]\nExecStart={{ exec_start }}\nNice=5\n"
-        "Environment={{ 'X=' ~ ('50%' | systemd_escape) }}\n"
+        "# {{ header }}\n[Unit]\nX-Deploytool-App={{ app.name }}\n[Service]\nExecStart={{ exec_start }}\n"
+        "Nice=5\nEnvironment={{ 'X=' ~ ('50%' | systemd_escape) }}\n"
     )
     units = _by_name(render_host(inv, "w1", app_name="shop", template_dirs=[tmp_path]))
     assert units["shop-rq@.service"].endswith("Nice=5\nEnvironment=X=50%%\n")
     # The target has no project template: the built-in one is used.
     assert units["shop-workers.target"] == _by_name(render_host(inv, "w1", app_name="shop"))["shop-workers.target"]
+
+
+def test_project_template_must_keep_the_app_marker(inv: Inventory, tmp_path: Path) -> None:
+    (tmp_path / "workers.target.j2").write_text("[Unit]\nDescription={{ app.name }}\n")
+    with pytest.raises(InputError, match="must keep the line `X-Deploytool-App=shop`"):
+        render_host(inv, "w1", app_name="shop", template_dirs=[tmp_path])
 
 
 def test_undefined_template_variable_is_an_input_error(inv: Inventory, tmp_path: Path) -> None:
