@@ -1,0 +1,19 @@
+"""The sample app's RQ jobs: `rq worker --url REDIS_URL high default`, started in the release dir.
+
+rq imports `jobs.sample_job` by name from its working directory, which is the release.
+"""
+
+import os
+import time
+
+from rq import get_current_job
+
+
+def sample_job(job_id: str) -> None:
+    """Sleep a little, then record this run, so a client can count completions and duplicates."""
+    time.sleep(float(os.environ.get("SAMPLE_JOB_SECONDS", "0.05")))
+    redis = get_current_job().connection
+    pipe = redis.pipeline()
+    pipe.sadd("sample:done:rq", job_id)
+    pipe.hincrby("sample:runs:rq", job_id, 1)
+    pipe.execute()
