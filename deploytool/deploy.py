@@ -199,7 +199,7 @@ class Deploy:
             steps.append(("units", lambda: ops.install(session, w, self.template_dirs, stage="recover")))
         if switched or quieted:
             # Quiet workers only run again after a restart (Sidekiq cannot be un-quieted).
-            steps.append(("restart", lambda: ops.restart(session, w, stage="recover")))
+            steps.append(("restart", lambda: ops.recover(session, w)))
         steps.append(("remove release", lambda: session.run(rel.remove_release(app, self.release), "recover")))
         for name, step in steps:
             try:

@@ -102,7 +102,6 @@ def connect(host: Host) -> Session:
     """Open the host's SSH connection now, so an unreachable host fails at once, within its timeout."""
     known_hosts = host.known_hosts or str(Path("~/.ssh/known_hosts").expanduser())
     connect_kwargs: dict[str, Any] = {
-        "timeout": host.connect_timeout,
         "banner_timeout": max(host.connect_timeout, 30.0),
         "auth_timeout": max(host.connect_timeout, 30.0),
         "allow_agent": host.identity is None,

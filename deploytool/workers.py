@@ -36,6 +36,11 @@ class Workers:
         return [u for g in self.groups for u in instances(self.app, g)]
 
     @property
+    def patterns(self) -> list[str]:
+        """Globs matching the loaded instances of each group (nothing matches before an install)."""
+        return [f"{self.app.name}-{g.name}@*.service" for g in self.groups]
+
+    @property
     def target(self) -> str:
         return target_name(self.app)
 
@@ -51,11 +56,11 @@ class Workers:
         cmds: list[str] = []
         for g in self.groups:
             kind = KINDS[g.kind]
-            units = instances(self.app, g)
-            if not units:
+            if not g.processes:
                 continue
             if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
-                cmds.append(join(sc.kill_main(self.app, units, kind.quiet_signal)))
+                pattern = f"{self.app.name}-{g.name}@*.service"
+                cmds.append(join(sc.kill_main(self.app, [pattern], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
                 program = list(g.command or kind.program)
                 for i in range(1, g.processes + 1):
@@ -90,6 +95,21 @@ def restart_script(w: Workers) -> str:
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
     return "\n".join([join(sc.stop(w.app, w.units)), join(sc.start(w.app, [w.target, *w.units])),
                       join(sc.is_active(w.app, w.units))])
+
+
+def recover_script(w: Workers) -> str:
+    """Bring back whatever runs or should run: quiet workers are restarted (Sidekiq cannot be
+    un-quieted), stopped ones started through the target; before a first install there is nothing."""
+    target = join(sc.systemctl(w.app, "start", w.target))
+    return "\n".join([
+        join(sc.systemctl(w.app, "try-restart", *w.patterns)),
+        f"if {join(sc.systemctl(w.app, 'cat', w.target))} >/dev/null 2>&1; then {target}; fi",
+    ])
+
+
+def recover(session: Session, w: Workers, stage: str = "recover") -> None:
+    if w.units:
+        session.run(recover_script(w), stage)
 
 
 def restart(session: Session, w: Workers, stage: str = "restart") -> None:
