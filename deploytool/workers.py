@@ -26,10 +26,11 @@ class Workers:
     inv: Inventory
     host: str
     app: App
+    group: str | None = None  # only this worker group
 
     @property
     def groups(self) -> list[WorkerGroup]:
-        return self.inv.groups_on(self.host, self.app)
+        return [g for g in self.inv.groups_on(self.host, self.app) if self.group in (None, g.name)]
 
     @property
     def units(self) -> list[str]:
@@ -152,7 +153,7 @@ class UnitStatus:
 
 
 def status(session: Session, w: Workers, stage: str = "status") -> list[UnitStatus]:
-    units = [*w.units, w.target] if w.units else []
+    units = [*w.units, w.target] if w.units and w.group is None else w.units
     if not units:
         return []
     out = session.run(join(sc.show(w.app, units)), stage).stdout

@@ -1,15 +1,24 @@
 """The sandbox: a local fleet of real hosts (systemd-nspawn, systemd as PID 1, sshd) for the demo and tests.
 
-Modules, one concept each: spec (which hosts), layout (where state lives), network (bridge, netns, veth),
-host (the overlay disk and its preparation), cgroup (per-host cgroup subtrees), launcher (the detached
-process that boots a host and reboots it), process (finding and waiting for a host's processes),
-ssh (client key, known_hosts, ssh argv), fleet (up, down, reboot, wait for ready), run (the executor).
+One concept per module:
+  spec      which hosts (name, address, roles), read from an inventory
+  layout    where the sandbox keeps its state on the controller
+  network   the bridge, and a network namespace with a veth per host
+  host      a host's overlay disk and its preparation before first boot
+  cgroup    per-host cgroup subtrees
+  launcher  the detached process that boots a host, and boots it again on reboot
+  process   finding and waiting for a host's processes
+  ssh       the client key, known_hosts and ssh argv
+  traces    what of the sandbox exists right now
+  fleet     up, down, reboot, wait for ready
+  run       the one executor of local commands
 """
 
 from deploytool.sandbox.fleet import Report, down, reboot, recorded_hosts, up, wait_all, wait_ready
 from deploytool.sandbox.layout import CLIENT_KEY, DEPLOY_USER, KNOWN_HOSTS, STATE_DIR
 from deploytool.sandbox.spec import SandboxHost, load_hosts, sandbox_host
 from deploytool.sandbox.ssh import ssh_argv
+from deploytool.sandbox.traces import all_traces, host_traces
 
 __all__ = [
     "CLIENT_KEY",
@@ -18,7 +27,9 @@ __all__ = [
     "STATE_DIR",
     "Report",
     "SandboxHost",
+    "all_traces",
     "down",
+    "host_traces",
     "load_hosts",
     "reboot",
     "recorded_hosts",

@@ -231,16 +231,23 @@ def wait_all(hosts: Sequence[SandboxHost], report: Report = _silent, timeout: fl
     _each(hosts, wait, lambda h: h.name)
 
 
-def down(report: Report = _silent) -> None:
-    """Remove every sandbox host on this machine, then the bridge, the cgroup parent and the state dir."""
+def down(report: Report = _silent, names: Iterable[str] | None = None) -> None:
+    """Remove every sandbox host on this machine, then the bridge, the cgroup parent and the state dir.
+
+    With names, remove only those hosts and keep the rest (and the bridge and client key) running.
+    """
     require_root()
-    names = sorted(known_host_names())
+    everything = names is None
+    targets = sorted(known_host_names() if names is None else set(names) & known_host_names())
 
     def remove(name: str) -> None:
         remove_host(name)
         report(name, "removed")
 
-    _each(names, remove, str)
+    _each(targets, remove, str)
+    if not everything:
+        _refresh_known_hosts()
+        return
     network.remove_bridge()
     cgroup.remove_parent()
     if STATE_DIR.exists():

@@ -29,6 +29,7 @@ HELP = {
     "role": "select the hosts having this role",
     "dry_run": "print the plan and change nothing",
     "json": "print one JSON report on stdout",
+    "group": "only this worker group",
 }
 
 

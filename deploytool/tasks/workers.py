@@ -38,7 +38,7 @@ def project_templates(inventory_path: Path) -> list[Path]:
 
 
 def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, batch: str | None = None,
-             default_batch: int = 0, max_fail: int = 0) -> list[HostReport]:
+             default_batch: int = 0, max_fail: int = 0, group: str | None = None) -> list[HostReport]:
     """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches."""
     hosts: dict[str, list[Target]] = {}
     for t in targets:
@@ -55,7 +55,7 @@ def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, batch
         try:
             for t, r in zip(hosts[h], reports[h], strict=True):
                 try:
-                    op(session, Workers(inv, h, t.app), r)
+                    op(session, Workers(inv, h, t.app, group), r)
                 except HostError as e:
                     r.status, r.error = "failed", out.redact(str(e))
         finally:
@@ -70,12 +70,18 @@ def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, batch
     return [r for rs in reports.values() for r in rs]
 
 
+def check_group(inv: Inventory, targets: list[Target], group: str | None) -> None:
+    if group and not any(group in t.app.workers for t in targets):
+        raise InputError(f"{inv.path}: --group {group}: no such worker group in the selected apps")
+
+
 def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool,
-           batch: str | None = None, default_batch: int = 0, max_fail: int = 0) -> None:
+           batch: str | None = None, default_batch: int = 0, max_fail: int = 0, group: str | None = None) -> None:
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
+    check_group(inv, targets, group)
     out = Reporter(quiet=json)
-    reports = on_hosts(inv, targets, op, out, batch, default_batch, max_fail)
+    reports = on_hosts(inv, targets, op, out, batch, default_batch, max_fail, group)
     if json:
         out.json(reports)
     else:
@@ -152,21 +158,21 @@ def disable(c: Context, inventory: str | None = None, host: str | None = None, a
 
 @command()
 def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          json: bool = False) -> None:
+          group: str | None = None, json: bool = False) -> None:
     """Start the workers."""
-    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json)
+    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group)
 
 
 @command()
 def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-         json: bool = False) -> None:
+         group: str | None = None, json: bool = False) -> None:
     """Stop the workers; running jobs get the kind's grace to finish."""
-    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json)
+    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group)
 
 
 @command()
 def quiet(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          json: bool = False) -> None:
+          group: str | None = None, json: bool = False) -> None:
     """Make the workers stop fetching new jobs (kinds that support it); exit 1 for kinds that cannot."""
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
@@ -175,12 +181,12 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
         if unsupported:
             raise HostError(f"{w.host}: quiet: not supported by {', '.join(unsupported)} "
                             "(no per-worker quiet mechanism); the other kinds were quieted")
-    simple(c, inventory, host, app, op, json)
+    simple(c, inventory, host, app, op, json, group=group)
 
 
 @command(**ROLLING_HELP)
 def restart(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-            batch: str | None = None, max_fail: int = 0, json: bool = False) -> None:
+            group: str | None = None, batch: str | None = None, max_fail: int = 0, json: bool = False) -> None:
     """Quiet, stop and start the workers, rolling host by host."""
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
@@ -191,15 +197,16 @@ def restart(c: Context, inventory: str | None = None, host: str | None = None, a
             with contextlib.suppress(HostError):
                 ops.start(s, w, stage="recover")
             raise
-    simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail)
+    simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail, group=group)
 
 
 @command()
 def status(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-           json: bool = False) -> None:
+           group: str | None = None, json: bool = False) -> None:
     """Show each worker unit's state; exit 1 unless every expected unit is active."""
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
+    check_group(inv, targets, group)
     units: list[ops.UnitStatus] = []
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
@@ -208,7 +215,7 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
         down = [u.unit for u in found if not u.ok]
         if down:
             raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
-    reports = on_hosts(inv, targets, op, Reporter(quiet=True))
+    reports = on_hosts(inv, targets, op, Reporter(quiet=True), group=group)
     if json:
         print(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
                              "units": [asdict(u) for u in units],
@@ -233,7 +240,7 @@ def status_table(units: list[ops.UnitStatus]) -> str:
 
 
 @command(lines="journal lines to show (default 100)", since="e.g. '10 min ago'",
-         follow="keep printing new entries", group="only this worker group")
+         follow="keep printing new entries")
 def logs(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
          group: str | None = None, lines: int = 100, since: str | None = None, follow: bool = False) -> None:
     """Show the workers' journal."""
