@@ -11,10 +11,12 @@ One concept per module:
   ssh       the client key, known_hosts and ssh argv
   traces    what of the sandbox exists right now
   fleet     up, down, reboot, wait for ready
+  handle    Fleet: ssh to running hosts, for tests and scripts
   run       the one executor of local commands
 """
 
 from deploytool.sandbox.fleet import Report, down, reboot, recorded_hosts, up, wait_all, wait_ready
+from deploytool.sandbox.handle import Fleet
 from deploytool.sandbox.layout import CLIENT_KEY, DEPLOY_USER, KNOWN_HOSTS, STATE_DIR
 from deploytool.sandbox.spec import SandboxHost, load_hosts, sandbox_host
 from deploytool.sandbox.ssh import ssh_argv
@@ -25,6 +27,7 @@ __all__ = [
     "DEPLOY_USER",
     "KNOWN_HOSTS",
     "STATE_DIR",
+    "Fleet",
     "Report",
     "SandboxHost",
     "all_traces",

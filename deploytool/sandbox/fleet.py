@@ -21,6 +21,7 @@ from typing import TypeVar
 from deploytool.errors import HostError, InputError
 from deploytool.sandbox import cgroup, host, network, process
 from deploytool.sandbox.layout import HOSTS_DIR, STATE_DIR, HostPaths
+from deploytool.sandbox.lock import held
 from deploytool.sandbox.run import run
 from deploytool.sandbox.spec import SandboxHost, sandbox_host
 from deploytool.sandbox.ssh import ensure_client_key, ssh_argv, write_known_hosts
@@ -188,6 +189,11 @@ def _ready_line(h: SandboxHost, state: str) -> str:
 def up(hosts: Sequence[SandboxHost], report: Report = _silent, timeout: float = BOOT_TIMEOUT) -> None:
     """Boot hosts that are not running (cleaning leftovers first) and wait until all are ready."""
     require_root()
+    with held():
+        _up(hosts, report, timeout)
+
+
+def _up(hosts: Sequence[SandboxHost], report: Report, timeout: float) -> None:
     wanted = {h.name: h for h in hosts}
     recorded = {h.name: h for h in recorded_hosts()}
     for other in recorded.values():
@@ -237,6 +243,11 @@ def down(report: Report = _silent, names: Iterable[str] | None = None) -> None:
     With names, remove only those hosts and keep the rest (and the bridge and client key) running.
     """
     require_root()
+    with held():
+        _down(report, names)
+
+
+def _down(report: Report, names: Iterable[str] | None) -> None:
     everything = names is None
     targets = sorted(known_host_names() if names is None else set(names) & known_host_names())
 
@@ -262,6 +273,11 @@ def down(report: Report = _silent, names: Iterable[str] | None = None) -> None:
 def reboot(hosts: Iterable[SandboxHost], report: Report = _silent, timeout: float = BOOT_TIMEOUT) -> None:
     """`systemctl reboot` inside each host; return when each has booted again and is ready."""
     require_root()
+    with held():
+        _reboot(list(hosts), report, timeout)
+
+
+def _reboot(hosts: list[SandboxHost], report: Report, timeout: float) -> None:
 
     def one(h: SandboxHost) -> None:
         before = process.nspawn_pids(h.name)
@@ -274,4 +290,4 @@ def reboot(hosts: Iterable[SandboxHost], report: Report = _silent, timeout: floa
             raise HostError(f"systemd-nspawn {before} still running {timeout:g}s after systemctl reboot")
         report(h.name, _ready_line(h, wait_ready(h, timeout)))
 
-    _each(list(hosts), one, lambda h: h.name)
+    _each(hosts, one, lambda h: h.name)

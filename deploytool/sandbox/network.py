@@ -68,13 +68,21 @@ def remove_host(host_name: str, veth: str | None = None) -> None:
     """Delete the namespace (its eth0 and so the veth pair go with it) and any stray veth."""
     if netns_path(host_name).exists():
         run(["ip", "netns", "del", netns_name(host_name)])
-    if veth and link_exists(veth):
-        run(["ip", "link", "del", veth])
+    if veth:
+        _delete_link(veth)
 
 
 def remove_bridge() -> None:
     for link in sandbox_links():
-        run(["ip", "link", "del", link])
+        _delete_link(link)
+
+
+def _delete_link(name: str) -> None:
+    # A veth vanishes on its own, asynchronously, once its peer's namespace is deleted: a failed
+    # delete is fine as long as the link is gone afterwards.
+    result = run(["ip", "link", "del", name], check=False)
+    if result.returncode != 0 and link_exists(name):
+        run(["ip", "link", "del", name])
 
 
 def sandbox_namespaces() -> list[str]:

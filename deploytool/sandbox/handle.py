@@ -1,0 +1,42 @@
+"""A handle on running sandbox hosts for tests and scripts: plain ssh as the deploy user, strict host keys."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deploytool.sandbox import fleet
+from deploytool.sandbox.run import run
+from deploytool.sandbox.spec import SandboxHost
+from deploytool.sandbox.ssh import ssh_argv
+
+
+@dataclass
+class Fleet:
+    hosts: list[SandboxHost]
+
+    def host(self, name: str) -> SandboxHost:
+        found = [h for h in self.hosts if h.name == name]
+        if not found:
+            raise KeyError(f"no sandbox host {name!r} (hosts: {', '.join(h.name for h in self.hosts)})")
+        return found[0]
+
+    def address(self, name: str) -> str:
+        return self.host(name).address
+
+    def ssh(
+        self, name: str, command: str | Sequence[str], *, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run command on host `name`; with check, a non-zero exit raises HostError with the command."""
+        return run(ssh_argv(self.address(name), command), check=check, timeout=timeout)
+
+    def up(self) -> None:
+        fleet.up(self.hosts)
+
+    def reboot(self, name: str) -> None:
+        fleet.reboot([self.host(name)])
+
+    def down(self) -> None:
+        """Remove these hosts only (`deploytool.sandbox.down()` removes the whole sandbox)."""
+        fleet.down(names=[h.name for h in self.hosts])

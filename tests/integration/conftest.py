@@ -1,0 +1,55 @@
+"""The session's sandbox fleet: the hosts of inventories/sandbox.yml, booted once, always torn down.
+
+Integration tests need root (namespaces, mounts, cgroups). Without root they fail with a clear message:
+CI runs as root, and a skipped integration test would hide exactly what these tests exist to prove.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploytool import sandbox
+from deploytool.sandbox import Fleet
+from deploytool.sandbox.lock import SESSION_LOCK, held
+
+SANDBOX_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail(
+            "integration tests boot the sandbox fleet and need root (network namespaces, overlay mounts, "
+            "cgroups): run them as root, e.g. `sudo .venv/bin/pytest -m integration`",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    """Boot the sandbox once per session; tear it all down afterwards, also after failures or Ctrl-C.
+
+    `fleet.ssh("prod-a", "systemctl is-active x")` runs a command as the deploy user over plain ssh with
+    the sandbox key and strict host keys, returning the CompletedProcess (check=False to allow failure).
+    """
+    require_root()
+    hosts = sandbox.load_hosts(SANDBOX_INVENTORY)
+    started = time.monotonic()
+
+    def report(name: str, message: str) -> None:  # shown with -s, or when the fixture fails
+        print(f"sandbox {time.monotonic() - started:7.2f}s {name}: {message}", flush=True)
+
+    # The sandbox is one per machine: a second test session waits here instead of tearing down ours.
+    with held(SESSION_LOCK):
+        try:
+            sandbox.up(hosts, report)
+            yield Fleet(hosts)
+        finally:
+            started = time.monotonic()
+            sandbox.down(report)
+            left = sandbox.all_traces()
+            assert not left, f"sandbox.down() left: {left}"
