@@ -23,7 +23,8 @@ def _git(repo: str, *args: str) -> str:
     except FileNotFoundError:
         raise InputError("git is not installed on this machine") from None
     if r.returncode != 0:
-        raise InputError(f"source {repo}: git {' '.join(args)}: {r.stderr.strip().splitlines()[-1:]}")
+        why = (r.stderr.strip().splitlines() or ["no such revision or not a git repository"])[-1]
+        raise InputError(f"source {repo}: git {' '.join(args)}: {why}")
     return r.stdout.strip()
 
 
@@ -38,10 +39,12 @@ def resolve(app: App, ref: str | None) -> Revision:
 def pack(app: App, revision: Revision, workdir: Path) -> Path:
     """`git archive` of the commit; a repository subdirectory (a monorepo app) is archived alone."""
     prefix = _git(app.source.repository, "rev-parse", "--show-prefix")
+    top = _git(app.source.repository, "rev-parse", "--show-toplevel")
     tree = f"{revision.commit}:{prefix}" if prefix else revision.commit
     fd, name = tempfile.mkstemp(prefix=f"{app.name}-", suffix=".tar.gz", dir=workdir)
     with open(fd, "wb") as out:
-        r = subprocess.run(["git", "-C", app.source.repository, "archive", "--format=tar.gz", tree],
+        # From the top: git refuses `archive` inside a subdirectory that the work tree does not track.
+        r = subprocess.run(["git", "-C", top, "archive", "--format=tar.gz", tree],
                            stdout=out, stderr=subprocess.PIPE, check=False)
     if r.returncode != 0:
         raise InputError(f"source {app.source.repository}: git archive {tree}: {r.stderr.decode().strip()}")

@@ -4,12 +4,7 @@ from invoke.collection import Collection
 
 from deploytool.tasks.deploy import deploy, releases, rollback
 from deploytool.tasks.inventory import inventory
+from deploytool.tasks.sandbox import sandbox
 from deploytool.tasks.workers import workers
 
-ns = Collection(deploy, rollback, releases, workers, inventory)
-try:
-    from deploytool.tasks.sandbox import sandbox
-except ImportError:  # pragma: no cover - the sandbox package is optional in a trimmed install
-    pass
-else:
-    ns.add_collection(sandbox)
+ns = Collection(deploy, rollback, releases, workers, inventory, sandbox)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import APP_HOSTS, DEPLOY_TO, REDIS_URL, fab, ssh
 
 from deploytool import sandbox
 from deploytool.sandbox import Fleet
@@ -53,3 +54,21 @@ def fleet() -> Iterator[Fleet]:
             sandbox.down(report)
             left = sandbox.all_traces()
             assert not left, f"sandbox.down() left: {left}"
+
+
+@pytest.fixture(scope="session")
+def sample_shared(fleet: Fleet) -> None:
+    """The sample app's linked file, put in shared/ the way an operator provisions it once per host."""
+    for host in APP_HOSTS:
+        ssh(
+            host,
+            f"mkdir -p {DEPLOY_TO}/shared/config && "
+            f"printf 'REDIS_URL={REDIS_URL}\\nSAMPLE_JOB_SECONDS=0.05\\n' > {DEPLOY_TO}/shared/config/app.env",
+        )
+
+
+@pytest.fixture(scope="session")
+def deployed(sample_shared: None) -> None:
+    """The sample app deployed to both app hosts, workers running."""
+    r = fab("deploy", "--host", ",".join(APP_HOSTS))
+    assert r.returncode == 0, r.stderr

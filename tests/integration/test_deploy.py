@@ -1,0 +1,209 @@
+"""`fab deploy`, `releases`, `rollback` against the sandbox fleet: real sshd, systemd, Redis, workers."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    APP_HOSTS,
+    DEPLOY_TO,
+    ROOT,
+    fab,
+    fab_json,
+    readlink_current,
+    ssh,
+    variant,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def head_commit() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def releases(host: str, inventory: str | None = None) -> list[dict[str, Any]]:
+    args = ["releases", "--host", host] + (["--inventory", inventory] if inventory else [])
+    code, data = fab_json(*args)
+    assert code == 0, data
+    [entry] = data["hosts"]
+    rows: list[dict[str, Any]] = entry["releases"]
+    return rows
+
+
+def plain_app(data: dict[str, Any], **settings: Any) -> None:
+    """A second app without workers, for the tests that deploy often: fast and independent."""
+    sample = data["apps"]["sample"]
+    data["apps"]["plain"] = {
+        "roles": ["app"], "source": sample["source"], "deploy_to": "/srv/plain", "keep_releases": 2,
+        "linked_dirs": ["log"], **settings,
+    }
+
+
+def test_deploy_redeploy_releases_rollback(deployed: None) -> None:
+    first = readlink_current("prod-a")
+    code, report = fab_json("deploy", "--host", "prod-a")
+    assert code == 0, report
+    [host] = report["hosts"]
+    assert host["status"] == "ok" and host["revision"] == head_commit()
+    stages = [s["name"] for s in host["stages"]]
+    assert stages[:4] == ["connect", "check", "lock", "code"] and "switch" in stages and "restart" in stages
+    second = readlink_current("prod-a")
+    assert second == f"{DEPLOY_TO}/releases/{host['release']}" and second != first
+    assert ssh("prod-a", f"cat {second}/REVISION").stdout.strip() == head_commit()
+    # shared links and the lock released
+    assert ssh("prod-a", f"readlink {second}/config/app.env").stdout.strip() == f"{DEPLOY_TO}/shared/config/app.env"
+    assert ssh("prod-a", f"test -e {DEPLOY_TO}/.deploy.lock", check=False).returncode == 1
+
+    rows = releases("prod-a")
+    assert rows[0]["release"] == host["release"] and rows[0]["current"]
+    assert [r["release"] for r in rows] == sorted((r["release"] for r in rows), reverse=True)
+
+    r = fab("rollback", "--host", "prod-a")
+    assert r.returncode == 0, r.stderr
+    assert readlink_current("prod-a") == first
+    assert fab("workers.status", "--host", "prod-a").returncode == 0
+    log = ssh("prod-a", f"cat {DEPLOY_TO}/revisions.log").stdout
+    assert f"deployed as release {host['release']}" in log
+    assert f"rolled back to release {Path(first).name}" in log.splitlines()[-1]
+
+
+def test_keep_releases_never_removes_current(sample_shared: None, tmp_path: Path) -> None:
+    inv = variant(tmp_path, lambda d: plain_app(d, keep_releases=2))
+    names = []
+    for _ in range(3):
+        code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b", "--app", "plain")
+        assert code == 0, report
+        names.append(report["hosts"][0]["release"])
+    assert len(set(names)) == 3
+    left = ssh("prod-b", "ls /srv/plain/releases").stdout.split()
+    assert left == names[1:]
+    # Roll back to the oldest kept release, deploy again: cleanup keeps the current one.
+    assert fab("rollback", "--inventory", inv, "--host", "prod-b", "--app", "plain",
+               "--release", names[1]).returncode == 0
+    code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b", "--app", "plain")
+    assert code == 0
+    left = ssh("prod-b", "ls /srv/plain/releases").stdout.split()
+    assert report["hosts"][0]["release"] in left and len(left) == 2
+
+
+def test_two_concurrent_deploys_exactly_one_wins(sample_shared: None, tmp_path: Path) -> None:
+    # A slow build keeps the first deploy holding the lock while the second tries.
+    inv = variant(tmp_path, lambda d: plain_app(d, build=["sleep 3"]))
+    results: list[subprocess.CompletedProcess[str]] = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        start.wait()
+        results.append(fab("deploy", "--inventory", inv, "--host", "prod-a", "--app", "plain"))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 1], [r.stderr for r in results]
+    loser = next(r for r in results if r.returncode == 1)
+    assert "is being deployed by" in loser.stderr and "pid" in loser.stderr
+    assert ssh("prod-a", "test -e /srv/plain/.deploy.lock", check=False).returncode == 1
+
+
+def test_stale_lock_is_cleared_with_force_unlock(sample_shared: None, tmp_path: Path) -> None:
+    inv = variant(tmp_path, lambda d: plain_app(d))
+    holder = '{"user": "ann", "controller": "elsewhere", "pid": 1, "revision": "x", "release": "y", "started": "z"}'
+    ssh("prod-a", f"mkdir -p /srv/plain/.deploy.lock && echo '{holder}' > /srv/plain/.deploy.lock/holder")
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--app", "plain")
+    assert r.returncode == 1 and "ann@elsewhere pid 1" in r.stderr
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--app", "plain", "--force-unlock")
+    assert r.returncode == 0, r.stderr
+
+
+def test_failing_build_keeps_current_and_workers(deployed: None, tmp_path: Path) -> None:
+    before = readlink_current("prod-b")
+    inv = variant(tmp_path, lambda d: d["apps"]["sample"].update(build=["echo building", "exit 7"]))
+    code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b")
+    assert code == 1
+    [host] = report["hosts"]
+    assert host["status"] == "failed" and "build" in host["error"] and "exit 7" in host["error"]
+    assert readlink_current("prod-b") == before
+    assert ssh("prod-b", f"test -e {DEPLOY_TO}/releases/{host['release']}", check=False).returncode == 1
+    assert ssh("prod-b", f"test -e {DEPLOY_TO}/.deploy.lock", check=False).returncode == 1
+    assert fab("workers.status", "--host", "prod-b").returncode == 0
+
+
+def test_unreachable_host_fails_fast_others_deploy(deployed: None, tmp_path: Path) -> None:
+    def add_ghost(d: dict[str, Any]) -> None:
+        d["hosts"]["ghost"] = {**d["hosts"]["prod-b"], "address": "10.213.0.99", "connect_timeout": 3}
+        d["hosts"]["ghost"].pop("apps", None)
+
+    inv = variant(tmp_path, add_ghost)
+    code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b,ghost")
+    assert code == 1
+    by_host = {h["host"]: h for h in report["hosts"]}
+    assert by_host["prod-b"]["status"] == "ok"
+    assert by_host["ghost"]["status"] == "failed" and "connect" in by_host["ghost"]["error"]
+    assert by_host["ghost"]["stages"][0]["seconds"] < 30
+
+
+def _host_state(host: str) -> str:
+    return ssh(host, f"find {DEPLOY_TO} /etc/systemd/system -maxdepth 3 -printf '%p %l %s %T@\\n' | sort; "
+                     f"cat {DEPLOY_TO}/revisions.log; systemctl show -p MainPID 'sample-*@*.service'").stdout
+
+
+def test_dry_run_changes_nothing(deployed: None) -> None:
+    before = {h: _host_state(h) for h in APP_HOSTS}
+    r = fab("deploy", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    for stage in ("[check]", "[lock]", "[code]", "[switch]", "[units]", "[restart]"):
+        assert stage in r.stdout
+    assert "upload" in r.stdout and "prod-a: sample" in r.stdout and "prod-b: sample" in r.stdout
+    assert {h: _host_state(h) for h in APP_HOSTS} == before
+
+
+def test_secrets_are_not_printed(deployed: None, tmp_path: Path) -> None:
+    secret = "s3cr3t-t0ken-value"
+    inv = variant(tmp_path, lambda d: d["apps"]["sample"]["environment"].update(API_TOKEN=secret))
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--dry-run")
+    assert r.returncode == 0 and "API_TOKEN" in r.stdout
+    assert secret not in r.stdout + r.stderr
+
+
+def test_unknown_host_key_is_refused_with_fingerprint(deployed: None, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inv = variant(tmp_path, lambda d: d["hosts"]["prod-a"].update(known_hosts=str(empty)))
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a")
+    assert r.returncode == 1
+    assert "not in" in r.stderr and "SHA256:" in r.stderr
+    assert empty.read_text() == ""  # never auto-added
+
+
+def test_changed_host_key_is_refused(deployed: None, tmp_path: Path) -> None:
+    from deploytool.sandbox import KNOWN_HOSTS
+
+    # prod-b's key recorded under prod-a's address: what a man in the middle would look like.
+    lines = Path(KNOWN_HOSTS).read_text().splitlines()
+    b_keys = [ln.split(None, 1)[1] for ln in lines if ln.split(None, 1)[0].split(",")[0] in ("10.213.0.12",)]
+    assert b_keys
+    forged = tmp_path / "known_hosts"
+    forged.write_text("".join(f"10.213.0.11 {k}\n" for k in b_keys))
+    inv = variant(tmp_path, lambda d: d["hosts"]["prod-a"].update(known_hosts=str(forged)))
+    r = fab("workers.status", "--inventory", inv, "--host", "prod-a")
+    assert r.returncode == 1 and "MISMATCH" in r.stdout + r.stderr
+
+
+def test_bad_input_exits_2_and_touches_nothing(deployed: None, tmp_path: Path) -> None:
+    before = _host_state("prod-a")
+    assert fab("deploy", "--host", "nope").returncode == 2
+    bad = variant(tmp_path, lambda d: d["apps"]["sample"]["workers"]["sidekiq"].update(processes=-1))
+    r = fab("deploy", "--inventory", bad, "--host", "prod-a")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "apps.sample.workers.sidekiq.processes" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert _host_state("prod-a") == before
