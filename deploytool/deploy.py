@@ -86,8 +86,9 @@ class Deploy:
     def workers(self) -> Workers:
         return Workers(self.inv, self.host, self.app)
 
-    def plan(self) -> list[tuple[str, list[str]]]:
-        """Every stage with the commands it sends, in order: what --dry-run prints."""
+    def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+        """Every stage with the commands it sends, in order: what --dry-run prints. The units stage is
+        shown as the diff of the units (`unit_changes`) rather than the script that writes them."""
         app, w = self.app, self.workers
         lay = rel.Layout(app.deploy_to)
         holder = Holder.me(self.revision.commit, self.release)
@@ -105,7 +106,8 @@ class Deploy:
             ("build", [rel.build(app, self.release, app.build)] if app.build else []),
             ("quiet", w.quiet_commands()),
             ("switch", [rel.switch_current(app, self.release)]),
-            ("units", [w.install_script(self.template_dirs)]),
+            ("units", ["\n".join(unit_changes or ["install the rendered units"]),
+                       join(["systemctl", "enable", w.target, *w.units])]),
             ("restart", [*w.quiet_commands(), ops.restart_script(w)] if w.units else []),
             ("cleanup", [f"{rel.cleanup(app)}\n{rel.log_revision(app, self._log_line())}"]),
             ("unlock", [join(rel.unlock(app))]),
@@ -162,7 +164,9 @@ class Deploy:
                 session.run(f"{rel.cleanup(app)}\n{rel.log_revision(app, self._log_line())}", "cleanup")
         except HostError as e:
             report.status, report.error = "failed", out.redact(str(e))
-            self._recover(session, report, out, previous, quieted, switched)
+            # Without the lock, the host belongs to another deploy (or is untouched): leave it alone.
+            if locked:
+                self._recover(session, report, out, previous, quieted, switched)
         finally:
             if locked:
                 try:
@@ -227,3 +231,12 @@ def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: R
             r.commands, r.connections = session.commands, 1
         session.close()
     return all(r.status == "ok" for r in reports)
+
+
+def unit_changes(d: Deploy) -> list[str]:
+    """Read the host's current units (read only) and diff them with the rendered ones."""
+    session = connect(d.inv.hosts[d.host])
+    try:
+        return ops.unit_diff(ops.installed(session, d.workers), d.workers.rendered(d.template_dirs))
+    finally:
+        session.close()

@@ -6,6 +6,7 @@ the host's Session; `plan_*` functions only build, so a dry run prints exactly w
 
 from __future__ import annotations
 
+import difflib
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,8 +46,11 @@ class Workers:
     def target(self) -> str:
         return target_name(self.app)
 
+    def rendered(self, template_dirs: Sequence[Path] = ()) -> dict[str, str]:
+        return {u.name: u.content for u in render_app(self.inv, self.host, self.app, template_dirs)}
+
     def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
-        files = [(u.name, u.content) for u in render_app(self.inv, self.host, self.app, template_dirs)]
+        files = list(self.rendered(template_dirs).items())
         return unitfiles.sync(self.app, files, self.units, self.target)
 
     def unsupported_quiet(self) -> list[str]:
@@ -128,6 +132,28 @@ def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), st
         prefix = join(sc.enable_linger(session.host.user)) + "\n"
     out = session.run(prefix + w.install_script(template_dirs), stage).stdout
     return "changed" in out.split()
+
+
+def installed(session: Session, w: Workers, stage: str = "units") -> dict[str, str]:
+    """The app's unit files as they are on the host now (read only)."""
+    out = session.run(unitfiles.read_all(w.app), stage).stdout
+    files: dict[str, str] = {}
+    for chunk in out.split(unitfiles.SEPARATOR)[1:]:
+        name, _, content = chunk.partition("\n")
+        files[name.strip()] = content
+    return files
+
+
+def unit_diff(current: dict[str, str], wanted: dict[str, str]) -> list[str]:
+    """A unified diff per unit that would change: what a dry run shows for the units stage."""
+    lines: list[str] = []
+    for name in sorted(set(current) | set(wanted)):
+        before, after = current.get(name, ""), wanted.get(name, "")
+        if before != after:
+            lines += difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                          f"{name} (on the host)" if name in current else "/dev/null",
+                                          name if name in wanted else "/dev/null (removed)", lineterm="")
+    return lines or ["(no unit changes)"]
 
 
 def uninstall(session: Session, w: Workers, stage: str = "uninstall") -> None:

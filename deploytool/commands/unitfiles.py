@@ -17,6 +17,7 @@ from deploytool.inventory import App
 q = shlex.quote
 
 MARKER = "X-Deploytool-App"
+SEPARATOR = "\n@@@deploytool-unit@@@ "
 
 
 def unit_dir(app: App) -> str:
@@ -89,3 +90,12 @@ def remove_all(app: App) -> str:
         f"{sc} daemon-reload",
         f"{sc} reset-failed $units 2>/dev/null || true",
     ])
+
+
+def read_all(app: App) -> str:
+    """Print each of the app's unit files after a separator line naming it."""
+    d = unit_dir(app)
+    return (
+        f'd="{d}"; for f in $(grep -lx {q(MARKER + "=" + app.name)} "$d"/*.service "$d"/*.target 2>/dev/null); '
+        f'do printf "{SEPARATOR.replace(chr(10), chr(92) + "n")}%s\\n" "${{f##*/}}"; cat "$f"; done; true'
+    )

@@ -11,7 +11,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool import releases as rel_ops
-from deploytool.deploy import Deploy, deploy_host, release_name
+from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
+from deploytool.errors import HostError
 from deploytool.inventory import Inventory
 from deploytool.report import HostReport, Reporter
 from deploytool.rolling import run
@@ -90,7 +91,10 @@ def deploy(
             for h, ts in by_host(targets).items()
         }
         if dry_run:
-            print(out.redact(plan_text(hosts)))
+            text, ok = plan_text(hosts)
+            print(out.redact(text))
+            if not ok:
+                raise Exit(code=1)
             return
         reports = {h: [HostReport(h, d.app.name) for d in ds] for h, ds in hosts.items()}
 
@@ -103,17 +107,25 @@ def deploy(
     finish(out, [r for rs in reports.values() for r in rs], json, release=name)
 
 
-def plan_text(hosts: dict[str, list[Deploy]]) -> str:
-    lines = ["dry run: nothing is uploaded, locked or written"]
+def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
+    """Each host's stages and commands, with unit diffs read from the host; False if one was unreachable."""
+    lines = ["dry run: nothing is uploaded, locked or written; hosts are only read, for the unit diffs"]
+    ok = True
     for h, deploys in hosts.items():
         for d in deploys:
             lines.append(f"\n{h}: {d.app.name}: release {d.release}, revision {d.revision.ref} "
                          f"({d.revision.commit or 'resolved on the host'})")
-            for stage, commands in d.plan():
+            try:
+                changes = unit_changes(d)
+            except HostError as e:
+                ok = False
+                lines.append(f"  error: {e}")
+                continue
+            for stage, commands in d.plan(changes):
                 lines.append(f"  [{stage}]")
                 for cmd in commands:
                     lines += [f"    {ln}" for ln in cmd.splitlines()]
-    return "\n".join(lines)
+    return "\n".join(lines), ok
 
 
 @command(release="release to roll back to (timestamp; default: the one before current)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from pathlib import Path
@@ -163,15 +164,25 @@ def test_dry_run_changes_nothing(deployed: None) -> None:
     for stage in ("[check]", "[lock]", "[code]", "[switch]", "[units]", "[restart]"):
         assert stage in r.stdout
     assert "upload" in r.stdout and "prod-a: sample" in r.stdout and "prod-b: sample" in r.stdout
+    assert "(no unit changes)" in r.stdout
     assert {h: _host_state(h) for h in APP_HOSTS} == before
 
 
 def test_secrets_are_not_printed(deployed: None, tmp_path: Path) -> None:
     secret = "s3cr3t-t0ken-value"
-    inv = variant(tmp_path, lambda d: d["apps"]["sample"]["environment"].update(API_TOKEN=secret))
+    inv = variant(tmp_path, lambda d: d["apps"]["sample"].update(environment={"API_TOKEN": secret},
+                                                                 build=["test -n \"$API_TOKEN\""]))
     r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--dry-run")
-    assert r.returncode == 0 and "API_TOKEN" in r.stdout
+    # The unit diff shows the new Environment= line, and the build its export, both redacted.
+    assert r.returncode == 0 and '+Environment="API_TOKEN=***"' in r.stdout, r.stdout
+    assert "export API_TOKEN=***" in r.stdout
     assert secret not in r.stdout + r.stderr
+    code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a")
+    assert code == 0, report
+    assert secret not in json.dumps(report)
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a")
+    assert r.returncode == 0 and secret not in r.stdout + r.stderr
+    assert fab("deploy", "--host", "prod-a").returncode == 0  # back to the sandbox's own units
 
 
 def test_unknown_host_key_is_refused_with_fingerprint(deployed: None, tmp_path: Path) -> None:
