@@ -4,11 +4,12 @@ a failed step leaves `current` on the old release, its workers running (never qu
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
 from deploytool.inventory import App, Inventory
-from deploytool.remote import Session, connect, join
+from deploytool.remote import Result, Session, connect, join, script
 from deploytool.report import HostReport, Reporter
 from deploytool.source import Revision
 from deploytool.workers import Workers
@@ -86,33 +87,45 @@ class Deploy:
     def workers(self) -> Workers:
         return Workers(self.inv, self.host, self.app)
 
-    def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
-        """Every stage with the commands it sends, in order: what --dry-run prints. The units stage is
-        shown as the diff of the units (`unit_changes`) rather than the script that writes them."""
+    def _remote_archive(self) -> str:
+        return f"{rel.Layout(self.app.deploy_to).releases}/.{self.release}.tar.gz"
+
+    def phases(self, holder: Holder, unit_changes: Sequence[str] | None = None) -> list[Phase]:
+        """The deploy as four round trips, each a list of (stage, command); an upload goes before the
+        second. With `unit_changes` (a dry run), the units stage shows that diff instead of its script."""
         app, w = self.app, self.workers
-        lay = rel.Layout(app.deploy_to)
-        holder = Holder.me(self.revision.commit, self.release)
         if self.archive is not None:
-            remote_archive = f"{lay.releases}/.{self.release}.tar.gz"
-            code = [f"upload {self.archive.name} -> {remote_archive}",
-                    rel.unpack_archive(app, self.release, remote_archive, self.revision.commit)]
+            code = rel.unpack_archive(app, self.release, self._remote_archive(), self.revision.commit)
         else:
-            code = [rel.git_export(app, self.release, self.revision.ref)]
-        stages = [
-            ("check", [rel.check(app)]),
-            ("lock", [rel.lock(app, holder.json())]),
-            ("code", code),
-            ("shared", [rel.link_shared(app, self.release)]),
-            ("build", [rel.build(app, self.release, app.build)] if app.build else []),
-            ("quiet", w.quiet_commands()),
-            ("switch", [rel.switch_current(app, self.release)]),
-            ("units", ["\n".join(unit_changes or ["install the rendered units"]),
-                       join(["systemctl", "enable", w.target, *w.units])]),
-            ("restart", [*w.quiet_commands(), ops.restart_script(w)] if w.units else []),
-            ("cleanup", [f"{rel.cleanup(app)}\n{rel.log_revision(app, self._log_line())}"]),
-            ("unlock", [join(rel.unlock(app))]),
+            code = rel.git_export(app, self.release, self.revision.ref)
+        units = (self.workers.install_script(self.template_dirs) if unit_changes is None
+                 else "\n".join(unit_changes))
+        publish = [("quiet", c) for c in w.quiet_commands()] + [("switch", rel.switch_current(app, self.release))]
+        if w.units or unit_changes is not None:
+            publish += [("units", units), ("restart", ops.restart_script(w))]
+        return [
+            Phase("prepare", [("check", rel.check(app)), ("check", rel.previous_release(app)),
+                              ("lock", rel.lock(app, holder.json()))]),
+            Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
+                  + ([("build", rel.build(app, self.release, app.build))] if app.build else [])),
+            Phase("publish", publish),
+            Phase("finish", [("cleanup", rel.cleanup(app)), ("cleanup", rel.log_revision(app, self._log_line())),
+                             ("unlock", join(rel.unlock(app)))]),
         ]
-        return [(name, cmds) for name, cmds in stages if cmds]
+
+    def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+        """Every stage with the commands it sends, in order: what --dry-run prints."""
+        holder = Holder.me(self.revision.commit, self.release)
+        stages: list[tuple[str, list[str]]] = []
+        for phase in self.phases(holder, list(unit_changes) or ["(units as rendered)"]):
+            if phase.name == "release" and self.archive is not None:
+                stages.append(("upload", [f"upload {self.archive.name} -> {self._remote_archive()}"]))
+            for name, command in phase.stages:
+                if stages and stages[-1][0] == name:
+                    stages[-1][1].append(command)
+                else:
+                    stages.append((name, [command]))
+        return stages
 
     def _log_line(self) -> str:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -121,96 +134,103 @@ class Deploy:
                 f"deployed as release {self.release} by {who}")
 
     def run(self, session: Session, report: HostReport, out: Reporter) -> None:
-        app, w = self.app, self.workers
-        lay = rel.Layout(app.deploy_to)
         report.release = self.release
         report.revision = self.revision.commit or None
-        previous: str | None = None
-        locked = quieted = switched = False
+        holder = Holder.me(self.revision.commit, self.release)
+        prepare, release, publish, finish = self.phases(holder)
+        clock = out.clock(report)
+        seen: dict[str, str] = {}
+        locked = published = False
+
+        def on_line(line: str) -> None:
+            marker, _, value = line.partition(" ")
+            if marker == rel.STAGE:
+                clock.begin(value)
+            elif marker in (rel.PREVIOUS, rel.REVISION):
+                seen[marker] = value.strip()
+
+        def send(phase: Phase, check: bool = True) -> Result:
+            r = session.run(phase.script(), phase.name, check=False, on_line=on_line)
+            clock.end("ok" if r.exited == 0 else "failed")
+            if check and r.exited != 0:
+                raise session.error(phase.script(), phase.name, r)
+            return r
+
         try:
-            with out.stage(report, "check"):
-                session.run(rel.check(app), "check")
-                previous = session.run(f"cd {lay.deploy_to} && {rel.current_release()}", "check").stdout.strip()
-            with out.stage(report, "lock"):
-                self._lock(session)
-                locked = True
-            with out.stage(report, "code"):
-                if self.archive is not None:
-                    remote_archive = f"{lay.releases}/.{self.release}.tar.gz"
-                    session.put(self.archive, remote_archive, "code")
-                    session.run(rel.unpack_archive(app, self.release, remote_archive, self.revision.commit),
-                                "code")
-                else:
-                    report.revision = session.run(rel.git_export(app, self.release, self.revision.ref),
-                                                  "code").stdout.strip()
-            with out.stage(report, "shared"):
-                session.run(rel.link_shared(app, self.release), "shared")
-            if app.build:
-                with out.stage(report, "build"):
-                    session.run(rel.build(app, self.release, app.build), "build")
-            if w.quiet_commands():
-                with out.stage(report, "quiet"):
-                    quieted = True
-                    ops.quiet(session, w)
-            with out.stage(report, "switch"):
-                session.run(rel.switch_current(app, self.release), "switch")
-                switched = True
-            with out.stage(report, "units"):
-                report.details["units_changed"] = ops.install(session, w, self.template_dirs)
-            with out.stage(report, "restart"):
-                ops.restart(session, w)
-                quieted = False
-            with out.stage(report, "cleanup"):
-                session.run(f"{rel.cleanup(app)}\n{rel.log_revision(app, self._log_line())}", "cleanup")
+            r = send(prepare, check=False)
+            if r.exited == rel.LOCK_BUSY:
+                self._clear_stale_lock(session, r.stdout)
+                send(prepare)
+            elif r.exited != 0:
+                raise session.error(prepare.script(), prepare.name, r)
+            locked = True
+            if self.archive is not None:
+                with out.stage(report, "upload"):
+                    session.put(self.archive, self._remote_archive(), "upload")
+            send(release)
+            if rel.REVISION in seen:
+                report.revision = seen[rel.REVISION]
+            published = True
+            send(publish)
         except HostError as e:
             report.status, report.error = "failed", out.redact(str(e))
-            # Without the lock, the host belongs to another deploy (or is untouched): leave it alone.
             if locked:
-                self._recover(session, report, out, previous, quieted, switched)
-        finally:
-            if locked:
-                try:
-                    session.run(join(rel.unlock(app)), "unlock")
-                except HostError as e:
-                    report.status = "failed"
-                    report.error = (report.error or "") + f"; {e}"
+                self._recover(session, report, out, seen.get(rel.PREVIOUS, ""), published)
+            return
+        try:
+            send(finish)
+        except HostError as e:
+            # The release is live and its workers run; only cleanup, the log or the unlock failed.
+            report.status, report.error = "failed", out.redact(str(e))
+            with contextlib.suppress(HostError):
+                session.run(join(rel.unlock(self.app)), "unlock")
 
-    def _lock(self, session: Session) -> None:
-        holder = Holder.me(self.revision.commit, self.release)
-        for attempt in (1, 2):
-            r = session.run(rel.lock(self.app, holder.json()), "lock", check=False)
-            if r.exited == 0:
-                return
-            if r.exited != rel.LOCK_BUSY:
-                raise HostError(f"{self.host}: lock: exit {r.exited}: {r.stderr.strip()}")
-            other = Holder.parse(r.stdout)
-            if attempt == 1 and (self.force_unlock or (other is not None and other.gone())):
-                session.run(join(rel.unlock(self.app)), "lock")
-                continue
+    def _clear_stale_lock(self, session: Session, output: str) -> None:
+        """Another deploy holds the lock: clear it only if forced or its holder is provably gone."""
+        other = Holder.parse(output)
+        if not (self.force_unlock or (other is not None and other.gone())):
             who = other.describe() if other else "an unknown holder"
             raise HostError(
                 f"{self.host}: lock: {self.app.name} is being deployed by {who}; "
                 "if that deploy died, clear it with --force-unlock"
             )
+        session.run(join(rel.unlock(self.app)), "lock")
 
-    def _recover(self, session: Session, report: HostReport, out: Reporter, previous: str | None,
-                 quieted: bool, switched: bool) -> None:
-        """Put the host back as it was: old release current, its workers running, new release gone."""
+    def _recover(self, session: Session, report: HostReport, out: Reporter, previous: str,
+                 published: bool) -> None:
+        """Put the host back as it was, in one round trip: `current` on the previous release, the units
+        as the inventory wants them, workers running (never left quiet or stopped), the failed release
+        removed, the lock released."""
         app, w = self.app, self.workers
-        steps: list[tuple[str, Callable[[], object]]] = []
-        if switched and previous:
-            steps.append(("switch back", lambda: session.run(rel.switch_current(app, previous), "recover")))
-            steps.append(("units", lambda: ops.install(session, w, self.template_dirs, stage="recover")))
-        if switched or quieted:
-            # Quiet workers only run again after a restart (Sidekiq cannot be un-quieted).
-            steps.append(("restart", lambda: ops.recover(session, w)))
-        steps.append(("remove release", lambda: session.run(rel.remove_release(app, self.release), "recover")))
-        for name, step in steps:
-            try:
-                with out.stage(report, f"recover: {name}"):
-                    step()
-            except HostError as e:
-                report.error = f"{report.error}; recovery failed: {e}"
+        steps: list[str] = []
+        if published:
+            steps += [rel.switch_back(app, self.release, previous), w.install_script(self.template_dirs)]
+            if w.units:
+                steps.append(ops.recover_script(w))
+        steps += [rel.remove_release(app, self.release), join(rel.unlock(app))]
+        with out.stage(report, "recover") as st:
+            r = session.run(script(*steps), "recover", check=False)
+            if r.exited != 0:
+                st.status = "failed"
+                report.error = f"{report.error}; recovery failed: {r.stderr.strip()}"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Stages sent in one round trip; each announces itself so its duration is measured on its own."""
+
+    name: str
+    stages: list[tuple[str, str]]
+
+    def script(self) -> str:
+        commands: list[str] = []
+        last = None
+        for stage, command in self.stages:
+            if stage != last:
+                commands.append(rel.stage(stage))
+                last = stage
+            commands.append(command)
+        return script(*commands)
 
 
 def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: Reporter) -> bool:

@@ -86,6 +86,9 @@ class Kind:
     redis_flag: str | None
     # `command` must be given: the kind has no usable default program.
     requires_command: bool
+    # A program (in deploytool/requeue/) run on a host after its workers stopped, putting back jobs
+    # they took but never finished; for kinds whose own shutdown can drop a job (RQ 1.x).
+    requeue: str | None = None
 
     def timeout_stop_sec(self, timeout: int) -> int:
         return timeout + self.stop_margin
@@ -149,7 +152,9 @@ KINDS: dict[str, Kind] = {
             supports_weights=False,
             timeout_flag=None,
             timeout_scale=1,
-            instance_args=("--name", "{app}-{group}-{instance}@{host}"),
+            # No fixed --name: after an unclean exit RQ refuses to start a worker whose name is still
+            # registered, and systemd's restarts would all fail until the registration expires.
+            instance_args=(),
             quiet=Quiet.NONE,
             quiet_signal=None,
             stop_signal="SIGTERM",
@@ -160,6 +165,7 @@ KINDS: dict[str, Kind] = {
             stop_margin=5,
             redis_flag="--url",
             requires_command=False,
+            requeue="rq.py",
         ),
         Kind(
             name="dramatiq",

@@ -4,10 +4,11 @@ commands (built as data elsewhere) to a host."""
 from __future__ import annotations
 
 import contextlib
+import io
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,21 @@ def script(*commands: Argv | str) -> str:
         # Name the failing command on stderr, so the report shows which one of the batch failed.
         lines.append(f"{{ {text}\n}} || {{ rc=$?; echo {shlex.quote('failed: ' + _first_line(text))} >&2; exit $rc; }}")
     return "\n".join(lines)
+
+
+class _Lines(io.TextIOBase):
+    """A stream that hands over complete lines as they arrive."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.buffer_ = ""
+
+    def write(self, text: str) -> int:
+        self.buffer_ += text
+        while "\n" in self.buffer_:
+            line, self.buffer_ = self.buffer_.split("\n", 1)
+            self.on_line(line)
+        return len(text)
 
 
 class UnknownHostKey(paramiko.SSHException):
@@ -72,20 +88,26 @@ class Session:
     uploads: int = 0
     log: list[str] = field(default_factory=list)
 
-    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None) -> Result:
+    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> Result:
+        """Run shell text; `on_line` sees each stdout line as it arrives (stage markers, progress)."""
         self.commands += 1
         self.log.append(command)
+        streams: dict[str, Any] = {"hide": True}
+        if on_line is not None:
+            streams = {"hide": False, "out_stream": _Lines(on_line), "err_stream": io.StringIO()}
         try:
-            r = self.connection.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+            r = self.connection.run(command, warn=True, in_stream=False, timeout=timeout, **streams)
         except Exception as e:  # paramiko/socket errors: the host is gone or unreachable
             raise HostError(f"{self.host.name}: {stage}: {_describe(e)}") from None
         result = Result(r.stdout, r.stderr, r.exited)
         if check and r.exited != 0:
-            raise HostError(
-                f"{self.host.name}: {stage}: exit {r.exited}: {_first_line(command)}: "
-                f"{_last_lines(r.stderr or r.stdout)}"
-            )
+            raise self.error(command, stage, result)
         return result
+
+    def error(self, command: str, stage: str, result: Result) -> HostError:
+        return HostError(f"{self.host.name}: {stage}: exit {result.exited}: {_first_line(command)}: "
+                         f"{_last_lines(result.stderr or result.stdout)}")
 
     def put(self, local: Path | Any, remote: str, stage: str) -> None:
         self.uploads += 1

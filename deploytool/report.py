@@ -71,6 +71,9 @@ class Reporter:
             st.seconds = round(time.monotonic() - t0, 3)
             self.line(f"{report.host:<10} {report.app:<10} {name:<10} {st.status} {st.seconds:.2f}s")
 
+    def clock(self, report: HostReport) -> StageClock:
+        return StageClock(self, report)
+
     def summary(self, reports: list[HostReport]) -> None:
         if self.quiet:
             return
@@ -88,3 +91,28 @@ class Reporter:
     def json(self, reports: list[HostReport], **extra: Any) -> None:
         data = {**extra, "ok": all(r.status == "ok" for r in reports), "hosts": [asdict(r) for r in reports]}
         print(self.redact(json.dumps(data, indent=2)), flush=True)
+
+
+class StageClock:
+    """Times stages that a remote script announces with marker lines, as the lines arrive, so one round
+    trip can carry several stages and each still gets its own progress line and duration."""
+
+    def __init__(self, out: Reporter, report: HostReport) -> None:
+        self.out = out
+        self.report = report
+        self.current: StageReport | None = None
+        self.t0 = 0.0
+
+    def begin(self, name: str) -> None:
+        self.end()
+        self.current = StageReport(name)
+        self.report.stages.append(self.current)
+        self.t0 = time.monotonic()
+
+    def end(self, status: str = "ok") -> None:
+        st = self.current
+        if st is None:
+            return
+        st.status, st.seconds = status, round(time.monotonic() - self.t0, 3)
+        self.current = None
+        self.out.line(f"{self.report.host:<10} {self.report.app:<10} {st.name:<10} {st.status} {st.seconds:.2f}s")

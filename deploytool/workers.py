@@ -14,6 +14,7 @@ from pathlib import Path
 
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
+from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Quiet
 from deploytool.remote import Session, join
@@ -98,7 +99,8 @@ def restart_script(w: Workers) -> str:
     """Stop (each worker drains within its grace), start, and check the units are active.
 
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
-    return "\n".join([join(sc.stop(w.app, w.units)), join(sc.start(w.app, [w.target, *w.units])),
+    requeues = [r for g in w.groups if (r := requeue(w.app, g))]
+    return "\n".join([join(sc.stop(w.app, w.units)), *requeues, join(sc.start(w.app, [w.target, *w.units])),
                       join(sc.is_active(w.app, w.units))])
 
 

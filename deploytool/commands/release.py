@@ -12,6 +12,13 @@ from deploytool.inventory import App
 q = shlex.quote
 
 LOCK_BUSY = 75  # EX_TEMPFAIL: another deploy holds the lock
+STAGE = "@@deploytool-stage"  # a line announcing the next stage of a multi-stage script
+PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointed to before
+REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
+
+
+def stage(name: str) -> str:
+    return f"echo {q(STAGE + ' ' + name)}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def git_export(app: App, release: str, revision: str) -> str:
         f"else git clone --mirror --quiet {q(url)} {q(lay.repo)}; fi && "
         f"commit=$(git -C {q(lay.repo)} rev-parse --verify {q(revision + '^{commit}')}) && "
         f"mkdir {q(path)} && git -C {q(lay.repo)} archive \"$commit\" | tar -x -C {q(path)} && "
-        f"printf '%s\\n' \"$commit\" > {q(path)}/REVISION && echo \"$commit\""
+        f"printf '%s\\n' \"$commit\" > {q(path)}/REVISION && echo {REVISION} \"$commit\""
     )
 
 
@@ -145,6 +152,19 @@ def switch_current(app: App, release: str) -> str:
 def current_release() -> str:
     # Shell text yielding the release name `current` points to (empty on a first deploy).
     return "basename \"$(readlink current 2>/dev/null)\" 2>/dev/null"
+
+
+def previous_release(app: App) -> str:
+    return f"echo {PREVIOUS} $(cd {q(app.deploy_to)} && {current_release()})"
+
+
+def switch_back(app: App, release: str, previous: str) -> str:
+    """After a failure: `current` back on the previous release if it was switched to `release`."""
+    lay = Layout(app.deploy_to)
+    if not previous:
+        return "true"
+    return (f"if [ \"$(readlink {q(lay.current)})\" = {q(lay.release(release))} ]; then "
+            f"{switch_current(app, previous)}; fi")
 
 
 def cleanup(app: App) -> str:

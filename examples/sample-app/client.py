@@ -73,7 +73,7 @@ def enqueue(redis, kind, queue, count, rate, duration):
         if push:
             push(job_id)
         else:
-            rq_queue.enqueue("jobs.sample_job", job_id)
+            rq_queue.enqueue("jobs.sample_job", job_id, job_id=f"sample-{job_id}")  # findable by id
         sent += 1
     return {"kind": kind, "queue": queue, "run": run, "enqueued": sent, "seconds": round(time.monotonic() - started, 3)}
 

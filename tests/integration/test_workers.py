@@ -114,6 +114,22 @@ def test_no_job_lost_across_two_deploys(deployed: None) -> None:
         assert c["missing"] == 0, c
 
 
+def test_rq_job_taken_by_a_stopping_worker_is_requeued(deployed: None, r: redis.Redis) -> None:
+    # RQ 1.x drops a job when SIGTERM lands just as its blocking pop returns; recreate that state
+    # exactly: the job's hash says queued, but it is in no queue and no worker has it.
+    assert fab("workers.stop", "--group", "rq").returncode == 0
+    try:
+        client("reset", "rq")
+        client("enqueue", "rq", "--count", "3", "--queue", "high")
+        taken = r.lpop("rq:queue:high")
+        assert taken is not None and r.hget(b"rq:job:" + taken, "status") == b"queued"
+    finally:
+        restart = fab("workers.restart", "--group", "rq")
+    assert restart.returncode == 0, restart.stderr
+    c = client("count", "rq", "--wait", "60")
+    assert c["missing"] == 0 and c["done"] == 3, c
+
+
 def test_crashed_worker_is_restarted_by_systemd(deployed: None) -> None:
     unit = "sample-sidekiq@1.service"
     before = unit_states("prod-b")[unit]

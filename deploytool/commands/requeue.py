@@ -1,0 +1,34 @@
+"""The command that runs a kind's requeue program on a host, with the worker's own interpreter."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from deploytool.commands.release import with_app_env
+from deploytool.inventory import App, WorkerGroup
+from deploytool.kinds import KINDS
+
+q = shlex.quote
+
+PROGRAMS = Path(__file__).resolve().parent.parent / "requeue"
+END = "DEPLOYTOOL_REQUEUE_END"
+
+
+def requeue(app: App, group: WorkerGroup) -> str | None:
+    """Shell text, or None for kinds that need no requeue. Never fails the caller: a requeue that
+    cannot run is reported as a warning, since starting the workers again matters more."""
+    kind = KINDS[group.kind]
+    if kind.requeue is None or not group.processes:
+        return None
+    source = (PROGRAMS / kind.requeue).read_text()
+    program = (group.command or kind.program)[0]
+    # The worker's program is a script of the app's own interpreter (a venv's or the system's).
+    interpreter = f'py=$(sed -n "1s/^#! *//p" "$(command -v {q(program)})")'
+    url = q(app.redis[0]) if app.redis else '"$REDIS_URL"'
+    queues = " ".join(q(x.name) for x in group.queues) or "default"
+    run = f'"${{py:-python3}}" - {url} {queues} <<\'{END}\'\n{source}\n{END}'
+    env = {**app.environment, **group.environment}
+    return (f"( cd {q(app.current_path)} && {with_app_env(app, interpreter, env)} && {run}\n) "
+            f"|| echo 'deploytool: warning: could not requeue unfinished {group.kind} jobs of "
+            f"{app.name}-{group.name}' >&2")
