@@ -40,7 +40,7 @@ def orphans(redis, queue):
         pipe = redis.pipeline(transaction=False)
         for key in batch:
             pipe.hmget(key, "status", "origin")
-        for key, (status, origin) in zip(batch, pipe.execute()):
+        for key, (status, origin) in zip(batch, pipe.execute()):  # noqa: B905 (the app may run Python < 3.10)
             job_id = key.decode().split(":", 2)[2]
             if status == QUEUED and origin == queue.name.encode() and job_id not in waiting:
                 found.append((job_id, None))
