@@ -109,6 +109,15 @@ class Session:
         return HostError(f"{self.host.name}: {stage}: exit {result.exited}: {_first_line(command)}: "
                          f"{_last_lines(result.stderr or result.stdout)}")
 
+    def stream(self, command: str) -> int:
+        """Run with the host's output passed straight through (journal --follow); returns the exit code."""
+        self.commands += 1
+        self.log.append(command)
+        try:
+            return int(self.connection.run(command, warn=True, in_stream=False, pty=False).exited)
+        except Exception as e:
+            raise HostError(f"{self.host.name}: {_describe(e)}") from None
+
     def put(self, local: Path | Any, remote: str, stage: str) -> None:
         self.uploads += 1
         try:

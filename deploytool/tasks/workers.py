@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json as jsonlib
-import shlex
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -254,9 +253,8 @@ def logs(c: Context, inventory: str | None = None, host: str | None = None, app:
         units = [f"{t.app.name}-{g.name}@*.service" for g in groups]
         session = connect(inv.hosts[t.host])
         try:
-            argv = sc.logs(t.app, units, lines, since, follow)
-            # Streamed as it comes, so --follow works; output is the hosts' journal, not ours.
-            session.connection.run(" ".join(shlex.quote(a) for a in argv), warn=True, in_stream=False)
+            # Streamed as it comes, so --follow works.
+            session.stream(join(sc.logs(t.app, units, lines, since, follow)))
         finally:
             session.close()
 
