@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
-import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deploytool import lock
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
 from deploytool.inventory import App, Inventory
+from deploytool.lock import Holder
 from deploytool.remote import Result, Session, connect, join, script
 from deploytool.report import HostReport, Reporter
 from deploytool.source import Revision
@@ -26,50 +26,6 @@ from deploytool.workers import Workers
 
 def release_name(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a deploy lock; recorded in it so a second deploy can name the holder."""
-
-    user: str
-    controller: str
-    pid: int
-    revision: str
-    release: str
-    started: str
-
-    @classmethod
-    def me(cls, revision: str, release: str) -> Holder:
-        return cls(getpass.getuser(), socket.gethostname(), os.getpid(), revision, release,
-                   datetime.now(UTC).isoformat(timespec="seconds"))
-
-    @classmethod
-    def parse(cls, text: str) -> Holder | None:
-        try:
-            data = json.loads(text.strip().splitlines()[-1])
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None
-
-    def json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
-
-    def gone(self) -> bool:
-        """Provably dead: it ran on this machine and its process no longer exists."""
-        if self.controller != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    def describe(self) -> str:
-        return (f"{self.user}@{self.controller} pid {self.pid} since {self.started} "
-                f"(release {self.release}, revision {self.revision[:12] or '?'})")
 
 
 @dataclass(frozen=True)
@@ -159,7 +115,7 @@ class Deploy:
         try:
             r = send(prepare, check=False)
             if r.exited == rel.LOCK_BUSY:
-                self._clear_stale_lock(session, r.stdout)
+                lock.clear_stale(session, self.app, r.stdout, self.force_unlock)
                 send(prepare)
             elif r.exited != 0:
                 raise session.error(prepare.script(), prepare.name, r)
@@ -184,17 +140,6 @@ class Deploy:
             report.status, report.error = "failed", out.redact(str(e))
             with contextlib.suppress(HostError):
                 session.run(join(rel.unlock(self.app)), "unlock")
-
-    def _clear_stale_lock(self, session: Session, output: str) -> None:
-        """Another deploy holds the lock: clear it only if forced or its holder is provably gone."""
-        other = Holder.parse(output)
-        if not (self.force_unlock or (other is not None and other.gone())):
-            who = other.describe() if other else "an unknown holder"
-            raise HostError(
-                f"{self.host}: lock: {self.app.name} is being deployed by {who}; "
-                "if that deploy died, clear it with --force-unlock"
-            )
-        session.run(join(rel.unlock(self.app)), "lock")
 
     def _recover(self, session: Session, report: HostReport, out: Reporter, previous: str,
                  published: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 from collections.abc import Sequence
@@ -9,10 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deploytool import lock
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
 from deploytool.inventory import App, Inventory
+from deploytool.lock import Holder
 from deploytool.remote import Session, connect
 from deploytool.report import HostReport, Reporter
 from deploytool.workers import Workers
@@ -75,7 +78,7 @@ def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
 
 def rollback_host(
     inv: Inventory, host: str, apps: Sequence[App], wanted: str | None, template_dirs: Sequence[Path],
-    reports: Sequence[HostReport], out: Reporter,
+    reports: Sequence[HostReport], out: Reporter, force_unlock: bool = False,
 ) -> bool:
     try:
         with out.stage(reports[0], "connect"):
@@ -87,7 +90,12 @@ def rollback_host(
     try:
         for app, r in zip(apps, reports, strict=True):
             try:
-                _rollback(session, inv, host, app, wanted, template_dirs, r, out)
+                with out.stage(r, "lock"):
+                    lock.acquire(session, app, Holder.me("", wanted or "previous"), force_unlock)
+                try:
+                    _rollback(session, inv, host, app, wanted, template_dirs, r, out)
+                finally:
+                    lock.release(session, app)
             except HostError as e:
                 r.status, r.error = "failed", f"{host}: {e}" if not str(e).startswith(host) else str(e)
     finally:
@@ -101,14 +109,20 @@ def _rollback(session: Session, inv: Inventory, host: str, app: App, wanted: str
     with out.stage(report, "check"):
         target = choose(listing(session, app), wanted)
         report.release = target
-    with out.stage(report, "quiet"):
-        ops.quiet(session, w)
-    with out.stage(report, "switch"):
-        session.run(rel.switch_current(app, target), "switch")
-    with out.stage(report, "units"):
-        ops.install(session, w, template_dirs)
-    with out.stage(report, "restart"):
-        ops.restart(session, w)
+    try:
+        with out.stage(report, "quiet"):
+            ops.quiet(session, w)
+        with out.stage(report, "switch"):
+            session.run(rel.switch_current(app, target), "switch")
+        with out.stage(report, "units"):
+            ops.install(session, w, template_dirs)
+        with out.stage(report, "restart"):
+            ops.restart(session, w)
+    except HostError:
+        # Whatever `current` is now, its workers must not stay quiet or stopped.
+        with contextlib.suppress(HostError):
+            ops.recover(session, w)
+        raise
     with out.stage(report, "log"):
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         line = f"{datetime.now(UTC).isoformat(timespec='seconds')} {who} rolled back to release {target}"

@@ -128,13 +128,15 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
-@command(release="release to roll back to (timestamp; default: the one before current)")
+@command(release="release to roll back to (timestamp; default: the one before current)",
+         force_unlock=DEPLOY_HELP["force_unlock"])
 def rollback(
     c: Context,
     inventory: str | None = None,
     host: str | None = None,
     app: str | None = None,
     release: str | None = None,
+    force_unlock: bool = False,
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
@@ -145,7 +147,7 @@ def rollback(
     templates = project_templates(inv.path)
     run(list(reports),
         lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
-                                        reports[h], out),
+                                        reports[h], out, force_unlock),
         lambda h: None, default_batch=1)
     finish(out, [r for rs in reports.values() for r in rs], json)
 

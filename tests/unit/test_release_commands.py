@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploytool.commands import release as rel
-from deploytool.deploy import Holder
 from deploytool.inventory import App
+from deploytool.lock import Holder
 from deploytool.releases import choose, parse_listing
 from deploytool.remote import script
 
