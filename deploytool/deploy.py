@@ -8,7 +8,7 @@ import contextlib
 import getpass
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,7 +61,7 @@ class Deploy:
             publish += [("units", units), ("restart", ops.restart_script(w))]
         return [
             Phase("prepare", [("check", rel.check(app)), ("check", rel.previous_release(app)),
-                              ("lock", rel.lock(app, holder.json()))]),
+                              ("lock", rel.lock(app, holder.json())), ("lock", rel.release_after(app, self.release))]),
             Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
                   + ([("build", rel.build(app, self.release, app.build))] if app.build else [])),
             Phase("publish", publish),
@@ -102,7 +102,7 @@ class Deploy:
             marker, _, value = line.partition(" ")
             if marker == rel.STAGE:
                 clock.begin(value)
-            elif marker in (rel.PREVIOUS, rel.REVISION):
+            elif marker in (rel.PREVIOUS, rel.REVISION, rel.RELEASE):
                 seen[marker] = value.strip()
 
         def send(phase: Phase, check: bool = True) -> Result:
@@ -120,9 +120,13 @@ class Deploy:
             elif r.exited != 0:
                 raise session.error(prepare.script(), prepare.name, r)
             locked = True
+            # The host may have named the release later than proposed (see rel.release_after).
+            d = self if seen[rel.RELEASE] == self.release else replace(self, release=seen[rel.RELEASE])
+            _, release, publish, finish = d.phases(holder)
+            report.release = d.release
             if self.archive is not None:
                 with out.stage(report, "upload"):
-                    session.put(self.archive, self._remote_archive(), "upload")
+                    session.put(self.archive, d._remote_archive(), "upload")
             send(release)
             if rel.REVISION in seen:
                 report.revision = seen[rel.REVISION]
@@ -131,7 +135,7 @@ class Deploy:
         except HostError as e:
             report.status, report.error = "failed", out.redact(str(e))
             if locked:
-                self._recover(session, report, out, seen.get(rel.PREVIOUS, ""), published)
+                d._recover(session, report, out, seen.get(rel.PREVIOUS, ""), published)
             return
         try:
             send(finish)

@@ -52,7 +52,12 @@ class Workers:
 
     def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
         files = list(self.rendered(template_dirs).items())
-        return unitfiles.sync(self.app, files, self.units, self.target)
+        sync = unitfiles.sync(self.app, files, self.units, self.target)
+        if self.app.systemd == "user":
+            # User units start at boot only if the user lingers.
+            user = self.inv.hosts[self.host].user
+            return join(sc.enable_linger(user)) + "\n" + sync
+        return sync
 
     def unsupported_quiet(self) -> list[str]:
         return sorted({g.kind for g in self.groups if KINDS[g.kind].quiet is Quiet.NONE})
@@ -129,10 +134,7 @@ def restart(session: Session, w: Workers, stage: str = "restart") -> None:
 
 def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), stage: str = "units") -> bool:
     """Make the host's units match the inventory; True if a unit file changed."""
-    prefix = ""
-    if w.app.systemd == "user":
-        prefix = join(sc.enable_linger(session.host.user)) + "\n"
-    out = session.run(prefix + w.install_script(template_dirs), stage).stdout
+    out = session.run(w.install_script(template_dirs), stage).stdout
     return "changed" in out.split()
 
 

@@ -15,6 +15,7 @@ LOCK_BUSY = 75  # EX_TEMPFAIL: another deploy holds the lock
 STAGE = "@@deploytool-stage"  # a line announcing the next stage of a multi-stage script
 PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointed to before
 REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
+RELEASE = "@@deploytool-release"  # the release name the host settled on
 
 
 def stage(name: str) -> str:
@@ -74,6 +75,19 @@ def lock(app: App, holder_json: str) -> str:
     return (
         f"if mkdir {q(lock_dir)} 2>/dev/null; then printf '%s\\n' {q(holder_json)} > {q(lock_dir)}/holder; "
         f"else cat {q(lock_dir)}/holder 2>/dev/null || echo '{{}}'; exit {LOCK_BUSY}; fi"
+    )
+
+
+def release_after(app: App, proposed: str) -> str:
+    """Print the release name to use: the proposed UTC timestamp, or one second after the newest
+    release if that is not older (two deploys within one second, or this machine's clock behind)."""
+    lay = Layout(app.deploy_to)
+    return (
+        f"r={q(proposed)}; last=$(ls -1 {q(lay.releases)} | grep -E '^[0-9]{{14}}$' | sort | tail -n 1); "
+        'if [ -n "$last" ] && ! expr "$r" \\> "$last" >/dev/null; then '
+        "r=$(date -u -d \"$(echo \"$last\" | sed -E 's/(....)(..)(..)(..)(..)(..)/\\1-\\2-\\3 \\4:\\5:\\6/') "
+        "UTC + 1 second\" +%Y%m%d%H%M%S); fi; "
+        f'echo {RELEASE} "$r"'
     )
 
 

@@ -221,3 +221,23 @@ def test_bad_input_exits_2_and_touches_nothing(deployed: None, tmp_path: Path) -
     assert r.stderr.count("\n") == 1 and "apps.sample.workers.sidekiq.processes" in r.stderr
     assert "Traceback" not in r.stderr
     assert _host_state("prod-a") == before
+
+
+def test_git_strategy_keeps_a_mirror_and_exports_the_revision(sample_shared: None, tmp_path: Path) -> None:
+    from deploytool.sandbox.ssh import ssh_options
+
+    # The app's repository lives on a git server; here, a bare repository on prod-b reached over ssh.
+    ssh("prod-b", "rm -rf /home/deploy/sample.git && git init -q --bare /home/deploy/sample.git")
+    env = {"GIT_SSH_COMMAND": "ssh " + " ".join(ssh_options()), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "-C", str(ROOT), "push", "-q", "deploy@10.213.0.12:/home/deploy/sample.git",
+                    "HEAD:refs/heads/main"], env=env, check=True, capture_output=True)
+    inv = variant(tmp_path, lambda d: plain_app(d, source={"strategy": "git", "revision": "main",
+                                                           "repository": "/home/deploy/sample.git"}))
+    for _ in range(2):  # the first deploy clones the mirror, the second updates it
+        code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b", "--app", "plain")
+        assert code == 0, report
+        assert report["hosts"][0]["revision"] == head_commit()
+    current = ssh("prod-b", "readlink /srv/plain/current").stdout.strip()
+    assert ssh("prod-b", f"cat {current}/REVISION").stdout.strip() == head_commit()
+    assert ssh("prod-b", "git -C /srv/plain/repo rev-parse --is-bare-repository").stdout.strip() == "true"
+    assert ssh("prod-b", f"test -f {current}/README.md").returncode == 0

@@ -174,3 +174,28 @@ def test_workers_start_at_boot_without_deploytool(deployed: None, fleet: Any) ->
     finally:
         assert fab("workers.start", "--host", "prod-b").returncode == 0
     assert fab("workers.status").returncode == 0
+
+
+def test_user_units_start_at_boot_through_linger(deployed: None, tmp_path: Path) -> None:
+    def user_app(d: dict[str, Any]) -> None:
+        sample = d["apps"]["sample"]
+        d["apps"]["mine"] = {
+            "roles": ["app"], "source": sample["source"], "deploy_to": "/srv/mine", "systemd": "user",
+            "workers": {"ticker": {"kind": "command", "processes": 2,
+                                   "command": ["/usr/bin/python3", "-c", "import time; time.sleep(1e6)"]}},
+        }
+
+    inv = variant(tmp_path, user_app)
+    try:
+        code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a", "--app", "mine")
+        assert code == 0, report
+        assert ssh("prod-a", "loginctl show-user deploy --property=Linger").stdout.strip() == "Linger=yes"
+        wants = ssh("prod-a", "ls ~/.config/systemd/user/default.target.wants "
+                              "~/.config/systemd/user/mine-workers.target.wants").stdout.split()
+        assert "mine-workers.target" in wants and "mine-ticker@2.service" in wants
+        code, status = fab_json("workers.status", "--inventory", inv, "--host", "prod-a", "--app", "mine")
+        assert code == 0 and len(status["units"]) == 3, status
+        assert ssh("prod-a", "systemctl --user is-active mine-ticker@1.service").stdout.strip() == "active"
+    finally:
+        assert fab("workers.uninstall", "--inventory", inv, "--host", "prod-a", "--app", "mine").returncode == 0
+    assert ssh("prod-a", "ls ~/.config/systemd/user/ | grep -c mine-", check=False).stdout.strip() == "0"

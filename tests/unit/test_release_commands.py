@@ -176,3 +176,18 @@ def test_holder_json_round_trip() -> None:
     assert Holder.parse(h.json()) == h
     assert json.loads(h.json())["pid"] == h.pid
     assert Holder.parse("not json") is None
+
+
+def test_release_name_moves_past_the_newest_release(app: App) -> None:
+    releases = Path(rel.Layout(app.deploy_to).releases)
+    releases.mkdir(parents=True)
+
+    def name(proposed: str) -> str:
+        return ok(rel.release_after(app, proposed)).split()[-1]
+
+    assert name("20260101000000") == "20260101000000"
+    (releases / "20260101000000").mkdir()
+    assert name("20260101000000") == "20260101000001"  # a second deploy within the same second
+    (releases / "20261231235959").mkdir()
+    assert name("20260101000005") == "20270101000000"  # this machine's clock behind the host's releases
+    assert name("20280101000000") == "20280101000000"
