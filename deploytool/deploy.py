@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -38,6 +39,9 @@ class Deploy:
     archive: Path | None  # the packed code (archive strategy), uploaded once per host
     template_dirs: Sequence[Path]
     force_unlock: bool = False
+    # Bounds how many hosts are in their publish phase (quiet, switch, units, restart) at once, so
+    # workers restart rolling while the rest of the deploy runs in parallel.
+    restart_gate: threading.Semaphore | None = None
 
     @property
     def workers(self) -> Workers:
@@ -130,8 +134,9 @@ class Deploy:
             send(release)
             if rel.REVISION in seen:
                 report.revision = seen[rel.REVISION]
-            published = True
-            send(publish)
+            with self.restart_gate or contextlib.nullcontext():
+                published = True
+                send(publish)
         except HostError as e:
             report.status, report.error = "failed", out.redact(str(e))
             if locked:

@@ -20,6 +20,7 @@ class StageReport:
     name: str
     seconds: float = 0.0
     status: str = "ok"
+    started: float = 0.0  # seconds since the task started, to see what ran at the same time
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Reporter:
         self.quiet = quiet
         self.out = out or sys.stderr
         self._lock = threading.Lock()
+        self.t0 = time.monotonic()
 
     def redact(self, text: str) -> str:
         for s in self.secrets:
@@ -59,9 +61,9 @@ class Reporter:
 
     @contextmanager
     def stage(self, report: HostReport, name: str) -> Iterator[StageReport]:
-        st = StageReport(name)
-        report.stages.append(st)
         t0 = time.monotonic()
+        st = StageReport(name, started=round(t0 - self.t0, 3))
+        report.stages.append(st)
         try:
             yield st
         except BaseException:
@@ -77,11 +79,12 @@ class Reporter:
     def summary(self, reports: list[HostReport]) -> None:
         if self.quiet:
             return
-        rows = [("HOST", "APP", "STATUS", "RELEASE", "REVISION", "SECONDS", "ERROR")]
+        releases = any(r.release for r in reports)  # only deploys and rollbacks have one
+        rows = [("HOST", "APP", "STATUS", *(("RELEASE", "REVISION") if releases else ()), "SECONDS", "ERROR")]
         for r in reports:
             total = sum(s.seconds for s in r.stages)
-            rows.append((r.host, r.app, r.status, r.release or "-", (r.revision or "-")[:12],
-                         f"{total:.1f}", r.error or ""))
+            release = (r.release or "-", (r.revision or "-")[:12]) if releases else ()
+            rows.append((r.host, r.app, r.status, *release, f"{total:.1f}", r.error or ""))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         with self._lock:
             for row in rows:
@@ -105,9 +108,9 @@ class StageClock:
 
     def begin(self, name: str) -> None:
         self.end()
-        self.current = StageReport(name)
-        self.report.stages.append(self.current)
         self.t0 = time.monotonic()
+        self.current = StageReport(name, started=round(self.t0 - self.out.t0, 3))
+        self.report.stages.append(self.current)
 
     def end(self, status: str = "ok") -> None:
         st = self.current

@@ -28,7 +28,7 @@ def batch_size(batch: str | None, total: int, default: int) -> int:
             raise ValueError
         return n
     except ValueError:
-        raise InputError(f"--batch {batch}: expected a number of hosts >= 1 or a percentage like 25%") from None
+        raise InputError(f"batch {batch}: expected a number of hosts >= 1 or a percentage like 25%") from None
 
 
 def batches(items: Sequence[T], size: int) -> list[list[T]]:

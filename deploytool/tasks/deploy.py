@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import tempfile
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
 from deploytool.report import HostReport, Reporter
-from deploytool.rolling import run
+from deploytool.rolling import batch_size, run
 from deploytool.source import pack, resolve
 from deploytool.tasks.options import Target, command, load, select_targets
 from deploytool.tasks.workers import project_templates
@@ -24,6 +25,7 @@ DEPLOY_HELP = {
     "revision": "git revision to deploy (default: the app's source.revision)",
     "parallel": "hosts deployed at once (default: all of a batch)",
     "batch": "rolling batches: N hosts or P% of them at a time (default: all at once)",
+    "restart_batch": "hosts whose workers restart at once, N or P% (default 1: rolling, the others keep working)",
     "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
     "force_unlock": "clear a deploy lock left behind by a deploy that died (the holder is reported)",
 }
@@ -67,6 +69,7 @@ def deploy(
     revision: str | None = None,
     parallel: int = 0,
     batch: str | None = None,
+    restart_batch: str | None = None,
     max_fail: int = 0,
     force_unlock: bool = False,
     dry_run: bool = False,
@@ -85,10 +88,12 @@ def deploy(
             n: (pack(a, revisions[n], Path(tmp)) if a.source.strategy == "archive" and not dry_run else None)
             for n, a in apps.items()
         }
+        grouped = by_host(targets)
+        gate = threading.Semaphore(batch_size(restart_batch, len(grouped), default=1))
         hosts = {
             h: [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates,
-                       force_unlock) for t in ts]
-            for h, ts in by_host(targets).items()
+                       force_unlock, gate) for t in ts]
+            for h, ts in grouped.items()
         }
         if dry_run:
             text, ok = plan_text(hosts)

@@ -36,7 +36,7 @@ def project_templates(inventory_path: Path) -> list[Path]:
     return [candidate] if candidate.is_dir() else []
 
 
-def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, batch: str | None = None,
+def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage: str, batch: str | None = None,
              default_batch: int = 0, max_fail: int = 0, group: str | None = None) -> list[HostReport]:
     """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches."""
     hosts: dict[str, list[Target]] = {}
@@ -54,7 +54,8 @@ def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, batch
         try:
             for t, r in zip(hosts[h], reports[h], strict=True):
                 try:
-                    op(session, Workers(inv, h, t.app, group), r)
+                    with out.stage(r, stage):
+                        op(session, Workers(inv, h, t.app, group), r)
                 except HostError as e:
                     r.status, r.error = "failed", out.redact(str(e))
         finally:
@@ -74,13 +75,14 @@ def check_group(inv: Inventory, targets: list[Target], group: str | None) -> Non
         raise InputError(f"{inv.path}: --group {group}: no such worker group in the selected apps")
 
 
-def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool,
-           batch: str | None = None, default_batch: int = 0, max_fail: int = 0, group: str | None = None) -> None:
+def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool, *,
+           stage: str, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
+           group: str | None = None) -> None:
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
     out = Reporter(quiet=json)
-    reports = on_hosts(inv, targets, op, out, batch, default_batch, max_fail, group)
+    reports = on_hosts(inv, targets, op, out, stage, batch, default_batch, max_fail, group)
     if json:
         out.json(reports)
     else:
@@ -122,14 +124,14 @@ def install(c: Context, inventory: str | None = None, host: str | None = None, a
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
         r.details["units_changed"] = ops.install(s, w, templates)
-    simple(c, inventory, host, app, op, json)
+    simple(c, inventory, host, app, op, json, stage="install")
 
 
 @command()
 def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
               json: bool = False) -> None:
     """Stop, disable and remove all of an app's worker units."""
-    simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json)
+    simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json, stage="uninstall")
 
 
 def _systemctl_op(build: Callable[[Workers], list[str]], stage: str) -> Op:
@@ -144,7 +146,7 @@ def enable(c: Context, inventory: str | None = None, host: str | None = None, ap
            json: bool = False) -> None:
     """Make the workers start at boot."""
     simple(c, inventory, host, app, _systemctl_op(lambda w: sc.enable(w.app, [w.target, *w.units]), "enable"),
-           json)
+           json, stage="enable")
 
 
 @command()
@@ -152,21 +154,21 @@ def disable(c: Context, inventory: str | None = None, host: str | None = None, a
             json: bool = False) -> None:
     """Stop the workers from starting at boot (running ones keep running)."""
     simple(c, inventory, host, app,
-           _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json)
+           _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json, stage="disable")
 
 
 @command()
 def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
           group: str | None = None, json: bool = False) -> None:
     """Start the workers."""
-    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group)
+    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group, stage="start")
 
 
 @command()
 def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
          group: str | None = None, json: bool = False) -> None:
     """Stop the workers; running jobs get the kind's grace to finish."""
-    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group)
+    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group, stage="stop")
 
 
 @command()
@@ -180,7 +182,7 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
         if unsupported:
             raise HostError(f"{w.host}: quiet: not supported by {', '.join(unsupported)} "
                             "(no per-worker quiet mechanism); the other kinds were quieted")
-    simple(c, inventory, host, app, op, json, group=group)
+    simple(c, inventory, host, app, op, json, group=group, stage="quiet")
 
 
 @command(**ROLLING_HELP)
@@ -196,7 +198,8 @@ def restart(c: Context, inventory: str | None = None, host: str | None = None, a
             with contextlib.suppress(HostError):
                 ops.start(s, w, stage="recover")
             raise
-    simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail, group=group)
+    simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail, group=group,
+           stage="restart")
 
 
 @command()
@@ -214,7 +217,7 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
         down = [u.unit for u in found if not u.ok]
         if down:
             raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
-    reports = on_hosts(inv, targets, op, Reporter(quiet=True), group=group)
+    reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status", group=group)
     if json:
         print(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
                              "units": [asdict(u) for u in units],

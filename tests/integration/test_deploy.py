@@ -241,3 +241,18 @@ def test_git_strategy_keeps_a_mirror_and_exports_the_revision(sample_shared: Non
     assert ssh("prod-b", f"cat {current}/REVISION").stdout.strip() == head_commit()
     assert ssh("prod-b", "git -C /srv/plain/repo rev-parse --is-bare-repository").stdout.strip() == "true"
     assert ssh("prod-b", f"test -f {current}/README.md").returncode == 0
+
+
+def test_fleet_deploy_restarts_workers_rolling(deployed: None) -> None:
+    def restarts(*extra: str) -> list[tuple[float, float]]:
+        code, report = fab_json("deploy", "--host", "prod-a,prod-b", *extra)
+        assert code == 0, report
+        spans = [(s["started"], s["started"] + s["seconds"]) for h in report["hosts"] for s in h["stages"]
+                 if s["name"] == "restart"]
+        assert len(spans) == 2
+        return sorted(spans)
+
+    first, second = restarts()
+    assert first[1] <= second[0], "by default one host restarts its workers at a time"
+    first, second = restarts("--restart-batch", "100%")
+    assert second[0] < first[1], "with --restart-batch 100% both restart together"
