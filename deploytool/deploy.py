@@ -17,6 +17,7 @@ from deploytool import lock
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
+from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
 from deploytool.remote import Result, Session, connect, join, script
@@ -190,21 +191,7 @@ class Phase:
 def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: Reporter) -> bool:
     """A host's deploys (one per app) over one connection; False if any failed."""
     first = deploys[0]
-    try:
-        with out.stage(reports[0], "connect"):
-            session = connect(first.inv.hosts[first.host])
-    except HostError as e:
-        for r in reports:
-            r.status, r.error = "failed", str(e)
-        return False
-    try:
-        for d, r in zip(deploys, reports, strict=True):
-            d.run(session, r, out)
-    finally:
-        for r in reports:
-            r.commands, r.connections = session.commands, 1
-        session.close()
-    return all(r.status == "ok" for r in reports)
+    return on_host(first.inv.hosts[first.host], deploys, reports, out, lambda s, d, r: d.run(s, r, out))
 
 
 def unit_changes(d: Deploy) -> list[str]:

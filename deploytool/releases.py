@@ -14,9 +14,10 @@ from deploytool import lock
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
+from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
-from deploytool.remote import Session, connect
+from deploytool.remote import Session
 from deploytool.report import HostReport, Reporter
 from deploytool.workers import Workers
 
@@ -41,21 +42,10 @@ def listing(session: Session, app: App) -> list[dict[str, Any]]:
 
 
 def list_host(inv: Inventory, host: str, apps: Sequence[App], reports: Sequence[HostReport]) -> bool:
-    try:
-        session = connect(inv.hosts[host])
-    except HostError as e:
-        for r in reports:
-            r.status, r.error = "failed", str(e)
-        return False
-    try:
-        for app, r in zip(apps, reports, strict=True):
-            try:
-                r.details["releases"] = listing(session, app)
-            except HostError as e:
-                r.status, r.error = "failed", str(e)
-    finally:
-        session.close()
-    return all(r.status == "ok" for r in reports)
+    def work(session: Session, app: App, report: HostReport) -> None:
+        report.details["releases"] = listing(session, app)
+
+    return on_host(inv.hosts[host], apps, reports, Reporter(quiet=True), work)
 
 
 def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
@@ -80,34 +70,25 @@ def rollback_host(
     inv: Inventory, host: str, apps: Sequence[App], wanted: str | None, template_dirs: Sequence[Path],
     reports: Sequence[HostReport], out: Reporter, force_unlock: bool = False,
 ) -> bool:
-    try:
-        with out.stage(reports[0], "connect"):
-            session = connect(inv.hosts[host])
-    except HostError as e:
-        for r in reports:
-            r.status, r.error = "failed", str(e)
-        return False
-    try:
-        for app, r in zip(apps, reports, strict=True):
-            try:
-                with out.stage(r, "lock"):
-                    lock.acquire(session, app, Holder.me("", wanted or "previous"), force_unlock)
-                try:
-                    _rollback(session, inv, host, app, wanted, template_dirs, r, out)
-                finally:
-                    lock.release(session, app)
-            except HostError as e:
-                r.status, r.error = "failed", f"{host}: {e}" if not str(e).startswith(host) else str(e)
-    finally:
-        session.close()
-    return all(r.status == "ok" for r in reports)
+    def work(session: Session, app: App, report: HostReport) -> None:
+        with out.stage(report, "lock"):
+            lock.acquire(session, app, Holder.me("", wanted or "previous"), force_unlock)
+        try:
+            _rollback(session, inv, host, app, wanted, template_dirs, report, out)
+        finally:
+            lock.release(session, app)
+
+    return on_host(inv.hosts[host], apps, reports, out, work)
 
 
 def _rollback(session: Session, inv: Inventory, host: str, app: App, wanted: str | None,
               template_dirs: Sequence[Path], report: HostReport, out: Reporter) -> None:
     w = Workers(inv, host, app)
     with out.stage(report, "check"):
-        target = choose(listing(session, app), wanted)
+        try:
+            target = choose(listing(session, app), wanted)
+        except HostError as e:
+            raise HostError(f"{host}: rollback: {e}") from None
         report.release = target
     try:
         with out.stage(report, "quiet"):

@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 from deploytool import workers as ops
 from deploytool.commands import systemctl as sc
 from deploytool.errors import HostError, InputError
+from deploytool.hostwork import on_host
 from deploytool.inventory import Inventory
 from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter
@@ -45,22 +46,11 @@ def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage
     reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in hosts.items()}
 
     def work(h: str) -> bool:
-        try:
-            session = connect(inv.hosts[h])
-        except HostError as e:
-            for r in reports[h]:
-                r.status, r.error = "failed", str(e)
-            return False
-        try:
-            for t, r in zip(hosts[h], reports[h], strict=True):
-                try:
-                    with out.stage(r, stage):
-                        op(session, Workers(inv, h, t.app, group), r)
-                except HostError as e:
-                    r.status, r.error = "failed", out.redact(str(e))
-        finally:
-            session.close()
-        return all(r.status == "ok" for r in reports[h])
+        def one(session: Session, t: Target, r: HostReport) -> None:
+            with out.stage(r, stage):
+                op(session, Workers(inv, h, t.app, group), r)
+
+        return on_host(inv.hosts[h], hosts[h], reports[h], out, one)
 
     def skipped(h: str) -> None:
         for r in reports[h]:

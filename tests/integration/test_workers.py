@@ -199,3 +199,15 @@ def test_user_units_start_at_boot_through_linger(deployed: None, tmp_path: Path)
     finally:
         assert fab("workers.uninstall", "--inventory", inv, "--host", "prod-a", "--app", "mine").returncode == 0
     assert ssh("prod-a", "ls ~/.config/systemd/user/ | grep -c mine-", check=False).stdout.strip() == "0"
+
+
+def test_disable_and_enable_switch_start_at_boot_only(deployed: None) -> None:
+    units = "sample-workers.target sample-sidekiq@1.service sample-rq@2.service"
+    try:
+        assert fab("workers.disable", "--host", "prod-b").returncode == 0
+        states = ssh("prod-b", f"systemctl is-enabled {units}", check=False).stdout.split()
+        assert states == ["disabled"] * 3
+        assert fab("workers.status", "--host", "prod-b").returncode == 0  # still running
+    finally:
+        assert fab("workers.enable", "--host", "prod-b").returncode == 0
+    assert ssh("prod-b", f"systemctl is-enabled {units}").stdout.split() == ["enabled"] * 3

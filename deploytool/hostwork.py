@@ -1,0 +1,37 @@
+"""One host's share of a task: one connection, then one piece of work per app, each with its report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from deploytool.errors import HostError
+from deploytool.inventory import Host
+from deploytool.remote import Session, connect
+from deploytool.report import HostReport, Reporter
+
+T = TypeVar("T")
+
+
+def on_host(host: Host, items: Sequence[T], reports: Sequence[HostReport], out: Reporter,
+            work: Callable[[Session, T, HostReport], None]) -> bool:
+    """Connect once and run `work` for each item; a HostError fails only that item's report, a failed
+    connection fails them all. True if every report is ok."""
+    try:
+        with out.stage(reports[0], "connect"):
+            session = connect(host)
+    except HostError as e:
+        for r in reports:
+            r.status, r.error = "failed", str(e)
+        return False
+    try:
+        for item, report in zip(items, reports, strict=True):
+            try:
+                work(session, item, report)
+            except HostError as e:
+                report.status, report.error = "failed", out.redact(str(e))
+    finally:
+        for r in reports:
+            r.commands, r.connections = session.commands, 1
+        session.close()
+    return all(r.status == "ok" for r in reports)
