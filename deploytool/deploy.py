@@ -20,7 +20,7 @@ from deploytool.errors import HostError
 from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
-from deploytool.remote import Result, Session, connect, join, script
+from deploytool.remote import Result, Session, connect, join, last_lines, script
 from deploytool.report import HostReport, Reporter
 from deploytool.source import Revision
 from deploytool.workers import Workers
@@ -98,7 +98,7 @@ class Deploy:
         report.release = self.release
         report.revision = self.revision.commit or None
         holder = Holder.me(self.revision.commit, self.release)
-        prepare, release, publish, finish = self.phases(holder)
+        prepare = self.phases(holder)[0]
         clock = out.clock(report)
         seen: dict[str, str] = {}
         locked = published = False
@@ -110,20 +110,20 @@ class Deploy:
             elif marker in (rel.PREVIOUS, rel.REVISION, rel.RELEASE):
                 seen[marker] = value.strip()
 
-        def send(phase: Phase, check: bool = True) -> Result:
+        def send(phase: Phase, allow: tuple[int, ...] = ()) -> Result:
             r = session.run(phase.script(), phase.name, check=False, on_line=on_line)
+            # Name the stage that failed; stderr's last lines name its command ("failed: ...").
+            stage = clock.current.name if clock.current else phase.name
             clock.end("ok" if r.exited == 0 else "failed")
-            if check and r.exited != 0:
-                raise session.error(phase.script(), phase.name, r)
+            if r.exited != 0 and r.exited not in allow:
+                raise HostError(f"{self.host}: {stage}: exit {r.exited}: {last_lines(r.stderr or r.stdout)}")
             return r
 
         try:
-            r = send(prepare, check=False)
+            r = send(prepare, allow=(rel.LOCK_BUSY,))
             if r.exited == rel.LOCK_BUSY:
                 lock.clear_stale(session, self.app, r.stdout, self.force_unlock)
                 send(prepare)
-            elif r.exited != 0:
-                raise session.error(prepare.script(), prepare.name, r)
             locked = True
             # The host may have named the release later than proposed (see rel.release_after).
             d = self if seen[rel.RELEASE] == self.release else replace(self, release=seen[rel.RELEASE])

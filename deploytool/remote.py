@@ -107,7 +107,7 @@ class Session:
 
     def error(self, command: str, stage: str, result: Result) -> HostError:
         return HostError(f"{self.host.name}: {stage}: exit {result.exited}: {_first_line(command)}: "
-                         f"{_last_lines(result.stderr or result.stdout)}")
+                         f"{last_lines(result.stderr or result.stdout)}")
 
     def stream(self, command: str) -> int:
         """Run with the host's output passed straight through (journal --follow); returns the exit code."""
@@ -177,6 +177,6 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _last_lines(text: str, n: int = 3) -> str:
+def last_lines(text: str, n: int = 3) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return " | ".join(lines[-n:]) if lines else "(no output)"
