@@ -18,9 +18,7 @@ from deploytool.systemd_quote import (
     exec_line,
 )
 
-needs_systemd_parser = pytest.mark.skipif(
-    not systemd_parser.available(), reason="libsystemd-shared-252 not found or not answering like v252"
-)
+needs_systemd_parser = systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
 
 # Checked by hand against systemd.service(5) "Command lines" and systemd.unit(5) "Specifiers".
 EXEC_ARGS = [

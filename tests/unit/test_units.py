@@ -166,7 +166,7 @@ def test_system_mode_users(inv: Inventory) -> None:
     assert "shop-sneakers@.service" not in w2  # that group needs the worker role, which w2 lacks
 
 
-@pytest.mark.skipif(not systemd_parser.available(), reason="libsystemd-shared-252 not usable here")
+@systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
 def test_tricky_command_reaches_the_process_unchanged(inv: Inventory) -> None:
     # inventory → unit text → systemd's own parser → the argv the worker gets.
     app = inv.apps_on("w1")["tools"]
@@ -266,7 +266,7 @@ def _verify(units: list[UnitFile], tmp_path: Path, user_mode: bool) -> list[str]
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line and not ALLOWED.match(line)]
 
 
-needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+needs_analyze = systemd_parser.required_in_ci(shutil.which("systemd-analyze") is not None, "systemd-analyze")
 
 
 @needs_analyze
