@@ -1,0 +1,214 @@
+"""Building a validated Inventory from an inventory's layers: merge per host, validate, and turn every
+problem into one line naming the file, host/app/group and key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from deploytool.errors import InputError
+from deploytool.inventory.layers import Layer, Layers, merge, read_layers
+from deploytool.inventory.model import App, Host, Inventory
+
+INVENTORY_DIR = Path(__file__).resolve().parent.parent.parent / "inventories"
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """`sandbox` → inventories/sandbox.yml (or inventories/sandbox/); anything else is a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yml", ".yaml") or candidate.is_dir() or "/" in name_or_path:
+        return candidate
+    for path in (INVENTORY_DIR / f"{name_or_path}.yml", INVENTORY_DIR / name_or_path):
+        if path.exists():
+            return path
+    raise InputError(f"inventory {name_or_path!r}: no {INVENTORY_DIR}/{name_or_path}.yml nor directory")
+
+
+def load_inventory(name_or_path: str | Path) -> Inventory:
+    path = resolve_path(str(name_or_path))
+    try:
+        return _build(path, read_layers(path))
+    except InputError as e:
+        raise InputError(_single_line(str(e))) from None
+
+
+def _single_line(message: str) -> str:
+    # Key names come from the file: escape any line break they hold (repr-style, as values are shown).
+    return "".join(repr(c)[1:-1] if c in _BREAKS else c for c in message)
+
+
+_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\0")
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top)"
+
+
+def _first_loc(err: ValidationError) -> tuple[int | str, ...]:
+    loc = err.errors(include_url=False)[0]["loc"]
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def _one_line(err: ValidationError, prefix: str, key_prefix: str) -> InputError:
+    first = err.errors(include_url=False)[0]
+    loc = _first_loc(err)
+    key = _loc((*key_prefix.split("."), *loc) if key_prefix else loc)
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    elif isinstance(first.get("input"), str | int | float | bool):
+        shown = repr(first["input"])
+        msg = f"{msg} (got {shown[:60]})"
+    return InputError(f"{prefix}: {key}: {msg}")
+
+
+def _build(path: Path, layers: Layers) -> Inventory:
+    hosts: dict[str, Host] = {}
+    for name, layer in layers.hosts.items():
+        fields = {k: v for k, v in layer.data.items() if k != "apps"}
+        try:
+            hosts[name] = Host.model_validate({**fields, "name": name})
+        except ValidationError as e:
+            raise _one_line(e, f"{layer.file}: host {name}", "") from None
+        _resolve_local_paths(hosts, name, layer.file)
+
+    apps_raw = layers.common.data.get("apps") or {}
+    if not isinstance(apps_raw, dict):
+        raise InputError(f"{layers.common.file}: apps: must be a mapping of app name to settings")
+    apps: dict[str, App] = {}
+    for name, data in apps_raw.items():
+        if not isinstance(data, dict):
+            raise InputError(
+                f"{layers.common.file}: app {name}: must be a mapping (source:, deploy_to:, ...)"
+            )
+        apps[str(name)] = _validate_app(str(name), data, f"{layers.common.file}: app {name}", name)
+
+    for role, layer in layers.roles.items():
+        _check_overrides(layer, f"role {role}", apps_raw)
+    resolved: dict[str, dict[str, App]] = {}
+    for host_name, host in hosts.items():
+        host_layer = layers.hosts[host_name]
+        over_layers = [layers.roles[r] for r in host.roles if r in layers.roles] + [host_layer]
+        _check_overrides(host_layer, f"host {host_name}", apps_raw)
+        resolved[host_name] = {}
+        for app_name, data in apps_raw.items():
+            merged = data
+            for layer in over_layers:
+                over = (layer.data.get("apps") or {}).get(app_name)
+                if over is not None:
+                    merged = merge(merged, over)
+            try:
+                app = App.model_validate({**merged, "name": app_name})
+            except ValidationError as e:
+                file = _blame(over_layers, app_name, _first_loc(e)) or _origin(over_layers, layers.common)
+                raise _one_line(e, f"{file}: host {host_name}", f"apps.{app_name}") from None
+            if set(app.roles) & set(host.roles):
+                resolved[host_name][app_name] = _with_local_source(app, path)
+    inventory = Inventory(path=path, hosts=hosts, apps=apps, resolved=resolved)
+    _check_shared_redis(inventory)
+    return inventory
+
+
+def _check_overrides(layer: Layer, who: str, apps_raw: Mapping[str, Any]) -> None:
+    over = layer.data.get("apps") or {}
+    if not isinstance(over, dict):
+        raise InputError(f"{layer.file}: {who}: apps: must be a mapping")
+    for app_name, data in over.items():
+        if app_name not in apps_raw:
+            raise InputError(f"{layer.file}: {who}: apps.{app_name}: no such app in apps:")
+        if data is not None and not isinstance(data, dict):
+            raise InputError(f"{layer.file}: {who}: apps.{app_name}: must be a mapping of overrides")
+
+
+def _blame(over_layers: list[Layer], app_name: str, loc: tuple[int | str, ...]) -> Path | None:
+    # The layer that sets the deepest part of the failing key (the most specific one on a tie).
+    best, depth = None, 0
+    for layer in over_layers:
+        node, d = (layer.data.get("apps") or {}).get(app_name), 0
+        for part in loc:
+            inside = node if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+            if part not in inside:
+                break
+            node = node[part]  # type: ignore[index]
+            d += 1
+        if d and d >= depth:
+            best, depth = layer.file, d
+    return best
+
+
+def _origin(over_layers: list[Layer], common: Layer) -> Path:
+    # Name the most specific file that overrides anything for this host, else the common file.
+    for layer in reversed(over_layers):
+        if layer.data.get("apps"):
+            return layer.file
+    return common.file
+
+
+def _validate_app(name: str, data: dict[str, Any], prefix: str, app_name: str) -> App:
+    try:
+        return App.model_validate({**data, "name": name})
+    except ValidationError as e:
+        raise _one_line(e, prefix, f"apps.{app_name}") from None
+
+
+def _resolve_local_paths(hosts: dict[str, Host], name: str, file: Path) -> None:
+    host, base = hosts[name], file.parent
+    updates = {}
+    for key in ("known_hosts", "identity"):
+        value = getattr(host, key)
+        if value is None:
+            continue
+        try:
+            expanded = Path(value).expanduser()
+        except RuntimeError:
+            raise InputError(f"{file}: host {name}: {key}: cannot expand {value!r}") from None
+        updates[key] = str(expanded if expanded.is_absolute() else (base / value).resolve())
+    if updates:
+        hosts[name] = host.model_copy(update=updates)
+
+
+def _with_local_source(app: App, inventory_path: Path) -> App:
+    repo = app.source.repository
+    if "://" in repo or repo.startswith("/") or ":" in repo.split("/")[0]:
+        return app
+    base = inventory_path if inventory_path.is_dir() else inventory_path.parent
+    source = app.source.model_copy(update={"repository": str((base / repo).resolve())})
+    return app.model_copy(update={"source": source})
+
+
+def _redis_targets(app: App) -> Iterator[tuple[str, int, str]]:
+    for url in app.redis:
+        parts = urlsplit(url)
+        db = (parts.path or "/0").strip("/") or "0"
+        yield ((parts.hostname or parts.path).lower(), parts.port or 6379, db)
+
+
+def _check_shared_redis(inv: Inventory) -> None:
+    """Two apps on one Redis DB without distinct namespaces steal each other's jobs (Sidekiq keys are
+    unprefixed), so that is refused here rather than discovered in production."""
+    # Every variant of every app: the shared definition and each host's (overrides may change redis).
+    variants = [*inv.apps.values(), *(a for apps in inv.resolved.values() for a in apps.values())]
+    seen: dict[tuple[str, int, str], list[App]] = {}
+    for app in variants:
+        for target in dict.fromkeys(_redis_targets(app)):
+            for other in seen.get(target, []):
+                if other.name != app.name and (
+                    other.redis_namespace is None
+                    or app.redis_namespace is None
+                    or other.redis_namespace == app.redis_namespace
+                ):
+                    host, port, db = target
+                    raise InputError(
+                        f"{inv.path}: apps {other.name} and {app.name}: redis: both use {host}:{port}/{db} "
+                        "without distinct redis_namespace (give each app its own Redis or DB number)"
+                    )
+            seen.setdefault(target, []).append(app)
