@@ -1,19 +1,19 @@
 """Worker operations on one host for one app: install, quiet, stop, start, restart, status.
 
-Each operation is built from the kinds table and the inventory as commands first, then sent through
-the host's Session; `plan_*` functions only build, so a dry run prints exactly what would be sent.
+Each operation is built from the kinds table and the inventory as commands first (`*_commands`,
+`*_script`), then sent through the host's Session, so a dry run prints exactly what would be sent.
 """
 
 from __future__ import annotations
 
 import difflib
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
+from deploytool.commands.quiet import celery_cancel_consumer, in_release
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Quiet
@@ -38,10 +38,13 @@ class Workers:
     def units(self) -> list[str]:
         return [u for g in self.groups for u in instances(self.app, g)]
 
+    def pattern(self, group: WorkerGroup) -> str:
+        """A glob matching the group's loaded instances (nothing matches before an install)."""
+        return f"{self.app.name}-{group.name}@*.service"
+
     @property
     def patterns(self) -> list[str]:
-        """Globs matching the loaded instances of each group (nothing matches before an install)."""
-        return [f"{self.app.name}-{g.name}@*.service" for g in self.groups]
+        return [self.pattern(g) for g in self.groups]
 
     @property
     def target(self) -> str:
@@ -70,17 +73,13 @@ class Workers:
             if not g.processes:
                 continue
             if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
-                pattern = f"{self.app.name}-{g.name}@*.service"
-                cmds.append(join(sc.kill_main(self.app, [pattern], kind.quiet_signal)))
+                cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
                 program = list(g.command or kind.program)
                 for i in range(1, g.processes + 1):
+                    # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    for queue in g.queues:
-                        cmds.append(
-                            f"cd {shlex.quote(self.app.current_path)} && "
-                            + join([*program, "control", "cancel_consumer", queue.name, "-d", node])
-                        )
+                    cmds += [in_release(self.app, celery_cancel_consumer(program, q.name, node)) for q in g.queues]
         return cmds
 
 

@@ -1,0 +1,64 @@
+"""The commands worker operations send, built from the kinds table (pure: nothing is run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploytool.inventory import Inventory, load_inventory
+from deploytool.workers import Workers, recover_script, restart_script
+
+UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
+
+
+@pytest.fixture(scope="module")
+def inv() -> Inventory:
+    return load_inventory(UNITS)
+
+
+def workers(inv: Inventory, app: str, group: str | None = None) -> Workers:
+    return Workers(inv, "w1", inv.apps_on("w1")[app], group)
+
+
+def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inventory) -> None:
+    [command] = workers(inv, "shop", "sidekiq").quiet_commands()
+    assert command == "sudo -n systemctl kill --kill-whom=main --signal=SIGTSTP 'shop-sidekiq@*.service'"
+
+
+def test_celery_quiet_cancels_each_queue_on_each_node(inv: Inventory) -> None:
+    commands = workers(inv, "shop", "celery").quiet_commands()
+    assert len(commands) == 4 * 2  # four processes, two queues
+    assert all(c.startswith("cd /srv/shop/current && ") for c in commands)
+    assert "control cancel_consumer mail -d shop-celery-3@w1" in commands[4]
+
+
+@pytest.mark.parametrize("group", ["rq", "dramatiq", "sneakers", "command"])
+def test_kinds_without_quiet_send_nothing_and_say_so(inv: Inventory, group: str) -> None:
+    w = workers(inv, "shop", group)
+    assert w.quiet_commands() == []
+    assert w.unsupported_quiet() == [w.groups[0].kind]
+
+
+def test_restart_stops_requeues_starts_and_checks(inv: Inventory) -> None:
+    script = restart_script(workers(inv, "shop"))
+    stop = script.index("systemctl stop ")
+    requeue = script.index("DEPLOYTOOL_REQUEUE_END")
+    start = script.index("systemctl start shop-workers.target ")
+    check = script.index("systemctl is-active --quiet ")
+    assert stop < requeue < start < check
+    assert script.count("<<'DEPLOYTOOL_REQUEUE_END'") == 1  # only RQ needs it
+
+
+def test_recover_restarts_running_and_starts_enabled_workers(inv: Inventory) -> None:
+    script = recover_script(workers(inv, "shop"))
+    assert "systemctl try-restart 'shop-sidekiq@*.service'" in script
+    assert "systemctl cat shop-workers.target" in script
+
+
+def test_user_mode_installs_with_linger_and_without_sudo(inv: Inventory) -> None:
+    w = workers(inv, "tools")
+    script = w.install_script()
+    assert script.startswith("sudo -n loginctl enable-linger ")
+    assert "systemctl --user enable --quiet tools-workers.target" in script
+    assert "sudo -n systemctl" not in script
