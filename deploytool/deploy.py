@@ -40,8 +40,8 @@ class Deploy:
     archive: Path | None  # the packed code (archive strategy), uploaded once per host
     template_dirs: Sequence[Path]
     force_unlock: bool = False
-    # Bounds how many hosts are in their publish phase (quiet, switch, units, restart) at once, so
-    # workers restart rolling while the rest of the deploy runs in parallel.
+    # Bounds how many hosts quiet and restart their workers at once, so workers restart rolling while
+    # the rest of the deploy runs in parallel.
     restart_gate: threading.Semaphore | None = None
 
     @property
@@ -52,8 +52,12 @@ class Deploy:
         return f"{rel.Layout(self.app.deploy_to).releases}/.{self.release}.tar.gz"
 
     def phases(self, holder: Holder, unit_changes: Sequence[str] | None = None) -> list[Phase]:
-        """The deploy as four round trips, each a list of (stage, command); an upload goes before the
-        second. With `unit_changes` (a dry run), the units stage shows that diff instead of its script."""
+        """The deploy as five round trips, each a list of (stage, command); an upload goes before the
+        second. With `unit_changes` (a dry run), the units stage shows that diff instead of its script.
+
+        Workers are quieted right before they stop, in the (possibly rolling) restart phase: quieting
+        them early would leave a waiting host idle for the whole rolling restart. Running workers keep
+        the code they loaded, so switching `current` first does not change what they run."""
         app, w = self.app, self.workers
         if self.archive is not None:
             code = rel.unpack_archive(app, self.release, self._remote_archive(), self.revision.commit)
@@ -61,15 +65,18 @@ class Deploy:
             code = rel.git_export(app, self.release, self.revision.ref)
         units = (self.workers.install_script(self.template_dirs) if unit_changes is None
                  else "\n".join(unit_changes))
-        publish = [("quiet", c) for c in w.quiet_commands()] + [("switch", rel.switch_current(app, self.release))]
+        publish = [("switch", rel.switch_current(app, self.release))]
+        restart = [("quiet", c) for c in w.quiet_commands()]
         if w.units or unit_changes is not None:
-            publish += [("units", units), ("restart", ops.restart_script(w))]
+            publish.append(("units", units))
+            restart.append(("restart", ops.restart_script(w)))
         return [
             Phase("prepare", [("check", rel.check(app)), ("check", rel.previous_release(app)),
                               ("lock", rel.lock(app, holder.json())), ("lock", rel.release_after(app, self.release))]),
             Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
                   + ([("build", rel.build(app, self.release, app.build))] if app.build else [])),
             Phase("publish", publish),
+            Phase("restart", restart),
             Phase("finish", [("cleanup", rel.cleanup(app)), ("cleanup", rel.log_revision(app, self._log_line())),
                              ("unlock", join(rel.unlock(app)))]),
         ]
@@ -102,6 +109,7 @@ class Deploy:
         clock = out.clock(report)
         seen: dict[str, str] = {}
         locked = published = False
+        d = self  # with the release name the host settles on, once it has
 
         def on_line(line: str) -> None:
             marker, _, value = line.partition(" ")
@@ -126,8 +134,9 @@ class Deploy:
                 send(prepare)
             locked = True
             # The host may have named the release later than proposed (see rel.release_after).
-            d = self if seen[rel.RELEASE] == self.release else replace(self, release=seen[rel.RELEASE])
-            _, release, publish, finish = d.phases(holder)
+            if seen[rel.RELEASE] != self.release:
+                d = replace(self, release=seen[rel.RELEASE])
+            _, release, publish, restart, finish = d.phases(holder)
             report.release = d.release
             if self.archive is not None:
                 with out.stage(report, "upload"):
@@ -135,9 +144,11 @@ class Deploy:
             send(release)
             if rel.REVISION in seen:
                 report.revision = seen[rel.REVISION]
-            with self.restart_gate or contextlib.nullcontext():
-                published = True
-                send(publish)
+            published = True
+            send(publish)
+            if restart.stages:
+                with self.restart_gate or contextlib.nullcontext():
+                    send(restart)
         except HostError as e:
             report.status, report.error = "failed", out.redact(str(e))
             if locked:

@@ -3,10 +3,11 @@ commands (built as data elsewhere) to a host."""
 
 from __future__ import annotations
 
-import contextlib
 import io
+import os
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,8 +147,9 @@ def connect(host: Host) -> Session:
     )
     # Fabric trusts unknown hosts by default; deploytool never does.
     conn.client.set_missing_host_key_policy(_RejectUnknown(known_hosts))
-    with contextlib.suppress(FileNotFoundError):
-        conn.client.load_host_keys(known_hosts)
+    for name in (host.address, f"[{host.address}]:{host.port}"):
+        for key in _known_keys(known_hosts).get(name, {}).values():
+            conn.client.get_host_keys().add(name, key.get_name(), key)
     deadline = time.monotonic() + host.connect_timeout
     while True:
         try:
@@ -161,6 +163,23 @@ def connect(host: Host) -> Session:
             raise HostError(f"{host.name}: connect to {host.user}@{host.address}:{host.port}: {_describe(e)}") \
                 from None
     return Session(host, conn)
+
+
+_KNOWN: dict[tuple[str, float], paramiko.HostKeys] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
+def _known_keys(path: str) -> paramiko.HostKeys:
+    """known_hosts parsed once per process (and again if it changes), not once per host: with many
+    hosts the repeated parsing was a large share of the controller's CPU."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return paramiko.HostKeys()
+    with _KNOWN_LOCK:
+        if (path, mtime) not in _KNOWN:
+            _KNOWN[(path, mtime)] = paramiko.HostKeys(path)
+        return _KNOWN[(path, mtime)]
 
 
 def _describe(e: BaseException) -> str:

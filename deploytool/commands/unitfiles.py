@@ -67,7 +67,13 @@ def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], tar
     )
     lines.append(f'[ "$changed" = 0 ] || {{ {sc} daemon-reload && echo changed; }}')
     if enabled:
-        lines.append(f"{sc} enable --quiet {q(target)} {expected_units}")
+        # `enable` reloads systemd every time; only call it for units not enabled yet. Checked one by
+        # one: is-enabled with several units succeeds when any one of them is enabled.
+        lines.append(
+            f"todo=''; for u in {q(target)} {expected_units}; do {sc} is-enabled --quiet \"$u\" 2>/dev/null "
+            f"|| todo=\"$todo $u\"; done"
+        )
+        lines.append(f'[ -z "$todo" ] || {sc} enable --quiet $todo')
     return "\n".join(lines)
 
 

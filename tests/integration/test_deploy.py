@@ -53,9 +53,9 @@ def test_deploy_redeploy_releases_rollback(deployed: None) -> None:
     [host] = report["hosts"]
     assert host["status"] == "ok" and host["revision"] == head_commit()
     stages = [s["name"] for s in host["stages"]]
-    assert stages == ["connect", "check", "lock", "upload", "code", "shared", "quiet", "switch", "units",
+    assert stages == ["connect", "check", "lock", "upload", "code", "shared", "switch", "units", "quiet",
                       "restart", "cleanup", "unlock"]
-    # One connection, few round trips: the stages travel in four scripts.
+    # One connection, few round trips: the stages travel in five scripts.
     assert host["connections"] == 1 and host["commands"] <= 8
     second = readlink_current("prod-a")
     assert second == f"{DEPLOY_TO}/releases/{host['release']}" and second != first
