@@ -93,18 +93,23 @@ def start(session: Session, w: Workers, stage: str = "start") -> None:
         session.run(join(sc.start(w.app, [w.target, *w.units])), stage)
 
 
+def stop_script(w: Workers) -> str:
+    """systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit; then
+    jobs a stopping worker took but never ran are put back (kinds that need it)."""
+    requeues = [r for g in w.groups if (r := requeue(w.app, g))]
+    return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
+
+
 def stop(session: Session, w: Workers, stage: str = "stop") -> None:
-    # systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit.
     if w.units:
-        session.run(join(sc.stop(w.app, w.units)), stage)
+        session.run(stop_script(w), stage)
 
 
 def restart_script(w: Workers) -> str:
     """Stop (each worker drains within its grace), start, and check the units are active.
 
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
-    requeues = [r for g in w.groups if (r := requeue(w.app, g))]
-    return "\n".join([join(sc.stop(w.app, w.units)), *requeues, join(sc.start(w.app, [w.target, *w.units])),
+    return "\n".join([stop_script(w), join(sc.start(w.app, [w.target, *w.units])),
                       join(sc.is_active(w.app, w.units))])
 
 

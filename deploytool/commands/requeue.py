@@ -16,8 +16,10 @@ END = "DEPLOYTOOL_REQUEUE_END"
 
 
 def requeue(app: App, group: WorkerGroup) -> str | None:
-    """Shell text, or None for kinds that need no requeue. Never fails the caller: a requeue that
-    cannot run is reported as a warning, since starting the workers again matters more."""
+    """Shell text, or None for kinds that need no requeue.
+
+    It runs in the background, logging to the host's journal (tag deploytool-requeue): starting the
+    workers again must not wait for a scan of Redis, nor fail because of one."""
     kind = KINDS[group.kind]
     if kind.requeue is None or not group.processes:
         return None
@@ -29,6 +31,6 @@ def requeue(app: App, group: WorkerGroup) -> str | None:
     queues = " ".join(q(x.name) for x in group.queues) or "default"
     run = f'"${{py:-python3}}" - {url} {queues} <<\'{END}\'\n{source}\n{END}'
     env = {**app.environment, **group.environment}
-    return (f"( cd {q(app.current_path)} && {with_app_env(app, interpreter, env)} && {run}\n) "
-            f"|| echo 'deploytool: warning: could not requeue unfinished {group.kind} jobs of "
-            f"{app.name}-{group.name}' >&2")
+    failed = f"could not requeue unfinished {group.kind} jobs of {app.name}-{group.name}"
+    return (f"{{ ( cd {q(app.current_path)} && {with_app_env(app, interpreter, env)} && {run}\n) "
+            f"|| echo {q(failed)}; }} </dev/null 2>&1 | logger -t deploytool-requeue &")
