@@ -58,6 +58,9 @@ def main(url, names):
         for job_id, registry in orphans(redis, q):
             if job_id not in first[q.name]:
                 continue  # appeared just now: a live worker may be taking it
+            # Every host that restarts at the same moment sees the same orphan: the first one wins.
+            if not redis.set(f"deploytool:requeued:{job_id}", 1, nx=True, ex=600):
+                continue
             if registry is not None:
                 registry.remove(job_id)
             redis.hset(Job.key_for(job_id), "status", JobStatus.QUEUED.value)
