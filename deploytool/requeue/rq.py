@@ -5,7 +5,7 @@ RQ 1.x loses a job when SIGTERM reaches an idle worker just as its blocking pop 
 the queue but the worker stops before marking it started. A worker that dies mid-job leaves the job
 "started" by a worker that no longer exists. Both are put back at the front of their queue here.
 A job popped by a live worker elsewhere at this very moment may be requeued too: a rare duplicate,
-never a loss (workers are at-least-once anyway).
+never a loss (workers are at-least-once anyway). Needs Redis >= 6.0.6 (LPOS).
 
 Usage: python rq.py REDIS_URL QUEUE [QUEUE...]   prints one line: requeued N
 """
@@ -19,6 +19,20 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
+# Put a job back only if it is still orphaned, atomically: hosts restarting at the same moment all
+# see the same orphan, and only one of them may push it. KEYS: job hash, queue list, started registry.
+REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'started' then
+    if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end
+elseif status ~= 'queued' or redis.call('LPOS', KEYS[2], ARGV[1]) then
+    return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
 # A job popped by a live worker is marked started within milliseconds; give it ample time.
 SETTLE_SECONDS = 2.0
 QUEUED = JobStatus.QUEUED.value.encode()
@@ -28,11 +42,10 @@ def orphans(redis, queue):
     """Ids of jobs of `queue` that no queue list, registry or live worker holds."""
     alive = {w.name for w in Worker.all(connection=redis)}
     found = []
-    registry = StartedJobRegistry(queue.name, connection=redis)
-    for job_id in registry.get_job_ids():
+    for job_id in StartedJobRegistry(queue.name, connection=redis).get_job_ids():
         job = Job.fetch(job_id, connection=redis) if redis.exists(Job.key_for(job_id)) else None
         if job is not None and job.worker_name not in alive:
-            found.append((job_id, registry))
+            found.append(job_id)
     waiting = set(queue.get_job_ids())
     keys = [k for k in redis.scan_iter(match="rq:job:*", count=1000) if k.count(b":") == 2]
     for start in range(0, len(keys), 1000):
@@ -43,29 +56,23 @@ def orphans(redis, queue):
         for key, (status, origin) in zip(batch, pipe.execute()):  # noqa: B905 (the app may run Python < 3.10)
             job_id = key.decode().split(":", 2)[2]
             if status == QUEUED and origin == queue.name.encode() and job_id not in waiting:
-                found.append((job_id, None))
+                found.append(job_id)
     return found
 
 
 def main(url, names):
     redis = Redis.from_url(url)
     queues = [Queue(name, connection=redis) for name in names]
-    first = {q.name: {job_id for job_id, _ in orphans(redis, q)} for q in queues}
+    first = {q.name: set(orphans(redis, q)) for q in queues}
     if any(first.values()):
         time.sleep(SETTLE_SECONDS)
     requeued = 0
+    push = redis.register_script(REQUEUE)
     for q in queues:
-        for job_id, registry in orphans(redis, q):
-            if job_id not in first[q.name]:
-                continue  # appeared just now: a live worker may be taking it
-            # Every host that restarts at the same moment sees the same orphan: the first one wins.
-            if not redis.set(f"deploytool:requeued:{job_id}", 1, nx=True, ex=600):
-                continue
-            if registry is not None:
-                registry.remove(job_id)
-            redis.hset(Job.key_for(job_id), "status", JobStatus.QUEUED.value)
-            q.push_job_id(job_id, at_front=True)
-            requeued += 1
+        started = StartedJobRegistry(q.name, connection=redis).key
+        for job_id in orphans(redis, q):
+            if job_id in first[q.name]:  # else it appeared just now: a live worker may be taking it
+                requeued += push(keys=[Job.key_for(job_id), q.key, started], args=[job_id])
     print(f"requeued {requeued}")
 
 

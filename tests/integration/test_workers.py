@@ -115,19 +115,23 @@ def test_no_job_lost_across_two_deploys(deployed: None) -> None:
 
 
 def test_rq_job_taken_by_a_stopping_worker_is_requeued(deployed: None, r: redis.Redis) -> None:
-    # RQ 1.x drops a job when SIGTERM lands just as its blocking pop returns; recreate that state
-    # exactly: the job's hash says queued, but it is in no queue and no worker has it.
+    # RQ 1.x drops a job when SIGTERM lands just as its blocking pop returns, and a worker killed
+    # mid-job leaves its job "started" for ever. Recreate both states exactly, with the workers stopped.
     assert fab("workers.stop", "--group", "rq").returncode == 0
     try:
         client("reset", "rq")
         client("enqueue", "rq", "--count", "3", "--queue", "high")
-        taken = r.lpop("rq:queue:high")
-        assert taken is not None and r.hget(b"rq:job:" + taken, "status") == b"queued"
+        popped = r.lpop("rq:queue:high")
+        assert popped is not None and r.hget(b"rq:job:" + popped, "status") == b"queued"
+        died = r.lpop("rq:queue:high")
+        assert died is not None
+        r.hset(b"rq:job:" + died, mapping={"status": "started", "worker_name": "gone-worker"})
+        r.zadd("rq:wip:high", {died: time.time() + 600})
     finally:
         restart = fab("workers.restart", "--group", "rq")
     assert restart.returncode == 0, restart.stderr
     c = client("count", "rq", "--wait", "60")
-    assert c["missing"] == 0 and c["done"] == 3, c
+    assert c["missing"] == 0 and c["done"] == 3 and c["duplicates"] == 0, c
 
 
 def test_crashed_worker_is_restarted_by_systemd(deployed: None) -> None:
