@@ -59,7 +59,7 @@ class Deploy:
         them early would leave a waiting host idle for the whole rolling restart. Running workers keep
         the code they loaded, so switching `current` first does not change what they run."""
         app, w = self.app, self.workers
-        if self.archive is not None:
+        if app.source.strategy == "archive":
             code = rel.unpack_archive(app, self.release, self._remote_archive(), self.revision.commit)
         else:
             code = rel.git_export(app, self.release, self.revision.ref)
@@ -86,8 +86,9 @@ class Deploy:
         holder = Holder.me(self.revision.commit, self.release)
         stages: list[tuple[str, list[str]]] = []
         for phase in self.phases(holder, list(unit_changes) or ["(units as rendered)"]):
-            if phase.name == "release" and self.archive is not None:
-                stages.append(("upload", [f"upload {self.archive.name} -> {self._remote_archive()}"]))
+            if phase.name == "release" and self.app.source.strategy == "archive":
+                local = self.archive.name if self.archive else f"git archive {self.revision.commit[:12]}"
+                stages.append(("upload", [f"upload {local} -> {self._remote_archive()}"]))
             for name, command in phase.stages:
                 if stages and stages[-1][0] == name:
                     stages[-1][1].append(command)

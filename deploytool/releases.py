@@ -85,11 +85,13 @@ def _rollback(session: Session, inv: Inventory, host: str, app: App, wanted: str
               template_dirs: Sequence[Path], report: HostReport, out: Reporter) -> None:
     w = Workers(inv, host, app)
     with out.stage(report, "check"):
+        rows = listing(session, app)
         try:
-            target = choose(listing(session, app), wanted)
+            target = choose(rows, wanted)
         except HostError as e:
             raise HostError(f"{host}: rollback: {e}") from None
         report.release = target
+        report.revision = next(r["revision"] for r in rows if r["release"] == target) or None
     try:
         with out.stage(report, "quiet"):
             ops.quiet(session, w)

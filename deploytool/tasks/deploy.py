@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import re
 import tempfile
 import threading
 from collections import defaultdict
@@ -12,6 +13,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool import releases as rel_ops
+from deploytool.commands.requeue import END
 from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
@@ -129,8 +131,14 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
             for stage, commands in d.plan(changes):
                 lines.append(f"  [{stage}]")
                 for cmd in commands:
-                    lines += [f"    {ln}" for ln in cmd.splitlines()]
+                    lines += [f"    {ln}" for ln in elide_programs(cmd).splitlines()]
     return "\n".join(lines), ok
+
+
+def elide_programs(command: str) -> str:
+    """Programs sent as here-documents (deploytool/requeue/) are shown by name, not line by line."""
+    return re.sub(rf"<<'{END}'\n.*?\n{END}\n", f"<<'{END}'  (deploytool/requeue program)\n", command,
+                  flags=re.DOTALL)
 
 
 @command(release="release to roll back to (timestamp; default: the one before current)",

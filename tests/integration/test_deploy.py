@@ -166,7 +166,9 @@ def test_dry_run_changes_nothing(deployed: None) -> None:
     assert r.returncode == 0, r.stderr
     for stage in ("[check]", "[lock]", "[code]", "[switch]", "[units]", "[restart]"):
         assert stage in r.stdout
-    assert "upload" in r.stdout and "prod-a: sample" in r.stdout and "prod-b: sample" in r.stdout
+    assert "prod-a: sample" in r.stdout and "prod-b: sample" in r.stdout
+    # The archive strategy's plan: upload then unpack (never the git strategy's mirror).
+    assert "    upload git archive " in r.stdout and "tar -xzf" in r.stdout and "git clone" not in r.stdout
     assert "(no unit changes)" in r.stdout
     assert {h: _host_state(h) for h in APP_HOSTS} == before
 
