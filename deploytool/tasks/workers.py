@@ -21,7 +21,7 @@ from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter
 from deploytool.rolling import run
 from deploytool.tasks.options import Target, command, load, select_targets
-from deploytool.units import render_app
+from deploytool.units import UnitFile, render_app
 from deploytool.workers import Workers
 
 ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
@@ -97,13 +97,28 @@ def render(
                 print(f"# --- {t.host}: {unit.name}\n{unit.content}")
             continue
         directory = Path(out) / t.host if many_hosts else Path(out)
+        w = Workers(inv, t.host, t.app)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            for unit in units:
-                (directory / unit.name).write_text(unit.content)
+            write_unit_dir(directory, units, w.target, w.units)
         except OSError as e:
             raise InputError(f"--out {out}: cannot write: {e.strerror}") from None
-        print(f"{t.host}: {t.app.name}: wrote {len(units)} units to {directory}")
+        print(f"{t.host}: {t.app.name}: wrote {len(units)} units and {len(w.units)} enabled instances "
+              f"to {directory}")
+
+
+def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled: list[str]) -> None:
+    """The units laid out as `systemctl enable` would: instances 1..N as links in the target's .wants/."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        (directory / unit.name).write_text(unit.content)
+    wants = directory / f"{target}.wants"
+    if wants.exists():
+        for old in wants.iterdir():
+            old.unlink()
+    wants.mkdir(exist_ok=True)
+    for instance in enabled:
+        template = instance.split("@", 1)[0] + "@.service"
+        (wants / instance).symlink_to(f"../{template}")
 
 
 @command()

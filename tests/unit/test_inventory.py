@@ -123,14 +123,17 @@ def test_shipped_sandbox_loads(sandbox: Inventory) -> None:
 
 
 def test_per_host_override_of_a_worker_group(sandbox: Inventory) -> None:
-    # apps.sample.workers.sidekiq.processes: 2 for every host, 3 on prod-a.
+    # apps.sample.workers.sidekiq: 2 processes x 5 threads for every host; prod-a 3 processes,
+    # prod-b 3 threads.
     assert sandbox.apps["sample"].workers["sidekiq"].processes == 2
-    assert sandbox.apps_on("prod-a")["sample"].workers["sidekiq"].processes == 3
-    assert sandbox.apps_on("prod-b")["sample"].workers["sidekiq"].processes == 2
-    # The override touches one key only.
+    a = sandbox.apps_on("prod-a")["sample"].workers["sidekiq"]
+    b = sandbox.apps_on("prod-b")["sample"].workers["sidekiq"]
+    assert (a.processes, a.threads) == (3, 5)
+    assert (b.processes, b.threads) == (2, 3)
+    # Each override touches its own key only.
+    for group in (a, b):
+        assert (group.timeout, group.command) == (25, ("sidekiq", "-r", "./sidekiq_app.rb"))
     for host in ("prod-a", "prod-b"):
-        group = sandbox.apps_on(host)["sample"].workers["sidekiq"]
-        assert (group.threads, group.timeout, group.command) == (5, 25, ("sidekiq", "-r", "./sidekiq_app.rb"))
         assert sandbox.apps_on(host)["sample"].workers["rq"].processes == 2
 
 

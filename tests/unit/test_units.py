@@ -188,12 +188,14 @@ def test_sandbox_hosts_differ_where_their_settings_differ(sandbox: Inventory) ->
     assert instances(b_app, sidekiq_b) == [f"sample-sidekiq@{i}.service" for i in (1, 2)]
     a, b = _by_name(render_host(sandbox, "prod-a")), _by_name(render_host(sandbox, "prod-b"))
     assert sorted(a) == sorted(b) == ["sample-rq@.service", "sample-sidekiq@.service", "sample-workers.target"]
-    # The process count lives in the instance list, not in the unit.
+    # The process count lives in the instance list; threads (prod-b's own 3) in the unit.
+    assert _lines(a["sample-sidekiq@.service"], "ExecStart")[0].split(" -c ")[1].startswith("5 ")
+    assert _lines(b["sample-sidekiq@.service"], "ExecStart")[0].split(" -c ")[1].startswith("3 ")
 
     def body(text: str) -> str:  # everything below the header, which names the host
         return text.split("\n", 1)[1]
 
-    assert body(a["sample-sidekiq@.service"]) == body(b["sample-sidekiq@.service"])
+    assert body(a["sample-rq@.service"]) == body(b["sample-rq@.service"])
 
 
 # --- templates -----------------------------------------------------------------------------------
