@@ -67,11 +67,14 @@ def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], tar
     )
     lines.append(f'[ "$changed" = 0 ] || {{ {sc} daemon-reload && echo changed; }}')
     if enabled:
-        # `enable` reloads systemd every time; only call it for units not enabled yet. Checked one by
-        # one: is-enabled with several units succeeds when any one of them is enabled.
+        # `enable` reloads systemd every time: only enable units not enabled yet. One is-enabled call
+        # prints a state per unit, in order (its exit code only says whether any is enabled); if the
+        # states do not line up with the units, enable them all.
+        units = f"{q(target)} {expected_units}"
         lines.append(
-            f"todo=''; for u in {q(target)} {expected_units}; do {sc} is-enabled --quiet \"$u\" 2>/dev/null "
-            f"|| todo=\"$todo $u\"; done"
+            f"set -- $({sc} is-enabled {units} 2>/dev/null); "
+            f"if [ $# -ne {len(enabled) + 1} ]; then todo={q(' '.join([target, *enabled]))}; "
+            f"else todo=''; for u in {units}; do [ \"$1\" = enabled ] || todo=\"$todo $u\"; shift; done; fi"
         )
         lines.append(f'[ -z "$todo" ] || {sc} enable --quiet $todo')
     return "\n".join(lines)

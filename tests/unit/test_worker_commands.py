@@ -60,5 +60,5 @@ def test_user_mode_installs_with_linger_and_without_sudo(inv: Inventory) -> None
     w = workers(inv, "tools")
     script = w.install_script()
     assert script.startswith("sudo -n loginctl enable-linger ")
-    assert "systemctl --user is-enabled --quiet" in script and "systemctl --user enable --quiet $todo" in script
+    assert "systemctl --user is-enabled tools-workers.target " in script
     assert "sudo -n systemctl" not in script

@@ -1,0 +1,108 @@
+"""The unit sync script, run for real by a local shell in user mode (units under $HOME) against a
+stand-in `systemctl` that records its calls: files written only when changed, daemon-reload only then,
+surplus instances stopped and disabled, units of removed groups deleted, enable only when needed."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploytool.commands.unitfiles import MARKER, sync
+from deploytool.inventory import App
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# Records each call; answers is-enabled from $STATE/enabled and list-units from $STATE/loaded.
+echo "$*" >> "$STATE/calls"
+case "$2" in
+  is-enabled) shift 2; for u in "$@"; do grep -qx "$u" "$STATE/enabled" && echo enabled || echo disabled; done ;;
+  list-units) cat "$STATE/loaded" ;;
+  enable) shift 3; for u in "$@"; do echo "$u" >> "$STATE/enabled"; done ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    bin_dir, state, home = tmp_path / "bin", tmp_path / "state", tmp_path / "home"
+    for d in (bin_dir, state, home):
+        d.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    for name in ("calls", "enabled", "loaded"):
+        (state / name).write_text("")
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "STATE": str(state)}
+
+
+@pytest.fixture
+def app() -> App:
+    return App.model_validate({"name": "shop", "source": {"repository": "/x"}, "deploy_to": "/srv/shop",
+                               "systemd": "user"})
+
+
+def unit(name: str, body: str = "") -> tuple[str, str]:
+    return name, f"[Unit]\n{MARKER}=shop\n{body}"
+
+
+def run(script: str, env: dict[str, str]) -> str:
+    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def calls(env: dict[str, str]) -> list[str]:
+    path = Path(env["STATE"], "calls")
+    lines = path.read_text().splitlines()
+    path.write_text("")
+    return lines
+
+
+def test_first_install_writes_reloads_and_enables(app: App, env: dict[str, str]) -> None:
+    files = [unit("shop-a@.service"), unit("shop-workers.target")]
+    out = run(sync(app, files, ["shop-a@1.service", "shop-a@2.service"], "shop-workers.target"), env)
+    assert out.split() == ["changed"]
+    unit_dir = Path(env["HOME"], ".config/systemd/user")
+    assert sorted(p.name for p in unit_dir.iterdir()) == ["shop-a@.service", "shop-workers.target"]
+    made = calls(env)
+    assert "--user daemon-reload" in made
+    assert "--user enable --quiet shop-workers.target shop-a@1.service shop-a@2.service" in made
+
+
+def test_unchanged_units_mean_no_reload_and_no_enable(app: App, env: dict[str, str]) -> None:
+    files = [unit("shop-a@.service"), unit("shop-workers.target")]
+    script = sync(app, files, ["shop-a@1.service"], "shop-workers.target")
+    run(script, env)
+    calls(env)
+    assert run(script, env) == ""
+    made = calls(env)
+    assert not any("daemon-reload" in c or " enable " in f" {c} " for c in made), made
+
+
+def test_shrinking_and_removing_groups(app: App, env: dict[str, str]) -> None:
+    run(sync(app, [unit("shop-a@.service"), unit("shop-b@.service"), unit("shop-workers.target")],
+             ["shop-a@1.service", "shop-a@2.service", "shop-b@1.service"], "shop-workers.target"), env)
+    Path(env["STATE"], "loaded").write_text("shop-a@1.service loaded\nshop-a@2.service loaded\nshop-b@1.service x\n")
+    calls(env)
+    # a: 2 → 1 process; b: gone.
+    out = run(sync(app, [unit("shop-a@.service"), unit("shop-workers.target")], ["shop-a@1.service"],
+                   "shop-workers.target"), env)
+    assert out.split() == ["changed"]
+    made = calls(env)
+    assert "--user disable --quiet --now shop-a@2.service" in made
+    assert "--user disable --quiet --now shop-b@1.service" in made
+    assert not any("shop-a@1.service" in c and "disable" in c for c in made)
+    unit_dir = Path(env["HOME"], ".config/systemd/user")
+    assert sorted(p.name for p in unit_dir.iterdir()) == ["shop-a@.service", "shop-workers.target"]
+
+
+def test_other_apps_units_are_left_alone(app: App, env: dict[str, str]) -> None:
+    unit_dir = Path(env["HOME"], ".config/systemd/user")
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "shopfront-a@.service").write_text(f"[Unit]\n{MARKER}=shopfront\n")
+    run(sync(app, [unit("shop-workers.target")], [], "shop-workers.target"), env)
+    assert (unit_dir / "shopfront-a@.service").exists()
