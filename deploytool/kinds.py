@@ -56,36 +56,39 @@ def _no_queues(queues: Sequence[Queue]) -> list[str]:
 
 @dataclass(frozen=True)
 class Kind:
+    """One worker system. Defaults describe the common case (SIGTERM, KillMode=mixed, Type=exec, no
+    quiet, no threads, no queues); each row of KINDS states only how its kind differs."""
+
     name: str
     # The worker program; an inventory's `command` replaces it (e.g. `bundle exec sidekiq -r ./app.rb`).
     program: tuple[str, ...]
     # Arguments placed right after the program (Celery's `worker` subcommand).
-    subcommand: tuple[str, ...]
+    subcommand: tuple[str, ...] = ()
     # Flag taking the number of threads per process; None: the kind has no threads setting.
-    threads_flag: str | None
-    queue_flags: QueueFlags
-    supports_queues: bool
-    supports_weights: bool
+    threads_flag: str | None = None
+    queue_flags: QueueFlags = _no_queues
+    supports_queues: bool = False
+    supports_weights: bool = False
     # Flag taking the worker's own shutdown grace, and the unit it is given in (1 = seconds).
-    timeout_flag: str | None
-    timeout_scale: int
+    timeout_flag: str | None = None
+    timeout_scale: int = 1
     # Extra per-instance arguments. Placeholders: {app}, {group}, {host} (the inventory host name) and
     # {instance} (systemd's %i, left unescaped by the renderer).
-    instance_args: tuple[str, ...]
-    quiet: Quiet
-    quiet_signal: str | None
-    stop_signal: str
+    instance_args: tuple[str, ...] = ()
+    quiet: Quiet = Quiet.NONE
+    quiet_signal: str | None = None
+    stop_signal: str = "SIGTERM"
     # mixed: SIGTERM reaches only the main process, which drains its own children.
-    kill_mode: str
-    unit_type: str
-    watchdog_sec: int | None
-    default_timeout: int
+    kill_mode: str = "mixed"
+    unit_type: str = "exec"
+    watchdog_sec: int | None = None
+    default_timeout: int = 30
     # systemd must wait longer than the worker's own grace, or it SIGKILLs running jobs.
-    stop_margin: int
+    stop_margin: int = 5
     # The kind's redis URL is passed as a flag (RQ) rather than only through REDIS_URL.
-    redis_flag: str | None
+    redis_flag: str | None = None
     # `command` must be given: the kind has no usable default program.
-    requires_command: bool
+    requires_command: bool = False
     # A program (in deploytool/requeue/) run on a host after its workers stopped, putting back jobs
     # they took but never finished; for kinds whose own shutdown can drop a job (RQ 1.x).
     requeue: str | None = None
@@ -100,24 +103,18 @@ KINDS: dict[str, Kind] = {
         Kind(
             name="sidekiq",
             program=("sidekiq",),
-            subcommand=(),
             threads_flag="-c",
             queue_flags=_sidekiq_queues,
             supports_queues=True,
             supports_weights=True,
             timeout_flag="-t",
-            timeout_scale=1,
             instance_args=("-g", "{app}-{group}-{instance}"),
             quiet=Quiet.SIGNAL,
             quiet_signal="SIGTSTP",
-            stop_signal="SIGTERM",
             kill_mode="control-group",
             unit_type="notify",
             watchdog_sec=10,
             default_timeout=25,
-            stop_margin=5,
-            redis_flag=None,
-            requires_command=False,
         ),
         Kind(
             name="celery",
@@ -126,111 +123,44 @@ KINDS: dict[str, Kind] = {
             threads_flag="--concurrency",
             queue_flags=_celery_queues,
             supports_queues=True,
-            supports_weights=False,
-            timeout_flag=None,
-            timeout_scale=1,
             # A node name known before start, so quiet can address it with `control -d`.
             instance_args=("-n", "{app}-{group}-{instance}@{host}"),
             quiet=Quiet.CELERY_CONTROL,
-            quiet_signal=None,
-            stop_signal="SIGTERM",
-            kill_mode="mixed",
-            unit_type="exec",
-            watchdog_sec=None,
             default_timeout=60,
-            stop_margin=5,
-            redis_flag=None,
-            requires_command=False,
         ),
         Kind(
             name="rq",
             program=("rq",),
             subcommand=("worker",),
-            threads_flag=None,
             queue_flags=_positional_queues,
             supports_queues=True,
-            supports_weights=False,
-            timeout_flag=None,
-            timeout_scale=1,
             # No fixed --name: after an unclean exit RQ refuses to start a worker whose name is still
             # registered, and systemd's restarts would all fail until the registration expires.
             instance_args=(),
-            quiet=Quiet.NONE,
-            quiet_signal=None,
-            stop_signal="SIGTERM",
-            kill_mode="mixed",
-            unit_type="exec",
-            watchdog_sec=None,
-            default_timeout=30,
-            stop_margin=5,
             redis_flag="--url",
-            requires_command=False,
             requeue="rq.py",
         ),
         Kind(
             name="dramatiq",
             program=("dramatiq",),
-            subcommand=(),
             threads_flag="--threads",
             queue_flags=_dramatiq_queues,
             supports_queues=True,
-            supports_weights=False,
             timeout_flag="--worker-shutdown-timeout",
             timeout_scale=1000,  # milliseconds
             instance_args=("--processes", "1"),
-            quiet=Quiet.NONE,
-            quiet_signal=None,
-            stop_signal="SIGTERM",
-            kill_mode="mixed",
-            unit_type="exec",
-            watchdog_sec=None,
             default_timeout=600,
-            stop_margin=5,
-            redis_flag=None,
             requires_command=True,
         ),
         Kind(
             name="sneakers",
             program=("sneakers", "work"),
-            subcommand=(),
-            threads_flag=None,
-            queue_flags=_no_queues,
-            supports_queues=False,
-            supports_weights=False,
-            timeout_flag=None,
-            timeout_scale=1,
-            instance_args=(),
-            quiet=Quiet.NONE,
-            quiet_signal=None,
-            stop_signal="SIGTERM",
-            kill_mode="mixed",
-            unit_type="exec",
-            watchdog_sec=None,
-            default_timeout=30,
-            stop_margin=5,
-            redis_flag=None,
             requires_command=True,
         ),
         Kind(
             name="command",
             program=(),
-            subcommand=(),
-            threads_flag=None,
-            queue_flags=_no_queues,
-            supports_queues=False,
-            supports_weights=False,
-            timeout_flag=None,
-            timeout_scale=1,
-            instance_args=(),
-            quiet=Quiet.NONE,
-            quiet_signal=None,
-            stop_signal="SIGTERM",
             kill_mode="control-group",
-            unit_type="exec",
-            watchdog_sec=None,
-            default_timeout=30,
-            stop_margin=5,
-            redis_flag=None,
             requires_command=True,
         ),
     )
