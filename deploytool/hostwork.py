@@ -32,6 +32,6 @@ def on_host(host: Host, items: Sequence[T], reports: Sequence[HostReport], out: 
                 report.status, report.error = "failed", out.redact(str(e))
     finally:
         for r in reports:
-            r.commands, r.connections = session.commands, 1
+            r.commands, r.uploads, r.connections = session.commands, session.uploads, 1
         session.close()
     return all(r.status == "ok" for r in reports)

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,11 @@ class Session:
     connection: Connection
     commands: int = 0
     uploads: int = 0
-    log: list[str] = field(default_factory=list)
 
     def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None) -> Result:
         """Run shell text; `on_line` sees each stdout line as it arrives (stage markers, progress)."""
         self.commands += 1
-        self.log.append(command)
         streams: dict[str, Any] = {"hide": True}
         if on_line is not None:
             streams = {"hide": False, "out_stream": _Lines(on_line), "err_stream": io.StringIO()}
@@ -113,7 +111,6 @@ class Session:
     def stream(self, command: str) -> int:
         """Run with the host's output passed straight through (journal --follow); returns the exit code."""
         self.commands += 1
-        self.log.append(command)
         try:
             return int(self.connection.run(command, warn=True, in_stream=False, pty=False).exited)
         except Exception as e:

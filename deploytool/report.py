@@ -33,6 +33,7 @@ class HostReport:
     release: str | None = None
     revision: str | None = None
     commands: int = 0
+    uploads: int = 0
     connections: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -21,7 +21,6 @@ from typing import Any
 import jinja2
 
 from deploytool import systemd_quote as q
-from deploytool.commands.unitfiles import MARKER
 from deploytool.errors import InputError
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
@@ -30,6 +29,9 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "syst
 WORKER_TEMPLATE = "worker@.service.j2"
 TARGET_TEMPLATE = "workers.target.j2"
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
+# Every rendered unit carries `X-Deploytool-App=<app>` (systemd ignores X- keys), so install and
+# uninstall find an app's own units without guessing from names.
+MARKER = "X-Deploytool-App"
 # Relative to the deploy user's home directory (where an SSH session starts); see unit_dir().
 USER_UNIT_DIR = ".config/systemd/user"
 

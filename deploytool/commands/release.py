@@ -95,10 +95,6 @@ def unlock(app: App) -> list[str]:
     return ["rm", "-rf", Layout(app.deploy_to).lock]
 
 
-def read_lock(app: App) -> str:
-    lock_dir = Layout(app.deploy_to).lock
-    return f"cat {q(lock_dir)}/holder 2>/dev/null || true"
-
 
 def unpack_archive(app: App, release: str, archive: str, revision: str) -> str:
     lay = Layout(app.deploy_to)

@@ -34,9 +34,6 @@ def stop(app: App, units: Sequence[str]) -> list[str]:
     return systemctl(app, "stop", *units)
 
 
-def restart(app: App, units: Sequence[str]) -> list[str]:
-    return systemctl(app, "restart", *units)
-
 
 def enable(app: App, units: Sequence[str]) -> list[str]:
     return systemctl(app, "enable", "--quiet", *units)

@@ -2,7 +2,7 @@
 
 One round trip: write changed files, stop/disable instances that should no longer run, remove units of
 groups that are gone, daemon-reload only if a file changed, enable instances 1..N and the target.
-Units carry `X-Deploytool-App=<app>` so an app's own units are found without guessing from names.
+Units carry `X-Deploytool-App=<app>` (units.MARKER) so an app's own units are found by that line.
 """
 
 from __future__ import annotations
@@ -11,17 +11,20 @@ import base64
 import shlex
 from collections.abc import Sequence
 
+from deploytool import units
 from deploytool.commands.systemctl import systemctl
 from deploytool.inventory import App
+from deploytool.units import MARKER
 
 q = shlex.quote
 
-MARKER = "X-Deploytool-App"
 SEPARATOR = "\n@@@deploytool-unit@@@ "
 
 
 def unit_dir(app: App) -> str:
-    return "$HOME/.config/systemd/user" if app.systemd == "user" else "/etc/systemd/system"
+    """The units' directory as shell text on the host (user mode: under the deploy user's $HOME)."""
+    path = units.unit_dir(app)
+    return path if path.startswith("/") else f"$HOME/{path}"
 
 
 def _sudo(app: App) -> str:

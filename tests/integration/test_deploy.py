@@ -56,7 +56,7 @@ def test_deploy_redeploy_releases_rollback(deployed: None) -> None:
     assert stages == ["connect", "check", "lock", "upload", "code", "shared", "switch", "units", "quiet",
                       "restart", "cleanup", "unlock"]
     # One connection, few round trips: the stages travel in five scripts.
-    assert host["connections"] == 1 and host["commands"] <= 8
+    assert host["connections"] == 1 and host["commands"] <= 8 and host["uploads"] == 1
     second = readlink_current("prod-a")
     assert second == f"{DEPLOY_TO}/releases/{host['release']}" and second != first
     assert ssh("prod-a", f"cat {second}/REVISION").stdout.strip() == head_commit()

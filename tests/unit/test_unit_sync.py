@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.commands.unitfiles import MARKER, sync
+from deploytool.commands.unitfiles import sync
 from deploytool.inventory import App
+from deploytool.units import MARKER
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 # Records each call; answers is-enabled from $STATE/enabled and list-units from $STATE/loaded.
