@@ -38,6 +38,11 @@ class HostReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def mark_skipped(reports: list[HostReport], reason: str) -> None:
+    for r in reports:
+        r.status, r.error = "skipped", reason
+
+
 class Reporter:
     """Thread-safe progress output; quiet when a JSON report will be printed instead."""
 

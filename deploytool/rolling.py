@@ -4,6 +4,7 @@ remaining batches once more than `max_fail` hosts failed."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -35,24 +36,49 @@ def batches(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+TOO_MANY_FAILED = "not started: too many hosts failed"
+INTERRUPTED = "not started: interrupted"
+
+
 def run(
     items: Sequence[T],
     work: Callable[[T], bool],
-    skipped: Callable[[T], None],
+    skipped: Callable[[T, str], None],
     batch: str | None = None,
     default_batch: int = 0,
     parallel: int = 0,
     max_fail: int = 0,
 ) -> None:
-    """`work` returns False when its host failed; hosts of batches not started get `skipped`."""
+    """`work` returns False when its host failed; hosts never started get `skipped` with the reason.
+
+    Interrupted (Ctrl-C, or SIGTERM from a cancelled CI job), hosts already started are finished,
+    never abandoned half-way with a lock held or workers quiet; the others are not started."""
     size = batch_size(batch, len(items), default_batch)
+    groups = batches(list(enumerate(items)), size)
+    started: set[int] = set()
+    lock = threading.Lock()
     failed = 0
-    for i, group in enumerate(batches(items, size)):
+
+    def start(pair: tuple[int, T]) -> bool:
+        with lock:
+            started.add(pair[0])
+        return work(pair[1])
+
+    def skip_rest(i: int, reason: str) -> None:
+        for index, item in (p for g in groups[i:] for p in g):
+            if index not in started:
+                skipped(item, reason)
+
+    for i, group in enumerate(groups):
         if failed > max_fail:
-            for rest in batches(items, size)[i:]:
-                for item in rest:
-                    skipped(item)
+            skip_rest(i, TOO_MANY_FAILED)
             return
-        workers = max(1, min(parallel or len(group), len(group)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            failed += sum(1 for ok in pool.map(work, group) if not ok)
+        pool = ThreadPoolExecutor(max_workers=max(1, min(parallel or len(group), len(group))))
+        try:
+            failed += sum(1 for ok in pool.map(start, group) if not ok)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            skip_rest(i, INTERRUPTED)
+            return
+        finally:
+            pool.shutdown(wait=True)

@@ -17,7 +17,7 @@ from deploytool.commands.requeue import END
 from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
-from deploytool.report import HostReport, Reporter
+from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
 from deploytool.source import pack, resolve
 from deploytool.tasks.options import Target, command, load, select_targets
@@ -105,11 +105,8 @@ def deploy(
             return
         reports = {h: [HostReport(h, d.app.name) for d in ds] for h, ds in hosts.items()}
 
-        def skipped(h: str) -> None:
-            for r in reports[h]:
-                r.status, r.error = "skipped", "not started: too many hosts failed"
-
-        run(list(hosts), lambda h: deploy_host(hosts[h], reports[h], out), skipped,
+        run(list(hosts), lambda h: deploy_host(hosts[h], reports[h], out),
+            lambda h, reason: mark_skipped(reports[h], reason),
             batch=batch, parallel=parallel, max_fail=max_fail)
     finish(out, [r for rs in reports.values() for r in rs], json, release=name)
 
@@ -161,7 +158,7 @@ def rollback(
     run(list(reports),
         lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
                                         reports[h], out, force_unlock),
-        lambda h: None, default_batch=1)
+        lambda h, reason: mark_skipped(reports[h], reason), default_batch=1)
     finish(out, [r for rs in reports.values() for r in rs], json)
 
 
@@ -176,7 +173,7 @@ def releases(
     Reporter(secrets(inv), quiet=True)
     reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in by_host(targets).items()}
     run(list(reports), lambda h: rel_ops.list_host(inv, h, [t.app for t in by_host(targets)[h]], reports[h]),
-        lambda h: None)
+        lambda h, reason: mark_skipped(reports[h], reason))
     all_reports = [r for rs in reports.values() for r in rs]
     if json:
         print(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -38,6 +39,10 @@ def exit_codes(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # A cancelled CI job sends SIGTERM: handle it like Ctrl-C, so hosts already started are
+        # finished rather than abandoned (deploytool.rolling), and output piped into `head` ends quietly.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         try:
             return func(*args, **kwargs)
         except (InputError, HostError) as e:

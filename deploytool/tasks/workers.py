@@ -18,7 +18,7 @@ from deploytool.errors import HostError, InputError
 from deploytool.hostwork import on_host
 from deploytool.inventory import Inventory
 from deploytool.remote import Session, connect, join
-from deploytool.report import HostReport, Reporter
+from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
 from deploytool.tasks.options import Target, command, load, select_targets
 from deploytool.units import UnitFile, render_app
@@ -52,11 +52,8 @@ def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage
 
         return on_host(inv.hosts[h], hosts[h], reports[h], out, one)
 
-    def skipped(h: str) -> None:
-        for r in reports[h]:
-            r.status, r.error = "skipped", "not started: too many hosts failed"
-
-    run(list(hosts), work, skipped, batch=batch, default_batch=default_batch, max_fail=max_fail)
+    run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason),
+        batch=batch, default_batch=default_batch, max_fail=max_fail)
     return [r for rs in reports.values() for r in rs]
 
 

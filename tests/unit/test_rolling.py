@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 
 import pytest
 
@@ -39,14 +41,16 @@ def test_rolling_run_stops_after_max_fail_and_reports_the_rest_skipped() -> None
             started.append(h)
         return not h.startswith("bad")
 
-    run(["bad-1", "ok-1", "ok-2", "ok-3", "ok-4"], work, skipped.append, batch="2", max_fail=0)
+    run(["bad-1", "ok-1", "ok-2", "ok-3", "ok-4"], work, lambda h, why: skipped.append((h, why)), batch="2",
+        max_fail=0)
     assert sorted(started) == ["bad-1", "ok-1"]
-    assert skipped == ["ok-2", "ok-3", "ok-4"]
+    assert skipped == [(h, "not started: too many hosts failed") for h in ("ok-2", "ok-3", "ok-4")]
 
 
 def test_rolling_run_tolerates_up_to_max_fail() -> None:
     skipped: list[str] = []
-    run(["bad-1", "bad-2", "ok-1"], lambda h: not h.startswith("bad"), skipped.append, batch="1", max_fail=2)
+    run(["bad-1", "bad-2", "ok-1"], lambda h: not h.startswith("bad"), lambda h, why: skipped.append(h),
+        batch="1", max_fail=2)
     assert skipped == []
 
 
@@ -66,5 +70,24 @@ def test_parallel_bound_within_a_batch() -> None:
             active -= 1
         return True
 
-    run([f"h{i}" for i in range(6)], work, lambda h: None, parallel=2)
+    run([f"h{i}" for i in range(6)], work, lambda h, why: None, parallel=2)
     assert peak == 2
+
+
+def test_interrupt_finishes_started_hosts_and_skips_the_rest() -> None:
+    # Ctrl-C (or SIGTERM, which tasks turn into the same) while h0 and h1 run: both finish, none after.
+    finished: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    both_started = threading.Barrier(2, timeout=5)
+
+    def work(h: str) -> bool:
+        both_started.wait()
+        if h == "h0":
+            signal.raise_signal(signal.SIGINT)  # handled in the main thread, inside run()
+        time.sleep(0.2)
+        finished.append(h)
+        return True
+
+    run(["h0", "h1", "h2", "h3"], work, lambda h, why: skipped.append((h, why)), batch="2")
+    assert sorted(finished) == ["h0", "h1"]
+    assert skipped == [("h2", "not started: interrupted"), ("h3", "not started: interrupted")]
