@@ -49,7 +49,7 @@ class Deploy:
         return Workers(self.inv, self.host, self.app)
 
     def _remote_archive(self) -> str:
-        return f"{rel.Layout(self.app.deploy_to).releases}/.{self.release}.tar.gz"
+        return f"{rel.Layout(self.app).releases}/.{self.release}.tar.gz"
 
     def phases(self, holder: Holder, unit_changes: Sequence[str] | None = None) -> list[Phase]:
         """The deploy as five round trips, each a list of (stage, command); an upload goes before the

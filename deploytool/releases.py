@@ -93,8 +93,7 @@ def _rollback(session: Session, inv: Inventory, host: str, app: App, wanted: str
         report.release = target
         report.revision = next(r["revision"] for r in rows if r["release"] == target) or None
     try:
-        with out.stage(report, "quiet"):
-            ops.quiet(session, w)
+        # As in a deploy: switch first, then quiet each worker right before it stops (ops.restart).
         with out.stage(report, "switch"):
             session.run(rel.switch_current(app, target), "switch")
         with out.stage(report, "units"):

@@ -24,7 +24,13 @@ def stage(name: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    deploy_to: str
+    """Capistrano's paths under an app's deploy_to (`shared` and `current` are the App's own)."""
+
+    app: App
+
+    @property
+    def deploy_to(self) -> str:
+        return self.app.deploy_to
 
     @property
     def releases(self) -> str:
@@ -32,11 +38,11 @@ class Layout:
 
     @property
     def shared(self) -> str:
-        return f"{self.deploy_to}/shared"
+        return self.app.shared_path
 
     @property
     def current(self) -> str:
-        return f"{self.deploy_to}/current"
+        return self.app.current_path
 
     @property
     def repo(self) -> str:
@@ -56,7 +62,7 @@ class Layout:
 
 def check(app: App) -> str:
     """Directories exist and every linked file is already in shared/ (listing all missing ones)."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     dirs = [lay.releases, lay.shared, *(f"{lay.shared}/{d}" for d in app.linked_dirs)]
     dirs += sorted({f"{lay.shared}/{f.rsplit('/', 1)[0]}" for f in app.linked_files if "/" in f})
     files = " ".join(q(f) for f in app.linked_files)
@@ -71,7 +77,7 @@ def check(app: App) -> str:
 
 def lock(app: App, holder_json: str) -> str:
     """Take the lock atomically (mkdir), recording the holder; if held, print the holder and exit 75."""
-    lock_dir = Layout(app.deploy_to).lock
+    lock_dir = Layout(app).lock
     return (
         f"if mkdir {q(lock_dir)} 2>/dev/null; then printf '%s\\n' {q(holder_json)} > {q(lock_dir)}/holder; "
         f"else cat {q(lock_dir)}/holder 2>/dev/null || echo '{{}}'; exit {LOCK_BUSY}; fi"
@@ -81,7 +87,7 @@ def lock(app: App, holder_json: str) -> str:
 def release_after(app: App, proposed: str) -> str:
     """Print the release name to use: the proposed UTC timestamp, or one second after the newest
     release if that is not older (two deploys within one second, or this machine's clock behind)."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     return (
         f"r={q(proposed)}; last=$(ls -1 {q(lay.releases)} | grep -E '^[0-9]{{14}}$' | sort | tail -n 1); "
         'if [ -n "$last" ] && ! expr "$r" \\> "$last" >/dev/null; then '
@@ -92,12 +98,12 @@ def release_after(app: App, proposed: str) -> str:
 
 
 def unlock(app: App) -> list[str]:
-    return ["rm", "-rf", Layout(app.deploy_to).lock]
+    return ["rm", "-rf", Layout(app).lock]
 
 
 
 def unpack_archive(app: App, release: str, archive: str, revision: str) -> str:
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     path = lay.release(release)
     return (
         f"mkdir {q(path)} && tar -xzf {q(archive)} -C {q(path)} && rm -f {q(archive)} && "
@@ -107,7 +113,7 @@ def unpack_archive(app: App, release: str, archive: str, revision: str) -> str:
 
 def git_export(app: App, release: str, revision: str) -> str:
     """Capistrano's git strategy: a mirror under repo/, updated, then the revision exported."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     path = lay.release(release)
     url = app.source.repository
     return (
@@ -120,7 +126,7 @@ def git_export(app: App, release: str, revision: str) -> str:
 
 
 def link_shared(app: App, release: str) -> str:
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     path = lay.release(release)
     cmds: list[str] = []
     for d in app.linked_dirs:
@@ -146,7 +152,7 @@ def with_app_env(app: App, command: str, env: Mapping[str, str]) -> str:
 
 
 def build(app: App, release: str, commands: Sequence[str]) -> str:
-    path = Layout(app.deploy_to).release(release)
+    path = Layout(app).release(release)
     env = {**app.environment, **({"REDIS_URL": app.redis[0]} if app.redis else {})}
     steps = [f"( cd {q(path)} && {with_app_env(app, 'sh -ec ' + q(c), env)} )" for c in commands]
     return " && ".join(steps) or "true"
@@ -154,7 +160,7 @@ def build(app: App, release: str, commands: Sequence[str]) -> str:
 
 def switch_current(app: App, release: str) -> str:
     """Atomic: a temporary symlink renamed over `current` (never `ln -sfn`, which unlinks first)."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     tmp = f"{lay.deploy_to}/.current.{release}"
     return f"ln -sfn {q(lay.release(release))} {q(tmp)} && mv -T {q(tmp)} {q(lay.current)}"
 
@@ -170,7 +176,7 @@ def previous_release(app: App) -> str:
 
 def switch_back(app: App, release: str, previous: str) -> str:
     """After a failure: `current` back on the previous release if it was switched to `release`."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     if not previous:
         return "true"
     return (f"if [ \"$(readlink {q(lay.current)})\" = {q(lay.release(release))} ]; then "
@@ -179,7 +185,7 @@ def switch_back(app: App, release: str, previous: str) -> str:
 
 def cleanup(app: App) -> str:
     """Keep the newest keep_releases releases; never the one `current` points to."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     return (
         f"cd {q(lay.deploy_to)} && cur=$({current_release()}) && "
         f"ls -1 releases | grep -E '^[0-9]{{14}}$' | sort -r | tail -n +{app.keep_releases + 1} | "
@@ -189,19 +195,19 @@ def cleanup(app: App) -> str:
 
 def remove_release(app: App, release: str) -> str:
     """Remove a release that failed before `current` pointed to it."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     path = lay.release(release)
     return (f"[ \"$(readlink {q(lay.current)})\" = {q(path)} ] || rm -rf {q(path)} "
             f"{q(lay.releases)}/.{q(release)}.tar.gz")
 
 
 def log_revision(app: App, line: str) -> str:
-    return f"printf '%s\\n' {q(line)} >> {q(Layout(app.deploy_to).revisions_log)}"
+    return f"printf '%s\\n' {q(line)} >> {q(Layout(app).revisions_log)}"
 
 
 def list_releases(app: App) -> str:
     """One line per release, `NAME REVISION`, then `current NAME`."""
-    lay = Layout(app.deploy_to)
+    lay = Layout(app)
     return (
         f"cd {q(lay.deploy_to)} 2>/dev/null || exit 0; "
         f"for r in $(ls -1 releases 2>/dev/null | grep -E '^[0-9]{{14}}$' | sort -r); do "

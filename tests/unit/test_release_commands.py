@@ -72,7 +72,7 @@ def test_check_lists_every_missing_linked_file(app: App) -> None:
 
 
 def test_release_links_shared_and_switches_current(app: App, tmp_path: Path) -> None:
-    lay = rel.Layout(app.deploy_to)
+    lay = rel.Layout(app)
     ok(rel.check(app.model_copy(update={"linked_files": ()})))
     Path(lay.shared, "config").mkdir()
     Path(lay.shared, "config/app.env").write_text("TOKEN=x\n")
@@ -86,7 +86,7 @@ def test_release_links_shared_and_switches_current(app: App, tmp_path: Path) -> 
 
 
 def test_switch_is_a_rename_never_a_missing_current(app: App, tmp_path: Path) -> None:
-    lay = rel.Layout(app.deploy_to)
+    lay = rel.Layout(app)
     Path(lay.shared, "config").mkdir(parents=True)
     Path(lay.shared, "config/app.env").write_text("")
     release(app, tmp_path, "20260101000000")
@@ -97,7 +97,7 @@ def test_switch_is_a_rename_never_a_missing_current(app: App, tmp_path: Path) ->
 
 
 def test_cleanup_keeps_newest_and_never_current(app: App, tmp_path: Path) -> None:
-    lay = rel.Layout(app.deploy_to)
+    lay = rel.Layout(app)
     Path(lay.shared, "config").mkdir(parents=True)
     Path(lay.shared, "config/app.env").write_text("")
     for n in ("20260101000001", "20260101000002", "20260101000003", "20260101000004"):
@@ -109,7 +109,7 @@ def test_cleanup_keeps_newest_and_never_current(app: App, tmp_path: Path) -> Non
 
 
 def test_listing_and_rollback_choice(app: App, tmp_path: Path) -> None:
-    lay = rel.Layout(app.deploy_to)
+    lay = rel.Layout(app)
     Path(lay.shared, "config").mkdir(parents=True)
     Path(lay.shared, "config/app.env").write_text("")
     for n in ("20260101000001", "20260101000002"):
@@ -153,7 +153,7 @@ def test_holder_of_a_dead_local_process_is_gone() -> None:
 
 
 def test_build_runs_in_release_with_env_file_and_environment(app: App, tmp_path: Path) -> None:
-    lay = rel.Layout(app.deploy_to)
+    lay = rel.Layout(app)
     Path(lay.shared, "config").mkdir(parents=True)
     Path(lay.shared, "config/app.env").write_text("FROM_FILE='from file'\n")
     release(app, tmp_path, "20260101000000")
@@ -179,7 +179,7 @@ def test_holder_json_round_trip() -> None:
 
 
 def test_release_name_moves_past_the_newest_release(app: App) -> None:
-    releases = Path(rel.Layout(app.deploy_to).releases)
+    releases = Path(rel.Layout(app).releases)
     releases.mkdir(parents=True)
 
     def name(proposed: str) -> str:
