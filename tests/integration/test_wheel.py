@@ -7,6 +7,7 @@ prod-a only, so it costs seconds and leaves the sample app's tests alone.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -32,10 +33,9 @@ exec sleep infinity
 """
 
 
-def run(cwd: Path, *argv: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       check=False)
-    return r
+def run(cwd: Path, *argv: str | Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False, env={**os.environ, **env})
 
 
 def ok(r: subprocess.CompletedProcess[str]) -> str:
@@ -144,3 +144,23 @@ def test_init_check_render_and_deploy_from_the_apps_directory(
         return logs.count("greeting=hello") >= 2
 
     wait_for(greeted, 60, "both workers to log the env file's greeting")
+
+    # The same app from a URL at a tag: a bare repository, mirrored into the cache on this machine.
+    origin = tmp_path / "origin.git"
+    ok(run(tmp_path, "git", "clone", "-q", "--bare", app, origin))
+    (app / "bin" / "work").write_text(WORKER.replace("up,", "v2 up,"))
+    commit(app, "v2")
+    ok(run(app, "git", "tag", "v2"))
+    ok(run(app, "git", "push", "-q", origin, "main", "v2"))
+    inventory = app / "inventories" / "production.yml"
+    data = yaml.safe_load(inventory.read_text())
+    data["apps"][APP]["source"] = {"strategy": "archive", "repository": f"file://{origin}", "revision": "v2"}
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    cache = tmp_path / "cache"
+    ok(run(app, fab, "deploy", "--host", HOST, XDG_CACHE_HOME=str(cache)))
+    v2 = ok(run(app, "git", "rev-parse", "v2^{commit}")).strip()
+    current = ssh(HOST, f"readlink {DEPLOY_TO}/current").stdout.strip()
+    assert ssh(HOST, f"cat {current}/REVISION").stdout.strip() == v2
+    assert "v2 up," in ssh(HOST, f"cat {current}/bin/work").stdout
+    assert [p.name.startswith("origin-") for p in (cache / "deploytool" / "repos").iterdir()] == [True]
+    ssh(HOST, f"systemctl is-active {APP}-work@1.service {APP}-work@2.service")
