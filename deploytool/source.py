@@ -91,6 +91,7 @@ def sync_mirror(app: App) -> Path:
         action = "fetch"
     else:
         mirror.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(mirror, ignore_errors=True)  # not a repository (emptied by hand?): clone it again
         # Cloned beside its final place and renamed: an interrupted clone never looks like a mirror.
         partial = Path(tempfile.mkdtemp(prefix=f".{mirror.name}-", dir=mirror.parent))
         r = _run("clone", "--mirror", "--quiet", url, str(partial))

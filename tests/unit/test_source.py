@@ -107,6 +107,14 @@ def test_a_url_is_mirrored_in_the_cache_and_fetched_every_time(work: Path, bare:
     assert [p.name for p in mirror.parent.iterdir()] == [mirror.name]  # no partial clone left behind
 
 
+def test_a_broken_mirror_is_cloned_again(bare: Path) -> None:
+    url = f"file://{bare}"
+    mirror_path(url).mkdir(parents=True)
+    (mirror_path(url) / "junk").write_text("x")
+    assert resolve(app(url), None).commit == git(bare, "rev-parse", "main")
+    assert not (mirror_path(url) / "junk").exists()
+
+
 @pytest.mark.parametrize("revision", ["nope", "v9", "0" * 40, "--output=/tmp/x"])
 def test_unknown_revision_is_bad_input(revision: str, bare: Path) -> None:
     with pytest.raises(InputError) as e:
