@@ -1,11 +1,14 @@
-"""Deploy and restart timings at fleet scale: deploytool next to Capistrano and Ansible, on the sandbox.
+"""Deploy and restart timings at fleet scale: deploytool next to Capistrano, Ansible, pyinfra and a plain
+OpenSSH floor, on the sandbox.
 
-Run through `benchmarks/run` (it installs the peers first). For each fleet size N it boots sandbox hosts
-bench-01..bench-N (plus bench-redis, the Redis the sample app's workers use), provisions the sample
-app's linked file, deploys once untimed (units installed), then times K rounds of the three tools,
-interleaved and in a rotating order, checking the end state on every host after every run. At the
-largest N it times `fab workers.restart` (rolling, then --batch 25%) against the workers' own drain
-times, and breaks deploytool's time down by stage.
+Run through `benchmarks/run` (it installs the peers first). First, without any host, deploytool's start-up:
+`fab --list`, and a one-host deploy's time from process start to its first TCP connect (strace). Then for
+each fleet size N it boots sandbox hosts bench-01..bench-N (plus bench-redis, the Redis the sample app's
+workers use), provisions the sample app's linked file, deploys once untimed (units installed), then times
+K rounds of the tools, interleaved and in a rotating order, checking the end state on every host after
+every run, then K rounds of a no-change worker restart (`fab workers.restart --batch 100%` against
+Capistrano's `systemctl restart`). At the largest N it times `fab workers.restart` (rolling, then
+--batch 25%) against the workers' own drain times, and breaks deploytool's time down by stage.
 
 The sandbox is one per machine: everything here runs under the test suite's session lock, and only the
 hosts created here are removed again (also on failure or Ctrl-C).
@@ -22,6 +25,7 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -52,13 +56,21 @@ FAB = ROOT / ".venv" / "bin" / "fab"
 TOOLS_VENV = BENCH / ".venv"
 ANSIBLE_PLAYBOOK = TOOLS_VENV / "bin" / "ansible-playbook"
 PY_SPY = TOOLS_VENV / "bin" / "py-spy"
+PYINFRA = TOOLS_VENV / "bin" / "pyinfra"
+STRACE = shutil.which("strace") or "/usr/bin/strace"
 CAP = shutil.which("cap") or "/usr/bin/cap"
 SANDBOX_INVENTORY = ROOT / "inventories" / "sandbox.yml"
 APP = "sample"
 REDIS_HOST = ("bench-redis", "10.213.0.100")
 FIRST_OCTET = 101  # bench-01 is 10.213.0.101; the test fleet's .11/.12/.21 are never used
-TOOLS = ("deploytool", "capistrano", "ansible")
+FLOOR = "openssh floor"
+PEERS = ("capistrano", "ansible", "pyinfra")
+TOOLS = ("deploytool", *PEERS, FLOOR)
 ROLLING = "deploytool (default rolling restart)"
+MAX_HOSTS = 64  # bench-01..bench-64 are 10.213.0.101..164
+# The no-change worker restart, every host at once: deploytool's (quiet, stop, start, is-active check)
+# against Capistrano's `systemctl restart` of the same units.
+RESTARTERS = ("deploytool workers.restart --batch 100%", "capistrano workers:restart")
 JOB_SECONDS = "0.05"
 
 
@@ -106,7 +118,7 @@ def write_inventory(names: Sequence[str]) -> Path:
 
 @dataclass
 class Setup:
-    """Everything the three tools are given for one fleet size, derived from the one inventory."""
+    """Everything the tools are given for one fleet size, derived from the one inventory."""
 
     inventory: Path
     names: list[str]
@@ -117,10 +129,14 @@ class Setup:
     units: list[str]  # instances to run, e.g. sample-sidekiq@1.service
     target: str
     quiet: list[str]  # unit globs of the groups quieted with SIGTSTP
+    linked_files: list[str]
+    linked_dirs: list[str]
     unit_sha: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit file -> sha256
+    unit_files: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit file -> local path
     cap_config: Path = OUT / "capistrano.json"
     ansible_vars: Path = OUT / "ansible" / "vars.json"
     ansible_hosts: Path = OUT / "ansible" / "hosts.ini"
+    startup_inventory: Path = OUT / "inventories" / "startup.yml"
 
 
 def prepare(names: list[str]) -> Setup:
@@ -133,7 +149,8 @@ def prepare(names: list[str]) -> Setup:
     tarball = tarball.replace(OUT / "code" / "sample.tar.gz")
     w = Workers(inv, names[0], app)
     setup = Setup(path, names, tarball, revision.commit, app.deploy_to, app.keep_releases, w.units, w.target,
-                  [f"{app.name}-{g.name}@*.service" for g in w.groups if g.kind == "sidekiq"])
+                  [f"{app.name}-{g.name}@*.service" for g in w.groups if g.kind == "sidekiq"],
+                  list(app.linked_files), list(app.linked_dirs))
     units_dir = OUT / "units"
     shutil.rmtree(units_dir, ignore_errors=True)
     hosts_cfg: dict[str, Any] = {}
@@ -144,6 +161,7 @@ def prepare(names: list[str]) -> Setup:
         for u in render_app(inv, name, app):
             (d / u.name).write_text(u.content)
             files[u.name] = str(d / u.name)
+            setup.unit_files.setdefault(name, {})[u.name] = str(d / u.name)
             setup.unit_sha.setdefault(name, {})[u.name] = u.sha256
         hosts_cfg[name] = {"address": address(name), "files": files, "units": setup.units,
                            "target": setup.target, "quiet": setup.quiet}
@@ -254,9 +272,94 @@ def run_ansible(s: Setup, label: str) -> Run:
         shutil.rmtree(control, ignore_errors=True)
 
 
+def release_now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def run_pyinfra(s: Setup, label: str) -> Run:
+    env = {"BENCH_CONFIG": str(s.cap_config), "BENCH_TARBALL": str(s.tarball), "BENCH_REVISION": s.commit,
+           "BENCH_RELEASE": release_now()}
+    # -y: no prompt; one connection per host, all hosts at once (pyinfra's default caps it at 20 per CPU).
+    return timed("pyinfra", len(s.names),
+                 [str(PYINFRA), "-y", "--parallel", str(len(s.names)), "inventory.py", "deploy.py"],
+                 BENCH / "pyinfra", env, logname=label)
+
+
+def floor_script(s: Setup, name: str, release: str) -> str:
+    """The whole deploy of one host as one shell script, the code tarball on its stdin: what the peers do,
+    without their checks, lock, facts or reporting. The lower bound a tool doing this work over SSH has."""
+    q = shlex.quote
+    d = s.deploy_to
+    r = f"{d}/releases/{release}"
+    lines = ["set -e", f"cd {q(d)}",
+             "mkdir -p releases " + " ".join(q(f"shared/{x}") for x in s.linked_dirs),
+             f"mkdir {q(r)}", f"tar -xzf - -C {q(r)}", f"printf '%s\\n' {q(s.commit)} > {q(r + '/REVISION')}"]
+    lines += [f"rm -rf {q(r + '/' + x)} && ln -s {q(d + '/shared/' + x)} {q(r + '/' + x)}" for x in s.linked_dirs]
+    lines += [f"mkdir -p {q(os.path.dirname(r + '/' + f))} && ln -sfn {q(d + '/shared/' + f)} {q(r + '/' + f)}"
+              for f in s.linked_files]
+    lines.append(shlex.join(["sudo", "-n", "systemctl", "kill", "--kill-whom=main", "--signal=SIGTSTP", *s.quiet]))
+    lines.append(f"ln -sfn {q(r)} .current.{release} && mv -T .current.{release} current")
+    lines.append("changed=")
+    for unit, path in sorted(s.unit_files[name].items()):
+        text = q(Path(path).read_text())
+        dest = q(f"/etc/systemd/system/{unit}")
+        lines.append(f"printf '%s' {text} | cmp -s - {dest} || "
+                     f"{{ printf '%s' {text} | sudo -n tee {dest} >/dev/null; changed=1; }}")
+    units = " ".join(q(u) for u in [s.target, *s.units])
+    lines += ['[ -z "$changed" ] || sudo -n systemctl daemon-reload',
+              f'[ "$(systemctl is-enabled {units} | sort -u)" = enabled ] || sudo -n systemctl enable --quiet {units}',
+              "sudo -n systemctl restart " + " ".join(q(u) for u in s.units),
+              "cur=$(basename \"$(readlink current)\")",
+              f"ls -1 releases | grep -E '^[0-9]{{14}}$' | sort -r | tail -n +{s.keep_releases + 1} | "
+              'while read -r x; do [ "$x" = "$cur" ] || rm -rf "releases/$x"; done',
+              f"printf '%s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%S+00:00) {s.commit} deployed as release {release} "
+              'by openssh" >> revisions.log']
+    return "\n".join(lines)
+
+
+def run_floor(s: Setup, label: str) -> Run:
+    """One `ssh` per host, all hosts at once, each sending floor_script with the tarball on stdin."""
+    release = release_now()
+    (OUT / "floor").mkdir(parents=True, exist_ok=True)
+    for name in s.names:
+        (OUT / "floor" / f"{name}.sh").write_text(floor_script(s, name, release))
+    launcher = "\n".join([
+        'fail=0; for h in "$@"; do',
+        '  addr=${h#*=}; name=${h%%=*}',
+        '  "$SSH" "${SSH_OPTS[@]}" "deploy@$addr" -- "$(cat "$SCRIPTS/$name.sh")" < "$TARBALL" &',
+        "done",
+        "for j in $(jobs -p); do wait $j || fail=1; done",
+        "exit $fail"])
+    opts = sandbox.ssh_argv("ADDR", "true", connect_timeout=30)
+    ssh_opts = opts[1:opts.index("deploy@ADDR")]
+    argv = ["bash", "-c", f"SSH_OPTS=({shlex.join(ssh_opts)}); {launcher}", "floor",
+            *(f"{n}={address(n)}" for n in s.names)]
+    env = {"SSH": opts[0], "SCRIPTS": str(OUT / "floor"), "TARBALL": str(s.tarball)}
+    return timed(FLOOR, len(s.names), argv, ROOT, env, logname=label)
+
+
 RUNNERS: dict[str, Callable[[Setup, str], Run]] = {
     "deploytool": run_deploytool, "capistrano": run_capistrano, "ansible": run_ansible,
-    ROLLING: run_deploytool_rolling,
+    "pyinfra": run_pyinfra, FLOOR: run_floor, ROLLING: run_deploytool_rolling,
+}
+
+
+def run_restart_deploytool(s: Setup, label: str) -> Run:
+    return timed(RESTARTERS[0], len(s.names),
+                 [str(FAB), "-r", str(ROOT), "workers.restart", "--inventory", str(s.inventory), "--json",
+                  "--batch", "100%"], ROOT, logname=label)
+
+
+def run_restart_capistrano(s: Setup, label: str) -> Run:
+    env = {"BENCH_CONFIG": str(s.cap_config), "BENCH_CAP_LOG": str(OUT / "logs" / f"{label}.capistrano.log"),
+           "BENCH_TARBALL": str(s.tarball), "BENCH_REVISION": s.commit}
+    (OUT / "logs").mkdir(parents=True, exist_ok=True)
+    return timed(RESTARTERS[1], len(s.names), [CAP, "bench", "workers:restart"], BENCH / "capistrano", env,
+                 logname=label)
+
+
+RESTART_RUNNERS: dict[str, Callable[[Setup, str], Run]] = {
+    RESTARTERS[0]: run_restart_deploytool, RESTARTERS[1]: run_restart_capistrano,
 }
 
 
@@ -329,6 +432,28 @@ def check_state(s: Setup, name: str, before: dict[str, str], after: dict[str, st
     return bad
 
 
+def check_restarted(s: Setup, before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What is wrong with a host after a worker restart: every unit active again, each started anew."""
+    if "error" in after:
+        return [after["error"]]
+    bad = []
+    if after.get("active", "").split() != ["active"] * (len(s.units) + 1):
+        bad.append(f"units not active: {after.get('active')}")
+    old, new = before.get("started", "").split(), after.get("started", "").split()
+    if len(new) != len(s.units) or any(int(b) >= int(a) for b, a in zip(old, new, strict=False)):
+        bad.append(f"workers not restarted (started {old} -> {new})")
+    return bad
+
+
+def wait_for_new_second(states: dict[str, dict[str, str]]) -> None:
+    """Tools that name the release from the controller's clock (whole seconds) must not meet the release
+    of the run before them: wait, untimed, until the clock is past the newest release on any host."""
+    newest = max((st.get("current", "").rsplit("/", 1)[-1] for st in states.values()), default="")
+    deadline = time.monotonic() + 5
+    while release_now() <= newest and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # --- the fleet ------------------------------------------------------------------------------------
 
 
@@ -364,6 +489,107 @@ def provision(s: Setup, names: list[str]) -> None:
     failed = {n: r.stderr.strip() for n, r in results.items() if r.returncode != 0}
     if failed:
         raise SystemExit(f"provisioning failed: {failed}")
+
+
+# --- start-up: before the first connection -------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): a connect there is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def startup_inventory(port: int) -> Path:
+    """The bench inventory with bench-01 pointing at a closed loopback port: a one-host deploy does all it
+    does before connecting (inventory, revision, tarball, units), then fails at its first connect."""
+    data = yaml.safe_load(write_inventory(["bench-01"]).read_text())
+    data["hosts"]["bench-01"].update(address="127.0.0.1", port=port)
+    path = OUT / "inventories" / "startup.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def tree_at(rev: str) -> Path:
+    """deploytool's tree at a git revision, unpacked into a temporary directory (no git state changed)."""
+    where = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where
+
+
+def first_connect(argv: list[str], port: int, env: dict[str, str]) -> tuple[float | None, float]:
+    """Seconds from starting argv to its first TCP connect to the port (strace, connect calls only, filtered
+    in the kernel), and to its exit."""
+    trace = OUT / "startup" / "connect.trace"
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    subprocess.run([STRACE, "-f", "--seccomp-bpf", "-ttt", "-e", "trace=connect", "-o", str(trace), *argv],
+                   capture_output=True, env={**os.environ, **env}, check=False, timeout=120)
+    total = time.time() - t0
+    for line in trace.read_text().splitlines():
+        if f"htons({port})" in line:
+            return float(line.split()[1]) - t0, total
+    return None, total
+
+
+def import_seconds(module: str, env: dict[str, str]) -> float | None:
+    """Cumulative import time of a module (python -X importtime), in seconds."""
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-X", "importtime", "-c", f"import {module}"],
+                       capture_output=True, text=True, env={**os.environ, **env}, check=False)
+    for line in r.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].strip() == module:
+            return int(parts[1]) / 1e6
+    return None
+
+
+def measure_startup(res: Results, repeat: int, baseline: str | None) -> None:
+    """`fab --list` (wall and CPU), the import of the task collection, and a one-host deploy's time to its
+    first connection; of this tree and, with a baseline revision, of that revision's tree, interleaved."""
+    port = closed_port()
+    inventory = startup_inventory(port)
+    trees: dict[str, tuple[Path, dict[str, str]]] = {"now": (ROOT, {})}
+    if baseline:
+        base = tree_at(baseline)
+        trees[f"at {baseline}"] = (base, {"PYTHONPATH": str(base)})  # ahead of the editable install
+    samples: dict[str, dict[str, list[float]]] = {t: defaultdict(list) for t in trees}
+    try:
+        for _ in range(max(5, repeat)):
+            for label, (tree, env) in trees.items():
+                run = timed("fab --list", 1, [str(FAB), "-r", str(tree), "--list"], tree, env)
+                samples[label]["fab --list s"].append(run.seconds)
+                samples[label]["fab --list CPU s"].append(run.cpu)
+                imp = import_seconds("deploytool.tasks", env)
+                if imp is not None:
+                    samples[label]["import deploytool.tasks s"].append(imp)
+                first, _total = first_connect([str(FAB), "-r", str(tree), "deploy", "--inventory", str(inventory),
+                                               "--host", "bench-01", *ALL_AT_ONCE], port, env)
+                if first is not None:
+                    samples[label]["one-host deploy: start to first connect s"].append(first)
+            version = timed("fab --version", 1, [str(FAB), "--version"], ROOT)
+            samples["now"]["fab --version s (Fabric alone)"].append(version.seconds)
+    finally:
+        for tree, _env in trees.values():
+            if tree != ROOT:
+                shutil.rmtree(tree, ignore_errors=True)
+    res.startup = {label: {k: statistics.median(v) for k, v in m.items()} for label, m in samples.items()}
+    for label, m in res.startup.items():
+        log(f"start-up ({label}): " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+
+
+def startup_table(res: Results) -> list[str]:
+    labels = list(res.startup)
+    keys = list(dict.fromkeys(k for m in res.startup.values() for k in m))
+    lines = ["| measure (median) | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(fmt3(res.startup[lb].get(k)) for lb in labels) + " |")
+    return lines
+
+
+def fmt3(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 # --- statistics and printing ----------------------------------------------------------------------
@@ -408,6 +634,8 @@ class Results:
     restart: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
+    restarts: list[Run] = field(default_factory=list)  # the no-change worker restarts, every N
+    startup: dict[str, Any] = field(default_factory=dict)
 
 
 def measure_size(s: Setup, res: Results, first: bool) -> None:
@@ -419,6 +647,7 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
         order = tools[k % len(tools):] + tools[:k % len(tools)]
         for tool in order:
             label = f"n{n}-r{k}-{tool.split()[0]}{'-rolling' if tool == ROLLING else ''}"
+            wait_for_new_second(states)
             run = RUNNERS[tool](s, label)
             after = each(s.names, lambda h, r=run: read_state(s, h, r.t0, r.t1))
             bad = {h: check_state(s, h, states[h], after[h]) for h in s.names}
@@ -432,7 +661,7 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
                 res.failures.append(what[:2000])
                 log(f"FAILED {what[:600]}\n    output tail: {run.output[-800:]}")
             else:
-                log(f"N={n} round {k} {tool:<10} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s  end state ok{tag}")
+                log(f"N={n} round {k} {tool:<13} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s  end state ok{tag}")
             if warm:
                 continue
             res.runs.append(run)
@@ -447,6 +676,29 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
                     ph["connections"] = h["connections"]
             for ph in per_host:
                 res.counts[f"{n}:{tool}"].append(ph)
+
+
+def measure_restart_compare(s: Setup, res: Results) -> None:
+    """K rounds of a no-change worker restart of every host at once, deploytool and Capistrano interleaved,
+    every host checked (all units active again, each started anew) after every run."""
+    n = len(s.names)
+    states = each(s.names, lambda h: read_state(s, h))
+    for k in range(res.repeat):
+        order = RESTARTERS[k % 2:] + RESTARTERS[:k % 2]
+        for tool in order:
+            label = f"n{n}-r{k}-restart-{tool.split()[0]}"
+            run = RESTART_RUNNERS[tool](s, label)
+            after = each(s.names, lambda h, r=run: read_state(s, h, r.t0, r.t1))
+            bad = {h: b for h in s.names if (b := check_restarted(s, states[h], after[h]))}
+            states = after
+            if not run.ok or bad:
+                what = f"{label}: exit ok={run.ok}; " + "; ".join(f"{h}: {', '.join(b)}" for h, b in bad.items())
+                run.ok = False
+                res.failures.append(what[:2000])
+                log(f"FAILED {what[:600]}\n    output tail: {run.output[-800:]}")
+            else:
+                log(f"N={n} round {k} {tool:<40} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s  workers restarted")
+            res.restarts.append(run)
 
 
 def restart_drains(s: Setup, since: float) -> dict[str, dict[str, float]]:
@@ -561,7 +813,7 @@ def counts_table(res: Results) -> list[str]:
                 vals = [x[key] for x in xs if key in x]
                 return f"{statistics.median(vals):g}" if vals else "-"
 
-            cmds = med("commands") if tool in ("deploytool", ROLLING) else "-"
+            cmds = med("commands") if tool in ("deploytool", ROLLING) else "1" if tool == FLOOR else "-"
             lines.append(f"| {n} | {tool} | {med('sshd_conn')} | {med('sudo')} | {cmds} |")
     return lines
 
@@ -574,11 +826,25 @@ def report(res: Results, command: str) -> str:
            f"deploytool's compared runs use `fab deploy {shlex.join(ALL_AT_ONCE)}` (every host's workers restarted "
            "at once, as the peers do)" if ALL_AT_ONCE else "",
            f"Machine: {os.cpu_count()} CPUs, {mem_gib():.1f} GiB RAM, kernel {platform.release()}, "
-           f"{distro()}; tools: {versions()}", ""]
-    out += ["## Deploy: seconds per full deploy of N hosts (end state checked on every host after every run)", ""]
-    out += summary_table(res.runs, res.sizes)
-    out += ["", "## Per host per deploy (medians)", ""]
-    out += counts_table(res)
+           f"{distro()}; load average at the start {os.getloadavg()[0]:.2f}; tools: {versions()}", ""]
+    if res.startup:
+        out += ["## Start-up: before the first connection (no host involved)", ""]
+        out += startup_table(res)
+        out += ["", "`fab --list` and `fab --version` wall time from start to exit; the import from "
+                "`python -X importtime -c 'import deploytool.tasks'` (cumulative); the first connect of "
+                "`fab deploy --host bench-01` (the bench inventory with bench-01 on a closed loopback port) "
+                "from `strace -f --seccomp-bpf -e trace=connect`, counted from the process start.", ""]
+    if res.runs:
+        out += ["## Deploy: seconds per full deploy of N hosts (end state checked on every host after every run)", ""]
+        out += summary_table(res.runs, res.sizes)
+        out += ["", "## Growth with N (deploytool's compared runs, medians)", ""]
+        out += growth_table(res)
+    if res.restarts:
+        out += ["", "## No-change worker restart, every host at once (every host checked after every run)", ""]
+        out += restart_table(res)
+    if res.runs:
+        out += ["", "## Per host per deploy (medians)", ""]
+        out += counts_table(res)
     if res.restart:
         n = max(res.sizes)
         out += ["", f"## `fab workers.restart` at N = {n}", "",
@@ -610,28 +876,93 @@ def report(res: Results, command: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def targets(res: Results) -> list[str]:
-    def med(tool: str, n: int) -> float | None:
-        xs = [r.seconds for r in res.runs if r.tool == tool and r.n == n and r.ok]
-        return statistics.median(xs) if xs else None
+def median_of(runs: list[Run], tool: str, n: int) -> float | None:
+    xs = [r.seconds for r in runs if r.tool == tool and r.n == n and r.ok]
+    return statistics.median(xs) if xs else None
 
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def targets(res: Results) -> list[str]:
+    """Each target of the issue, per N, with its ratio and whether it is met."""
     lines = []
-    big, small = max(res.sizes), min(res.sizes)
-    d = med("deploytool", big)
-    peers = {t: m for t in ("capistrano", "ansible") if (m := med(t, big)) is not None}
-    if d is not None and peers:
-        fastest = min(peers, key=lambda t: peers[t])
-        ratio = d / peers[fastest]
-        lines.append(f"- N = {big}: deploytool {d:.2f}s vs fastest peer {fastest} {peers[fastest]:.2f}s: "
-                     f"ratio {ratio:.2f} (target <= 0.5): {'MET' if ratio <= 0.5 else 'NOT MET'}")
-    d1 = med("deploytool", small)
-    if d is not None and d1 is not None and big != small:
-        lines.append(f"- N = {big} vs N = {small}: {d:.2f}s / {d1:.2f}s = {d / d1:.2f}x (target <= 2x): "
-                     f"{'MET' if d / d1 <= 2 else 'NOT MET'}")
+    for n in res.sizes if res.runs else []:
+        d = median_of(res.runs, "deploytool", n)
+        if d is None:
+            lines.append(f"- N = {n}: no successful deploytool deploy to compare")
+            continue
+        floor = median_of(res.runs, FLOOR, n)
+        if floor is not None:
+            lines.append(f"- N = {n}: full deploy {d:.2f}s vs the OpenSSH floor {floor:.2f}s: ratio {d / floor:.2f} "
+                         f"(target <= 1.5): {verdict(d / floor <= 1.5)}")
+        peers = {t: m for t in PEERS if (m := median_of(res.runs, t, n)) is not None}
+        if peers:
+            fastest = min(peers, key=lambda t: peers[t])
+            ratio = d / peers[fastest]
+            lines.append(f"- N = {n}: full deploy {d:.2f}s vs the fastest peer, {fastest}, {peers[fastest]:.2f}s: "
+                         f"ratio {ratio:.2f} (target <= 0.5): {verdict(ratio <= 0.5)}")
+        rolling = median_of(res.runs, ROLLING, n)
+        if rolling is not None:
+            lines.append(f"- N = {n}: `--restart-batch 100%` {d:.2f}s vs the default rolling restart {rolling:.2f}s: "
+                         f"ratio {d / rolling:.2f} (target <= 1, never slower): {verdict(d <= rolling)}")
+        ours, cap = (median_of(res.restarts, t, n) for t in RESTARTERS)
+        if ours is not None and cap is not None:
+            lines.append(f"- N = {n}: no-change `workers.restart --batch 100%` {ours:.2f}s vs Capistrano's "
+                         f"`systemctl restart` {cap:.2f}s: ratio {ours / cap:.2f} (target <= 1): "
+                         f"{verdict(ours <= cap)}")
+        conns = [x["sshd_conn"] for x in res.counts.get(f"{n}:deploytool", []) if x["sshd_conn"] == x["sshd_conn"]]
+        if conns:
+            lines.append(f"- N = {n}: SSH connections per host per deploy (sshd's log): at most {max(conns):g} "
+                         f"(target 1): {verdict(max(conns) <= 1)}")
     cmds = [x["commands"] for n in res.sizes for x in res.counts.get(f"{n}:deploytool", []) if "commands" in x]
     if cmds:
-        lines.append(f"- remote commands per host per deploy: {max(cmds):g} (+1 sftp upload) (target <= 8): "
-                     f"{'MET' if max(cmds) <= 8 else 'NOT MET'}")
+        lines.append(f"- remote commands (round trips) per host per deploy: {max(cmds):g}, plus one sftp upload "
+                     "(reported, no target)")
+    now = res.startup.get("now", {})
+    for label, before in res.startup.items():
+        if label == "now":
+            continue
+        for key in ("fab --list s", "one-host deploy: start to first connect s"):
+            if key in now and key in before:
+                r = now[key] / before[key]
+                lines.append(f"- start-up, {key.removesuffix(' s')}: {now[key]:.3f}s now vs {before[key]:.3f}s "
+                             f"{label}: ratio {r:.2f} (target <= 0.5, halved): {verdict(r <= 0.5)}")
+    if res.startup and len(res.startup) == 1:
+        lines.append("- start-up halved: no baseline measured (run with `--startup-baseline REV`)")
+    return lines
+
+
+def growth_table(res: Results) -> list[str]:
+    """How deploytool's deploy time and controller CPU grow with N (medians of the compared runs)."""
+    lines = ["| N | deploytool s | vs smallest N | controller CPU s | CPU ms per host | OpenSSH floor s | "
+             "floor's CPU s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    base = None
+    for n in res.sizes:
+        rs = [r for r in res.runs if r.tool == "deploytool" and r.n == n and r.ok]
+        if not rs:
+            continue
+        sec = statistics.median(r.seconds for r in rs)
+        cpu = statistics.median(r.cpu for r in rs)
+        base = base or sec
+        fl = [r for r in res.runs if r.tool == FLOOR and r.n == n and r.ok]
+        fs = fmt(statistics.median(r.seconds for r in fl)) if fl else "-"
+        fc = fmt(statistics.median(r.cpu for r in fl)) if fl else "-"
+        lines.append(f"| {n} | {fmt(sec)} | {sec / base:.2f}x | {fmt(cpu)} | {1000 * cpu / n:.0f} | {fs} | {fc} |")
+    return lines
+
+
+def restart_table(res: Results) -> list[str]:
+    lines = ["| N | command | median s | min s | max s | runs | controller CPU s (median) |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for n in res.sizes:
+        for tool in RESTARTERS:
+            rs = [r for r in res.restarts if r.n == n and r.tool == tool and r.ok]
+            if rs:
+                xs = [r.seconds for r in rs]
+                lines.append(f"| {n} | {tool} | {fmt(statistics.median(xs))} | {fmt(min(xs))} | {fmt(max(xs))} | "
+                             f"{len(xs)} | {fmt(statistics.median(r.cpu for r in rs))} |")
     return lines
 
 
@@ -660,13 +991,15 @@ def distro() -> str:
 def versions() -> str:
     def first(argv: list[str]) -> str:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.splitlines()[0].strip()
+            r = subprocess.run(argv, capture_output=True, text=True, check=False)
+            return (r.stdout or r.stderr).splitlines()[0].strip()
         except (OSError, IndexError):
             return "?"
 
     fabric = first([str(ROOT / ".venv" / "bin" / "python"), "-c", "import fabric; print(fabric.__version__)"])
     return (f"deploytool {first(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'])} (Fabric {fabric}), "
-            f"{first([CAP, '--version'])}, {first([str(ANSIBLE_PLAYBOOK), '--version'])}")
+            f"{first([CAP, '--version'])}, {first([str(ANSIBLE_PLAYBOOK), '--version'])}, "
+            f"{first([str(PYINFRA), '--version'])}, {first(['ssh', '-V'])}")
 
 
 res_started = ""
@@ -675,17 +1008,31 @@ res_started = ""
 def main() -> int:
     global res_started
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1,8,32", help="fleet sizes, comma-separated (default 1,8,32; max 32)")
+    ap.add_argument("--sizes", default="1,8,32",
+                    help=f"fleet sizes, comma-separated (default 1,8,32; max {MAX_HOSTS})")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per tool per size (default 3)")
-    ap.add_argument("--no-restart", action="store_true", help="skip the workers.restart timing")
+    ap.add_argument("--no-restart", action="store_true", help="skip the workers.restart timings")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of one deploy")
+    ap.add_argument("--startup-baseline", metavar="REV",
+                    help="also measure the start-up of deploytool at this git revision, interleaved (before/after)")
+    ap.add_argument("--startup-only", action="store_true", help="only the start-up measures: no host, no lock")
     args = ap.parse_args()
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
-    if not sizes or sizes[0] < 1 or sizes[-1] > 32 or args.repeat < 1:
-        ap.error("sizes must be between 1 and 32, repeat at least 1")
+    if not sizes or sizes[0] < 1 or sizes[-1] > MAX_HOSTS or args.repeat < 1:
+        ap.error(f"sizes must be between 1 and {MAX_HOSTS}, repeat at least 1")
     command = "benchmarks/run " + shlex.join(sys.argv[1:])
     res = Results(sizes, args.repeat)
     OUT.mkdir(parents=True, exist_ok=True)
+    # Start-up first, outside the lock: it needs no host (its one connect goes to a closed loopback port).
+    res_started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    res.commits.append(deploytool_version())
+    measure_startup(res, args.repeat, args.startup_baseline)
+    if args.startup_only:
+        res.commits.append(deploytool_version())
+        text = report(res, command)
+        (OUT / "report.md").write_text(text)
+        print(text)
+        return 0
 
     def terminate(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -695,10 +1042,8 @@ def main() -> int:
     booted: list[str] = []
     log(f"waiting for the sandbox session lock {SESSION_LOCK} (held while the test suite runs)")
     with held(SESSION_LOCK):
-        res_started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        res.commits.append(deploytool_version())
         log("got the lock")
-        ours = [REDIS_HOST[0], *host_names(32)]
+        ours = [REDIS_HOST[0], *host_names(MAX_HOSTS)]
         leftover = [h.name for h in sandbox.recorded_hosts() if h.name in ours]
         if leftover:
             log(f"removing bench hosts left by an earlier run: {', '.join(leftover)}")
@@ -718,6 +1063,8 @@ def main() -> int:
                     raise SystemExit(f"first deploy failed:\n{first.output[-3000:]}")
                 log(f"N={n}: first deploy of {len(new)} new host(s) {first.seconds:.1f}s")
                 measure_size(setup, res, first=(i == 0))
+                if not args.no_restart:
+                    measure_restart_compare(setup, res)
                 if n == sizes[-1] and not args.no_restart:
                     measure_restart(setup, res)
                 if n == sizes[-1] and not args.no_profile:
