@@ -91,7 +91,10 @@ def address(name: str) -> str:
 # --- what the tools are given ---------------------------------------------------------------------
 
 
-def write_inventory(names: Sequence[str]) -> Path:
+LIGHT_GROUPS = ("sidekiq",)  # --light: the one group that is quieted, so every step still has work to do
+
+
+def write_inventory(names: Sequence[str], light: bool = False) -> Path:
     """The bench inventory: the sandbox's sample app on N hosts with one process per worker group (so
     32 hosts fit two cores), its Redis on bench-redis. One file name for every N, so the rendered units
     (their header names the inventory file) stay byte-identical as the fleet grows."""
@@ -103,6 +106,8 @@ def write_inventory(names: Sequence[str]) -> Path:
     app["source"]["revision"] = subprocess.run(
         ["git", "-C", app["source"]["repository"], "rev-parse", "--verify", app["source"]["revision"] + "^{commit}"],
         capture_output=True, text=True, check=True).stdout.strip()
+    if light:  # fewer processes per host, for fleets beyond 32 hosts on two cores
+        app["workers"] = {k: v for k, v in app["workers"].items() if k in LIGHT_GROUPS}
     for group in app["workers"].values():
         group["processes"] = 1
     common = {"user": "deploy", "known_hosts": str(sandbox.KNOWN_HOSTS), "identity": str(sandbox.CLIENT_KEY),
@@ -139,8 +144,8 @@ class Setup:
     startup_inventory: Path = OUT / "inventories" / "startup.yml"
 
 
-def prepare(names: list[str]) -> Setup:
-    path = write_inventory(names)
+def prepare(names: list[str], light: bool = False) -> Setup:
+    path = write_inventory(names, light)
     inv = load_inventory(path)
     app = inv.apps[APP]
     revision = resolve(app, None)
@@ -674,8 +679,26 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
                 for ph, h in zip(per_host, report["hosts"], strict=False):
                     ph["commands"] = h["commands"]
                     ph["connections"] = h["connections"]
+            if tool in PEERS and run.ok:
+                for ph, h in zip(per_host, after, strict=True):
+                    ph["commands"] = peer_commands(tool, label, run, h)
             for ph in per_host:
                 res.counts[f"{n}:{tool}"].append(ph)
+
+
+def peer_commands(tool: str, label: str, run: Run, host: str) -> float:
+    """Remote commands a peer ran on one host, from its own output: Capistrano's `Running ... on ADDR`
+    lines (uploads not counted), Ansible's task results (PLAY RECAP ok=, loops count once), pyinfra's
+    operations that ran commands (`[host] Success`; its fact reads not counted)."""
+    if tool == "capistrano":
+        text = (OUT / "logs" / f"{label}.capistrano.log").read_text(errors="replace")
+        return float(sum(1 for ln in text.splitlines() if " Running " in ln and ln.endswith(f" on {address(host)}")))
+    if tool == "ansible":
+        for ln in run.stdout.splitlines():
+            if ln.startswith(f"{host} ") and "ok=" in ln:
+                return float(ln.split("ok=")[1].split()[0])
+        return float("nan")
+    return float(run.output.count(f"[{host}] Success"))
 
 
 def measure_restart_compare(s: Setup, res: Results) -> None:
@@ -801,7 +824,7 @@ def stage_table(hosts: list[dict[str, Any]]) -> list[str]:
 
 def counts_table(res: Results) -> list[str]:
     lines = ["| N | tool | SSH connections per host (sshd's log) | sudo commands per host (host's journal) | "
-             "remote commands per host (deploytool's report) |",
+             "remote commands per host (the tool's own report or log) |",
              "|---:|---|---:|---:|---:|"]
     for n in res.sizes:
         for tool in (*TOOLS, ROLLING):
@@ -813,8 +836,12 @@ def counts_table(res: Results) -> list[str]:
                 vals = [x[key] for x in xs if key in x]
                 return f"{statistics.median(vals):g}" if vals else "-"
 
-            cmds = med("commands") if tool in ("deploytool", ROLLING) else "1" if tool == FLOOR else "-"
+            cmds = "1" if tool == FLOOR else med("commands")
             lines.append(f"| {n} | {tool} | {med('sshd_conn')} | {med('sudo')} | {cmds} |")
+    lines += ["", "Remote commands: deploytool's round trips (its `--json` report; each carries several stages; "
+              "plus one sftp upload); Capistrano's `Running` lines (plus one upload); Ansible's task results "
+              "(PLAY RECAP `ok=`; a loop counts once); pyinfra's operations that ran commands (its fact reads not "
+              "counted); the floor's one ssh command."]
     return lines
 
 
@@ -823,6 +850,7 @@ def report(res: Results, command: str) -> str:
            f"Command: `{command}`", f"Started: {res_started}",
            f"deploytool measured: {res.commits[0]}" + (f" (at the end: {res.commits[-1]}: CHANGED DURING THE RUN)"
                                                        if res.commits[-1] != res.commits[0] else ""),
+           "Bench hosts: --light, one Sidekiq process per host (no RQ)" if light_run else "",
            f"deploytool's compared runs use `fab deploy {shlex.join(ALL_AT_ONCE)}` (every host's workers restarted "
            "at once, as the peers do)" if ALL_AT_ONCE else "",
            f"Machine: {os.cpu_count()} CPUs, {mem_gib():.1f} GiB RAM, kernel {platform.release()}, "
@@ -1003,10 +1031,11 @@ def versions() -> str:
 
 
 res_started = ""
+light_run = False
 
 
 def main() -> int:
-    global res_started
+    global res_started, light_run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,8,32",
                     help=f"fleet sizes, comma-separated (default 1,8,32; max {MAX_HOSTS})")
@@ -1015,8 +1044,11 @@ def main() -> int:
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of one deploy")
     ap.add_argument("--startup-baseline", metavar="REV",
                     help="also measure the start-up of deploytool at this git revision, interleaved (before/after)")
+    ap.add_argument("--light", action="store_true",
+                    help=f"bench hosts run only the {', '.join(LIGHT_GROUPS)} worker group (one process): for N > 32")
     ap.add_argument("--startup-only", action="store_true", help="only the start-up measures: no host, no lock")
     args = ap.parse_args()
+    light_run = args.light
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
     if not sizes or sizes[0] < 1 or sizes[-1] > MAX_HOSTS or args.repeat < 1:
         ap.error(f"sizes must be between 1 and {MAX_HOSTS}, repeat at least 1")
@@ -1051,7 +1083,7 @@ def main() -> int:
         try:
             for i, n in enumerate(sizes):
                 names = host_names(n)
-                setup = prepare(names)
+                setup = prepare(names, args.light)
                 new = [h for h in names if h not in booted]
                 boot(names, booted)
                 provision(setup, new)
