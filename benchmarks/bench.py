@@ -524,14 +524,14 @@ def tree_at(rev: str) -> Path:
     return where
 
 
-def first_connect(argv: list[str], port: int, env: dict[str, str]) -> tuple[float | None, float]:
+def first_connect(argv: list[str], port: int, tree: Path, env: dict[str, str]) -> tuple[float | None, float]:
     """Seconds from starting argv to its first TCP connect to the port (strace, connect calls only, filtered
     in the kernel), and to its exit."""
     trace = OUT / "startup" / "connect.trace"
     trace.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     subprocess.run([STRACE, "-f", "--seccomp-bpf", "-ttt", "-e", "trace=connect", "-o", str(trace), *argv],
-                   capture_output=True, env={**os.environ, **env}, check=False, timeout=120)
+                   capture_output=True, cwd=tree, env={**os.environ, **env}, check=False, timeout=120)
     total = time.time() - t0
     for line in trace.read_text().splitlines():
         if f"htons({port})" in line:
@@ -539,10 +539,11 @@ def first_connect(argv: list[str], port: int, env: dict[str, str]) -> tuple[floa
     return None, total
 
 
-def import_seconds(module: str, env: dict[str, str]) -> float | None:
-    """Cumulative import time of a module (python -X importtime), in seconds."""
+def import_seconds(module: str, tree: Path, env: dict[str, str]) -> float | None:
+    """Cumulative import time of a module of a tree (python -X importtime, run in the tree: `-c` puts the
+    working directory first on sys.path), in seconds."""
     r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-X", "importtime", "-c", f"import {module}"],
-                       capture_output=True, text=True, env={**os.environ, **env}, check=False)
+                       capture_output=True, text=True, cwd=tree, env={**os.environ, **env}, check=False)
     for line in r.stderr.splitlines():
         parts = line.split("|")
         if len(parts) == 3 and parts[2].strip() == module:
@@ -568,11 +569,11 @@ def measure_startup(res: Results, repeat: int, baseline: str | None) -> None:
                 run = timed("fab --list", 1, [str(FAB), "-r", str(tree), "--list"], tree, env)
                 samples[label]["fab --list s"].append(run.seconds)
                 samples[label]["fab --list CPU s"].append(run.cpu)
-                imp = import_seconds("deploytool.tasks", env)
+                imp = import_seconds("deploytool.tasks", tree, env)
                 if imp is not None:
                     samples[label]["import deploytool.tasks s"].append(imp)
                 first, _total = first_connect([str(FAB), "-r", str(tree), "deploy", "--inventory", str(inventory),
-                                               "--host", "bench-01", *ALL_AT_ONCE], port, env)
+                                               "--host", "bench-01", *ALL_AT_ONCE], port, tree, env)
                 if first is not None:
                     samples[label]["one-host deploy: start to first connect s"].append(first)
             version = timed("fab --version", 1, [str(FAB), "--version"], ROOT)
