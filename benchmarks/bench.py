@@ -141,7 +141,6 @@ class Setup:
     cap_config: Path = OUT / "capistrano.json"
     ansible_vars: Path = OUT / "ansible" / "vars.json"
     ansible_hosts: Path = OUT / "ansible" / "hosts.ini"
-    startup_inventory: Path = OUT / "inventories" / "startup.yml"
 
 
 def prepare(names: list[str], light: bool = False) -> Setup:
