@@ -113,9 +113,21 @@ def exec_start(app: App, group: WorkerGroup, host: str) -> list[q.Arg]:
     return argv
 
 
+# systemd's own PATH for services (system and user managers alike, systemd 252 on Debian 12).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def search_path(app: App, group: WorkerGroup | None = None) -> str | None:
+    """PATH with the inventory's `path:` directories first (the group's replace the app's), or None:
+    systemd's default, which units and deploytool's commands then share without naming it."""
+    dirs = group.path if group is not None and group.path is not None else app.path
+    return ":".join([*dirs, DEFAULT_PATH]) if dirs else None
+
+
 def _environment(app: App, group: WorkerGroup) -> dict[str, str]:
-    # App first, then the group (which overrides), then REDIS_URL unless either set it.
-    env = {**app.environment, **group.environment}
+    # PATH from `path:`, then the app, then the group (which overrides), then REDIS_URL unless set.
+    path = search_path(app, group)
+    env = {**({"PATH": path} if path else {}), **app.environment, **group.environment}
     if app.redis and "REDIS_URL" not in env:
         env["REDIS_URL"] = app.redis[0]
     return env

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import shlex
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 
 from deploytool import units
 from deploytool.commands.systemctl import systemctl
@@ -111,3 +112,24 @@ def read_all(app: App) -> str:
         f'd="{d}"; for f in $(grep -lx {q(MARKER + "=" + app.name)} "$d"/*.service "$d"/*.target 2>/dev/null); '
         f'do printf "{SEPARATOR.replace(chr(10), chr(92) + "n")}%s\\n" "${{f##*/}}"; cat "$f"; done; true'
     )
+
+
+def env_files(app: App, files: Sequence[tuple[str, str]]) -> str:
+    """Write deploytool's environment files of `app` (path as deploytool.context.environment_file gives
+    it, content): readable by root only in system mode (systemd reads them), by the user in user mode.
+    The content reaches `install` through a pipe (printf is the shell's builtin), never as an argument
+    of a program the script starts."""
+    if not files:
+        return "true"
+    sudo = _sudo(app)
+    owner = "-o root -g root " if sudo else ""
+
+    def on_host(path: str) -> str:
+        return q(path) if path.startswith("/") else f'"$HOME"/{q(path)}'
+
+    lines = []
+    for path, content in files:
+        lines.append(f"{sudo}mkdir -p -m 0700 {on_host(str(PurePosixPath(path).parent))}")
+        b64 = base64.b64encode(content.encode()).decode()
+        lines.append(f"printf %s {b64} | base64 -d | {sudo}install -m 0600 {owner}/dev/stdin {on_host(path)}")
+    return " && ".join(lines)

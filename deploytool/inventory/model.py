@@ -71,6 +71,17 @@ def _absolute(value: str) -> str:
 AbsPath = Annotated[Text, AfterValidator(_absolute)]
 
 
+def _path_entry(value: str) -> str:
+    # One directory of PATH: a `:` would split it in two.
+    if ":" in value:
+        raise ValueError("a PATH directory must not contain ':'")
+    return value
+
+
+# Directories put before systemd's default PATH, for the units and every command run for the app.
+SearchPath = tuple[Annotated[AbsPath, AfterValidator(_path_entry)], ...]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
@@ -111,6 +122,7 @@ class WorkerGroup(_Model):
     command: tuple[Text, ...] | None = None
     user: Name | None = None
     roles: tuple[Name, ...] | None = None
+    path: SearchPath | None = None  # replaces the app's `path` for this group
 
     @model_validator(mode="after")
     def _fits_kind(self) -> WorkerGroup:
@@ -175,6 +187,7 @@ class App(_Model):
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     # Relative to shared/ unless absolute; loaded by the worker units and by build commands.
     env_file: Text | None = None
+    path: SearchPath = ()
     redis: Annotated[tuple[RedisURL, ...], BeforeValidator(_one_or_many)] = ()
     redis_namespace: Name | None = None
     systemd: Literal["system", "user"] = "system"

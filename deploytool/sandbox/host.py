@@ -28,7 +28,7 @@ SUDOERS = """\
 # read their logs, manage user lingering, and install/remove unit files under /etc/systemd/system.
 # Arguments are not restricted: sudoers wildcards cannot restrict paths safely, and this is a sandbox.
 {user} ALL=(root) NOPASSWD: /usr/bin/systemctl, /usr/bin/journalctl, /usr/bin/loginctl, \\
-    /usr/bin/install, /usr/bin/rm, /usr/bin/mkdir, /usr/bin/chown, /usr/bin/tee
+    /usr/bin/install, /usr/bin/rm, /usr/bin/mkdir, /usr/bin/chown, /usr/bin/tee, /usr/bin/systemd-run
 """
 
 REDIS_CONF = """

@@ -155,3 +155,21 @@ def required_in_ci(present: bool, what: str) -> pytest.MarkDecorator:
     """Skip where systemd's own tools are missing (a laptop), but never in CI: there scripts/bootstrap
     installs systemd, and a test that silently skips would prove nothing."""
     return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=f"{what} not usable here")
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """The variables systemd reads from an `EnvironmentFile=` (load_env_file(), as src/core does)."""
+    lib = _load()
+    lib.load_env_file.argtypes = [C.c_void_p, C.c_char_p, C.POINTER(C.POINTER(C.c_char_p))]
+    lib.load_env_file.restype = C.c_int
+    out = C.POINTER(C.c_char_p)()
+    r = lib.load_env_file(None, str(path).encode(), C.byref(out))
+    if r < 0:
+        raise ValueError(f"systemd cannot read {path}: error {r}")
+    found: dict[str, str] = {}
+    i = 0
+    while out[i] is not None:
+        name, _, value = (out[i] or b"").decode().partition("=")
+        found[name] = value
+        i += 1
+    return found
