@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploytool import context
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.commands.quiet import celery_cancel_consumer, in_release
+from deploytool.commands.quiet import celery_cancel_consumer
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Quiet
@@ -55,7 +56,9 @@ class Workers:
 
     def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
         files = list(self.rendered(template_dirs).items())
-        sync = unitfiles.sync(self.app, files, self.units, self.target)
+        # The environment files first: units and commands read them (deploytool.context).
+        sync = context.env_files_script(self.inv, self.host, self.app) + "\n" + \
+            unitfiles.sync(self.app, files, self.units, self.target)
         if self.app.systemd == "user":
             # User units start at boot only if the user lingers.
             user = self.inv.hosts[self.host].user
@@ -75,11 +78,15 @@ class Workers:
             if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
                 cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
-                program = list(g.command or kind.program)
+                # In the group's own context (user, release, PATH, environment): the broker URL and
+                # the app's Celery module are there, and `celery` is the units' celery.
+                program = context.program(self.app, g)
                 for i in range(1, g.processes + 1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    cmds += [in_release(self.app, celery_cancel_consumer(program, q.name, node)) for q in g.queues]
+                    cmds += [join(context.in_context(self.inv, self.host, self.app,
+                                                     celery_cancel_consumer(program, q.name, node), g))
+                             for q in g.queues]
         return cmds
 
 
@@ -96,7 +103,7 @@ def start(session: Session, w: Workers, stage: str = "start") -> None:
 def stop_script(w: Workers) -> str:
     """systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit; then
     jobs a stopping worker took but never ran are put back (kinds that need it)."""
-    requeues = [r for g in w.groups if (r := requeue(w.app, g))]
+    requeues = [r for g in w.groups if (r := requeue(w.inv, w.host, w.app, g))]
     return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
 
 
