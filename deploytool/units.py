@@ -34,6 +34,23 @@ SYSTEM_UNIT_DIR = "/etc/systemd/system"
 MARKER = "X-Deploytool-App"
 # Relative to the deploy user's home directory (where an SSH session starts); see unit_dir().
 USER_UNIT_DIR = ".config/systemd/user"
+# Environment files (the inventory's `environment:` values), one per worker group: see environment_file().
+SYSTEM_ENV_DIR = "/etc/deploytool"
+USER_ENV_DIR = ".config/deploytool"
+# Files workers create are not world-readable (logs, caches, uploads in shared/).
+UMASK = "0027"
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """A group's environment file: its host path and its content (secret: never printed)."""
+
+    path: str
+    content: str
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
 
 
 @dataclass(frozen=True)
@@ -107,18 +124,78 @@ def exec_start(app: App, group: WorkerGroup, host: str) -> list[q.Arg]:
     argv += kind.queue_flags(group.queues)
     if kind.timeout_flag is not None:
         argv += [kind.timeout_flag, str(group.grace * kind.timeout_scale)]
-    if kind.redis_flag is not None and app.redis:
-        argv += [kind.redis_flag, app.redis[0]]
     argv += [_fill(a, app, group, host) for a in kind.instance_args]
     return argv
 
 
-def _environment(app: App, group: WorkerGroup) -> dict[str, str]:
-    # App first, then the group (which overrides), then REDIS_URL unless either set it.
+def environment(app: App, group: WorkerGroup) -> dict[str, str]:
+    """The inventory's environment for the group's workers: the app's, then the group's (which
+    overrides), then REDIS_URL (and the kind's own variable for it) unless either set it."""
     env = {**app.environment, **group.environment}
-    if app.redis and "REDIS_URL" not in env:
-        env["REDIS_URL"] = app.redis[0]
+    if app.redis:
+        env.setdefault("REDIS_URL", app.redis[0])
+        redis_env = KINDS[group.kind].redis_env
+        if redis_env is not None:
+            env.setdefault(redis_env, app.redis[0])
     return env
+
+
+def environment_dir(app: App) -> str:
+    """Where the app's environment files live on the host (user mode: `$HOME/...`, for a shell)."""
+    if app.systemd == "user":
+        return f"$HOME/{USER_ENV_DIR}/{app.name}"
+    return f"{SYSTEM_ENV_DIR}/{app.name}"
+
+
+def environment_file(app: App, group: WorkerGroup) -> str:
+    """The host path of the group's environment file (user mode: `$HOME/...`, for a shell).
+
+    The inventory's `environment:` values go there, not into the world-readable unit: system mode
+    root:root 0600 (systemd reads EnvironmentFile= as root before it drops privileges), user mode
+    0600 in the deploy user's home."""
+    return f"{environment_dir(app)}/{group.name}.env"
+
+
+def _unit_path(path: str) -> str:
+    # A host path as a unit names it: `%h` is the user manager's home, `%` otherwise literal.
+    if path.startswith("$HOME/"):
+        return "%h/" + q.escape_specifiers(path.removeprefix("$HOME/"))
+    return q.escape_specifiers(path)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a group's workers run, for the units and for app commands run like a worker (systemd-run)."""
+
+    systemd: str  # "system" or "user": which manager runs them
+    user: str | None  # User=; None in user mode (the user manager's own user)
+    working_directory: str  # the release (`current`), a literal path
+    # Host paths in load order (a later file wins); user mode `$HOME/...`, which a shell expands.
+    environment_files: tuple[str, ...]
+    umask: str  # UMask=
+
+
+def runtime(inv: Inventory, host: str, app: App, group: WorkerGroup) -> Runtime:
+    files = [environment_file(app, group)] if environment(app, group) else []
+    if app.env_file_path is not None:
+        # The operator's shared env file comes last, so it wins over the inventory's environment.
+        files.append(app.env_file_path)
+    return Runtime(
+        systemd=app.systemd,
+        user=None if app.systemd == "user" else (group.user or inv.hosts[host].user),
+        working_directory=app.current_path,
+        environment_files=tuple(files),
+        umask=UMASK,
+    )
+
+
+def environment_files(inv: Inventory, host: str, app: App) -> list[EnvFile]:
+    """The environment file of every group of `app` on `host` that has any environment."""
+    return [
+        EnvFile(environment_file(app, g), q.env_file(env))
+        for g in inv.groups_on(host, app)
+        if (env := environment(app, g))
+    ]
 
 
 def _jinja(template_dirs: Sequence[Path]) -> jinja2.Environment:
@@ -144,6 +221,7 @@ def _header(inv: Inventory, host: str) -> str:
 def _worker_context(inv: Inventory, host: str, app: App, group: WorkerGroup) -> dict[str, Any]:
     kind = KINDS[group.kind]
     user_mode = app.systemd == "user"
+    rt = runtime(inv, host, app, group)
     try:
         return {
             "header": _header(inv, host),
@@ -155,12 +233,10 @@ def _worker_context(inv: Inventory, host: str, app: App, group: WorkerGroup) -> 
             "target": target_name(app),
             "type": kind.unit_type,
             "watchdog_sec": kind.watchdog_sec,
-            "user": None if user_mode else (group.user or inv.hosts[host].user),
-            "working_directory": q.escape_specifiers(app.current_path),
-            "environment": [q.env_assignment(k, v) for k, v in _environment(app, group).items()],
-            "environment_file": (
-                q.escape_specifiers(app.env_file_path) if app.env_file_path is not None else None
-            ),
+            "user": rt.user,
+            "working_directory": q.escape_specifiers(rt.working_directory),
+            "environment_files": [_unit_path(f) for f in rt.environment_files],
+            "umask": rt.umask,
             "exec_start": q.exec_line(exec_start(app, group, host)),
             "kill_signal": kind.stop_signal,
             "kill_mode": kind.kill_mode,

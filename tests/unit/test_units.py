@@ -6,6 +6,7 @@ tests/unit/test_units.py` rewrites them after an intended change.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,13 +18,18 @@ import systemd_parser
 
 from deploytool.errors import InputError
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.systemd_quote import Specifier
+from deploytool.systemd_quote import Specifier, env_file
 from deploytool.units import (
+    Runtime,
     UnitFile,
+    environment,
+    environment_file,
+    environment_files,
     exec_start,
     instances,
     render_app,
     render_host,
+    runtime,
     target_name,
     template_name,
     unit_dir,
@@ -114,10 +120,8 @@ def test_exec_start_per_kind(inv: Inventory) -> None:
         "bundle", "exec", "sidekiq", "-e", "production", "-c", "10",
         "-q", "critical,3", "-q", "default,1", "-q", "low", "-t", "40", "-g", "shop-sidekiq-%i",
     ]
-    # RQ: positional queues, its URL as a flag, the default grace (no flag for it).
-    assert flat["rq"] == [
-        "rq", "worker", "high", "default", "--url", "redis://10.0.0.5:6379/1",
-    ]
+    # RQ: positional queues, the default grace (no flag for it); its URL comes from the environment file.
+    assert flat["rq"] == ["rq", "worker", "high", "default"]
     # Dramatiq counts its grace in milliseconds; a relative program lives in the release.
     assert flat["dramatiq"] == [
         "/srv/shop/current/.venv/bin/dramatiq", "shop.tasks", "--threads", "4", "-Q", "events",
@@ -135,17 +139,67 @@ def _lines(content: str, key: str) -> list[str]:
     return [line.split("=", 1)[1] for line in content.splitlines() if line.startswith(f"{key}=")]
 
 
-def test_environment_order_and_redis_url(inv: Inventory) -> None:
+def test_environment_goes_to_a_file_not_the_unit(inv: Inventory) -> None:
     units = _by_name(render_host(inv, "w1"))
-    assert _lines(units["shop-celery@.service"], "Environment") == [
-        '"APP_ENV=production"', '"RAILS_MAX_THREADS=10"', '"C_FORCE_ROOT=false"',
-        '"REDIS_URL=redis://10.0.0.5:6379/1"',
+    assert not any(_lines(u, "Environment") for u in units.values())
+    assert not any("APP_ENV" in u or "10.0.0." in u for u in units.values())
+    # Ours first, then the operator's shared env file, which wins.
+    assert _lines(units["shop-celery@.service"], "EnvironmentFile") == [
+        "/etc/deploytool/shop/celery.env", "/srv/shop/shared/config/app.env",
     ]
-    # A group's own REDIS_URL wins and is not repeated.
-    assert _lines(units["shop-dramatiq@.service"], "Environment")[-1] == '"REDIS_URL=redis://10.0.0.7:6379/2"'
-    assert _lines(units["tools-tricky@.service"], "Environment") == [
-        r'"GREETING=say \"hi\" to $USER at 100%% \\ now"'
+    # User mode: in the deploy user's home, which a user unit names %h.
+    assert _lines(units["tools-tricky@.service"], "EnvironmentFile") == [
+        "%h/.config/deploytool/tools/tricky.env",
     ]
+
+
+def test_environment_order_and_redis_url(inv: Inventory) -> None:
+    shop = inv.apps_on("w1")["shop"]
+    assert environment(shop, shop.workers["celery"]) == {
+        "APP_ENV": "production", "RAILS_MAX_THREADS": "10", "C_FORCE_ROOT": "false",
+        "REDIS_URL": "redis://10.0.0.5:6379/1",
+    }
+    # A group's own REDIS_URL wins; RQ also gets its own variable for the URL.
+    assert environment(shop, shop.workers["dramatiq"])["REDIS_URL"] == "redis://10.0.0.7:6379/2"
+    assert environment(shop, shop.workers["rq"])["RQ_REDIS_URL"] == "redis://10.0.0.5:6379/1"
+    assert environment_file(shop, shop.workers["rq"]) == "/etc/deploytool/shop/rq.env"
+    tools = inv.apps_on("w1")["tools"]
+    assert environment_file(tools, tools.workers["tricky"]) == "$HOME/.config/deploytool/tools/tricky.env"
+    files = {e.path: e.content for e in environment_files(inv, "w1", shop)}
+    assert files["/etc/deploytool/shop/celery.env"] == (
+        "APP_ENV='production'\nRAILS_MAX_THREADS='10'\nC_FORCE_ROOT='false'\nREDIS_URL='redis://10.0.0.5:6379/1'\n"
+    )
+
+
+HOSTILE_VALUES = {
+    "GREETING": 'say "hi" to $USER at 100% \\ now',
+    "QUOTE": "it's $(id) `id` \\\" \\n",
+    "SPACES": "  lead and trail  ",
+    "HASH": "#not a comment",
+    "TAB": "a\tb",
+    "EMPTY": "",
+    "UNICODE": "ünïcode",
+}
+
+
+@systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
+def test_environment_file_reads_back_exactly_in_systemd_and_in_a_shell(tmp_path: Path) -> None:
+    path = tmp_path / "g.env"
+    path.write_text(env_file(HOSTILE_VALUES))
+    assert systemd_parser.env_file(path) == HOSTILE_VALUES
+    dump = f"import os, json; print(json.dumps({{k: os.environ[k] for k in {sorted(HOSTILE_VALUES)!r}}}))"
+    shell = subprocess.run(["sh", "-c", 'set -a && . "$1" && exec python3 -c "$2"', "sh", str(path), dump],
+                           capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]})
+    assert json.loads(shell.stdout) == HOSTILE_VALUES
+
+
+def test_environment_file_refuses_what_systemd_would_drop() -> None:
+    with pytest.raises(ValueError, match="control character"):
+        env_file({"A": "bell\x07"})
+    with pytest.raises(ValueError, match="newline"):
+        env_file({"A": "two\nlines"})
+    with pytest.raises(ValueError, match="not an environment variable name"):
+        env_file({"1A": "x"})
 
 
 def test_user_mode(inv: Inventory) -> None:
@@ -175,8 +229,6 @@ def test_tricky_command_reaches_the_process_unchanged(inv: Inventory) -> None:
     path, argv = systemd_parser.exec_argv(line, instance="1", env={"HOME": "/home/deploy", "USER": "deploy"})
     assert path == "/usr/bin/printf"
     assert argv == list(app.workers["tricky"].command or ())
-    [env] = _lines(unit, "Environment")
-    assert systemd_parser.environment(env, instance="1") == app.environment
     [workdir] = _lines(unit, "WorkingDirectory")
     assert workdir == "/home/deploy/apps/tools 100%%/current"
 
@@ -288,3 +340,19 @@ def test_verify_does_complain_about_a_broken_unit(inv: Inventory, tmp_path: Path
     [unit, target] = render_host(inv, "w1", app_name="tools")
     broken = UnitFile(unit.name, unit.content.replace("Type=exec", "Type=bogus"))
     assert any("bogus" in line for line in _verify([broken, target], tmp_path, user_mode=True))
+
+
+def test_runtime_is_what_the_unit_says(inv: Inventory) -> None:
+    shop = inv.apps_on("w1")["shop"]
+    rt = runtime(inv, "w1", shop, shop.workers["rq"])
+    assert rt == Runtime(systemd="system", user="rqrunner", working_directory="/srv/shop/current",
+                         environment_files=("/etc/deploytool/shop/rq.env", "/srv/shop/shared/config/app.env"),
+                         umask="0027")
+    unit = _by_name(render_app(inv, "w1", shop))["shop-rq@.service"]
+    assert _lines(unit, "User") == [rt.user]
+    assert _lines(unit, "WorkingDirectory") == [rt.working_directory]
+    assert _lines(unit, "EnvironmentFile") == list(rt.environment_files)
+    assert _lines(unit, "UMask") == [rt.umask]
+    tools = inv.apps_on("w1")["tools"]
+    user_rt = runtime(inv, "w1", tools, tools.workers["tricky"])
+    assert user_rt.user is None and user_rt.environment_files == ("$HOME/.config/deploytool/tools/tricky.env",)
