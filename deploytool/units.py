@@ -198,6 +198,17 @@ def environment_files(inv: Inventory, host: str, app: App) -> list[EnvFile]:
     ]
 
 
+# Restart a worker whatever made it exit, after a pause, for ever (the unit sets no start limit): a
+# worker whose broker is down at boot keeps retrying and works as soon as the broker is back.
+RESTART = (("Restart", "always"), ("RestartSec", "5"))
+
+
+def service_settings(inv: Inventory, host: str, app: App, group: WorkerGroup) -> list[tuple[str, str]]:
+    """[Service] settings beyond how the worker is started and stopped, as (key, value) in unit syntax:
+    the restart policy. For the units and for `systemd-run -p KEY=VALUE`."""
+    return list(RESTART)
+
+
 def _jinja(template_dirs: Sequence[Path]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([*map(str, template_dirs), str(BUILTIN_TEMPLATES)]),
@@ -237,6 +248,7 @@ def _worker_context(inv: Inventory, host: str, app: App, group: WorkerGroup) -> 
             "working_directory": q.escape_specifiers(rt.working_directory),
             "environment_files": [_unit_path(f) for f in rt.environment_files],
             "umask": rt.umask,
+            "service_settings": service_settings(inv, host, app, group),
             "exec_start": q.exec_line(exec_start(app, group, host)),
             "kill_signal": kind.stop_signal,
             "kill_mode": kind.kill_mode,
