@@ -69,6 +69,8 @@ class Kind:
     queue_flags: QueueFlags = _no_queues
     supports_queues: bool = False
     supports_weights: bool = False
+    # Flag taking a config file (an inventory's `config:`); flags for threads and queues override it.
+    config_flag: str | None = None
     # Flag taking the worker's own shutdown grace, and the unit it is given in (1 = seconds).
     timeout_flag: str | None = None
     timeout_scale: int = 1
@@ -106,6 +108,7 @@ KINDS: dict[str, Kind] = {
             name="sidekiq",
             program=("sidekiq",),
             threads_flag="-c",
+            config_flag="-C",
             queue_flags=_sidekiq_queues,
             supports_queues=True,
             supports_weights=True,

@@ -69,6 +69,12 @@ def escape_specifiers(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def setting_value(text: str) -> str:
+    """A value for a setting that takes its text verbatim, without specifiers (CPUQuota=150%)."""
+    _refuse_line_breaks(text)
+    return text
+
+
 def _c_escape(text: str) -> str:
     out = []
     for ch in text:

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from deploytool import systemd_quote as q
+from deploytool import unit_settings
 from deploytool.errors import InputError
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
@@ -119,6 +120,8 @@ def exec_start(app: App, group: WorkerGroup, host: str) -> list[q.Arg]:
     """The worker's argv as data: program, concurrency, queues, grace, redis, per-instance args."""
     kind = KINDS[group.kind]
     argv: list[q.Arg] = [*_program(app, group, kind), *kind.subcommand]
+    if kind.config_flag is not None and group.config is not None:
+        argv += [kind.config_flag, group.config]  # relative to the release, the WorkingDirectory
     if kind.threads_flag is not None and group.threads is not None:
         argv += [kind.threads_flag, str(group.threads)]
     argv += kind.queue_flags(group.queues)
@@ -202,11 +205,67 @@ def environment_files(inv: Inventory, host: str, app: App) -> list[EnvFile]:
 # worker whose broker is down at boot keeps retrying and works as soon as the broker is back.
 RESTART = (("Restart", "always"), ("RestartSec", "5"))
 
+# What a worker needs is its release (read), shared/ (write), the network and its own processes; what
+# it is denied by default is everything else systemd can take away without breaking Ruby or Python
+# workers. Each can be changed per group in `systemd:` (deploytool.unit_settings).
+SANDBOXING = (
+    ("NoNewPrivileges", "yes"),  # no setuid: not even the deploy user's sudo rights
+    ("PrivateTmp", "yes"),
+    ("PrivateDevices", "yes"),
+    ("PrivateMounts", "yes"),
+    ("ProtectSystem", "strict"),  # the whole file system read-only ...
+    ("ReadWritePaths", "{shared}"),  # ... except shared/ (log/, tmp/ and the other linked dirs)
+    ("ProtectHome", "read-only"),  # rbenv/pyenv in a home stay usable
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectKernelModules", "yes"),
+    ("ProtectKernelLogs", "yes"),
+    ("ProtectControlGroups", "yes"),
+    ("ProtectClock", "yes"),
+    ("ProtectHostname", "yes"),
+    ("ProtectProc", "invisible"),  # other users' processes are not listed
+    ("RestrictSUIDSGID", "yes"),
+    ("RestrictRealtime", "yes"),
+    ("RestrictNamespaces", "yes"),
+    ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
+    ("LockPersonality", "yes"),
+    ("RemoveIPC", "yes"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallErrorNumber", "EPERM"),
+    ("CapabilityBoundingSet", ""),  # not for `user: root`, who asked for root's powers
+)
+# A user manager cannot set up mount namespaces for its services (no privileges): in user mode only
+# what works through seccomp and no_new_privs applies.
+USER_MODE_SANDBOXING = frozenset({
+    "NoNewPrivileges", "RestrictSUIDSGID", "RestrictRealtime", "LockPersonality", "SystemCallArchitectures",
+})
+
+
+def _sandboxing(app: App, rt: Runtime) -> list[tuple[str, str]]:
+    out = []
+    for key, value in SANDBOXING:
+        if app.systemd == "user" and key not in USER_MODE_SANDBOXING:
+            continue
+        if key == "CapabilityBoundingSet" and rt.user == "root":
+            continue
+        out.append((key, value.format(shared=q.escape_specifiers(app.shared_path))))
+    return out
+
 
 def service_settings(inv: Inventory, host: str, app: App, group: WorkerGroup) -> list[tuple[str, str]]:
     """[Service] settings beyond how the worker is started and stopped, as (key, value) in unit syntax:
-    the restart policy. For the units and for `systemd-run -p KEY=VALUE`."""
-    return list(RESTART)
+    restart policy, sandboxing, limits, then the group's own `systemd:` settings, which replace ours
+    of the same name. For the units and for `systemd-run -p KEY=VALUE`."""
+    settings = dict([*RESTART, *_sandboxing(app, runtime(inv, host, app, group))])
+    limits = {"MemoryMax": group.memory_max, "CPUQuota": group.cpu_quota,
+              "Nice": None if group.nice is None else str(group.nice),
+              "LimitNOFILE": None if group.limit_nofile is None else str(group.limit_nofile)}
+    settings.update({k: v for k, v in limits.items() if v is not None})
+    for key, value in group.systemd.items():
+        settings.pop(key, None)  # placed as the group wrote them, after ours
+        setting = unit_settings.SERVICE_SETTINGS[key]
+        settings[key] = q.escape_specifiers(value) if setting.specifiers else q.setting_value(value)
+    return list(settings.items())
 
 
 def _jinja(template_dirs: Sequence[Path]) -> jinja2.Environment:

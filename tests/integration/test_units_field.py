@@ -1,15 +1,18 @@
 """Worker units in the field: the sample app's real workers on the sandbox fleet, with the real Redis.
 
 Power cut, Redis back 45 s after a worker host rebooted: systemd alone must bring every worker back
-once Redis returns, however many times they failed before; their restarts stay visible in status."""
+once Redis returns, however many times they failed before; their restarts stay visible in status.
+A worker runs as the deploy user, never root, sandboxed: it writes shared/, not its release."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import client, fab_json, ssh, wait_for
+from helpers import client, fab, fab_json, ssh, variant, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +67,55 @@ def test_workers_come_back_when_redis_returns_after_boot(deployed: None, fleet: 
     finally:
         code, _ = fab_json("workers.start", "--host", "prod-a")
         assert code == 0
+
+
+# A worker of kind `command` that reports what it may touch, then keeps running.
+PROBE = """
+import json, os, subprocess, time
+def can_write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+sudo = subprocess.run(["sudo", "-n", "/usr/bin/systemctl", "--version"], capture_output=True)
+report = {
+    "uid": os.getuid(), "app_env": os.environ.get("APP_ENV"),
+    "shared": can_write("/srv/sample/shared/log/probe-w"), "release": can_write("/srv/sample/current/probe-w"),
+    "etc": can_write("/etc/probe-w"), "home": can_write("/home/deploy/probe-w"), "tmp": can_write("/tmp/probe-w"),
+    "sudo": sudo.returncode,
+}
+with open("/srv/sample/shared/log/probe.json", "w") as f:
+    json.dump(report, f)
+time.sleep(1e6)
+"""
+
+
+def test_a_worker_is_confined_to_shared_and_never_root(deployed: None, tmp_path: Path) -> None:
+    def with_probe(d: dict[str, Any]) -> None:
+        d["apps"]["sample"]["workers"]["probe"] = {"kind": "command", "command": ["/usr/bin/python3", "-c", PROBE]}
+
+    inv = variant(tmp_path, with_probe)
+    ssh("prod-a", "rm -f /srv/sample/shared/log/probe.json")
+    try:
+        assert fab("workers.install", "--inventory", inv, "--host", "prod-a").returncode == 0
+        assert fab("workers.start", "--inventory", inv, "--host", "prod-a", "--group", "probe").returncode == 0
+        read = lambda: ssh("prod-a", "cat /srv/sample/shared/log/probe.json", check=False)  # noqa: E731
+        wait_for(lambda: read().returncode == 0, 30, "the probe worker's report")
+        report = json.loads(read().stdout)
+        uid = int(ssh("prod-a", "id -u deploy").stdout)
+        # The host's SSH user, not root; the inventory's environment reached it from the env file.
+        assert report["uid"] == uid and report["app_env"] == "production", report
+        assert ssh("prod-a", "systemctl show -p User --value sample-probe@1.service").stdout.strip() == "deploy"
+        # Writes only to shared/ and its private /tmp; not its release, /etc or a home; no sudo.
+        assert (report["shared"], report["tmp"]) == (True, True), report
+        assert (report["release"], report["etc"], report["home"]) == (False, False, False), report
+        assert report["sudo"] != 0, report
+        # The sample app's real workers run under the same sandboxing.
+        code, status = fab_json("workers.status", "--host", "prod-a")
+        assert code == 0, status
+    finally:
+        assert fab("workers.install", "--host", "prod-a").returncode == 0
+    assert ssh("prod-a", "ls /etc/systemd/system | grep -c probe", check=False).stdout.strip() == "0"
