@@ -25,6 +25,8 @@ q = shlex.quote
 SEPARATOR = "\n@@@deploytool-unit@@@ "
 # Lines of read_all() naming an environment file that would change: `ENV_CHANGED <file name>`.
 ENV_CHANGED = "@@@deploytool-env-changed@@@"
+# Ends the here-documents carrying environment files (base64: the content can never hold it).
+HEREDOC_END = "DEPLOYTOOL_ENV_END"
 
 
 def unit_dir(app: App) -> str:
@@ -42,9 +44,6 @@ def _heredoc(content: str, consumer: str) -> str:
     so the content is neither in any command's argv (`ps`) nor interpreted by the shell."""
     b64 = base64.encodebytes(content.encode()).decode()
     return f"base64 -d <<'{HEREDOC_END}' | {consumer}\n{b64}{HEREDOC_END}\n"
-
-
-HEREDOC_END = "DEPLOYTOOL_ENV_END"
 
 
 def _env_dir(app: App) -> str:
