@@ -6,31 +6,30 @@ A command is never run in the SSH user's login shell, whose PATH (rbenv, pyenv, 
 unit's own properties: `systemd-run --wait --pipe` as the worker's user, in the release, with the
 same environment files, PATH and umask. Its output streams back and its exit code is the command's.
 
-Secrets never reach argv: environment values come only from EnvironmentFile=; only PATH (not a
-secret) is passed with --setenv.
+Secrets never reach argv: environment values come only from EnvironmentFile= (the groups' files of
+deploytool.units, and an app-level one beside them); only PATH (not a secret) is passed with --setenv.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from deploytool import systemd_quote, units
 from deploytool.commands import unitfiles
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS
 from deploytool.remote import join
-from deploytool.units import search_path
+from deploytool.units import EnvFile
 
-# deploytool's own environment files (the inventory's `environment:` values), one per worker group and
-# one for the app's commands (build, `fab run` without --group): root-only in system mode, under the
-# deploy user's home in user mode.
-ENV_DIR = "/etc/deploytool"
-USER_ENV_DIR = ".config/deploytool"
-APP_ENV = "app"  # the app-level file: `<app>/app.env`
+# The app-level environment file, beside the groups' (units.environment_dir): for the app's commands
+# that belong to no group (build, `fab run` without --group). A group name cannot start with `_`.
+APP_ENV = "_app.env"
 # Marks the line naming the program a worker group's command resolves to (see resolve_programs).
 PROGRAM = "@@deploytool-program"
 NOT_FOUND = "-"
+HOME = "$HOME/"  # how units.environment_dir names a path in the user's home (user mode)
 
 
 @dataclass(frozen=True)
@@ -41,60 +40,54 @@ class Runtime:
     user: str | None  # system mode: User= (None in user mode: the user manager's own user)
     working_directory: str
     env_files: tuple[str, ...]  # absolute paths, loaded in order (a later file wins)
-    home_env_file: str | None  # user mode: deploytool's file, relative to the user's $HOME
+    home_env_file: str | None  # user mode: deploytool's file, relative to the user's $HOME, loaded first
     path: str | None  # PATH, or None: systemd's default, as in the units
-    umask: str | None = None  # None: systemd's default (0022), as in the units
+    umask: str | None = None  # None: systemd's default
 
 
-def environment_file(app: App, group: str | None = None) -> str:
-    """deploytool's environment file for `group` (None: the app-level one); relative to $HOME in user
-    mode, where the home directory is known only on the host."""
-    name = f"{app.name}/{group or APP_ENV}.env"
-    return f"{ENV_DIR}/{name}" if app.systemd == "system" else f"{USER_ENV_DIR}/{name}"
-
-
-def environment(app: App, group: WorkerGroup | None = None) -> dict[str, str]:
-    """The values that file holds: PATH from `path:`, the app's, the group's, then REDIS_URL unless set
-    (the same as the units' environment)."""
-    path = search_path(app, group)
-    env = {**({"PATH": path} if path else {}), **app.environment, **(group.environment if group else {})}
-    if app.redis and "REDIS_URL" not in env:
-        env["REDIS_URL"] = app.redis[0]
+def environment(app: App) -> dict[str, str]:
+    """The app-level environment: PATH from `path:`, the app's `environment:`, REDIS_URL unless set
+    (what every group's file holds, without the groups' own values)."""
+    path = units.search_path(app)
+    env = {**({"PATH": path} if path else {}), **app.environment}
+    if app.redis:
+        env.setdefault("REDIS_URL", app.redis[0])
     return env
 
 
-def env_file_text(env: Mapping[str, str]) -> str:
-    """An EnvironmentFile= in systemd's syntax: every value double-quoted, `"`, `\\`, `` ` `` and `$`
-    escaped, so systemd reads back each value exactly (inventory values hold no newline)."""
-    lines = []
-    for name, value in env.items():
-        if "\n" in value or "\r" in value or "\0" in value:
-            raise ValueError(f"{name}: a value with a newline or NUL cannot go into an environment file")
-        escaped = "".join("\\" + ch if ch in '"\\`$' else ch for ch in value)
-        lines.append(f'{name}="{escaped}"')
-    return "".join(line + "\n" for line in lines)
+def app_env_files(app: App) -> list[EnvFile]:
+    """The app-level environment file, if the app has any environment (like the groups' files)."""
+    env = environment(app)
+    return [EnvFile(f"{units.environment_dir(app)}/{APP_ENV}", systemd_quote.env_file(env))] if env else []
 
 
-def env_files_script(inv: Inventory, host: str, app: App) -> str:
-    """Shell text writing deploytool's environment files of `app` on `host`: the app-level file and one
-    per worker group there."""
-    files = [(environment_file(app), env_file_text(environment(app)))]
-    files += [(environment_file(app, g.name), env_file_text(environment(app, g))) for g in inv.groups_on(host, app)]
-    return unitfiles.env_files(app, files)
+def env_files_script(app: App) -> str:
+    """Shell text writing the app-level environment file where it differs (before a build: the units'
+    sync, which also writes it, comes later in a deploy)."""
+    return unitfiles.write_env_files(app, app_env_files(app))
 
 
 def runtime(inv: Inventory, host: str, app: App, group: WorkerGroup | None = None) -> Runtime:
-    """The context of `group`'s units on `host`, or with no group the app's (the SSH user's User=)."""
-    user_mode = app.systemd == "user"
-    own = environment_file(app, group.name if group else None)
-    files = (app.env_file_path,) if app.env_file_path else ()
+    """The context of `group`'s units on `host` (units.runtime), or with no group the app's: the host's
+    SSH user as User=, the app-level environment file."""
+    if group is not None:
+        rt = units.runtime(inv, host, app, group)
+        user, files, umask = rt.user, rt.environment_files, rt.umask
+    else:
+        user = None if app.systemd == "user" else inv.hosts[host].user
+        files = (*(f.path for f in app_env_files(app)), *((app.env_file_path,) if app.env_file_path else ()))
+        umask = units.UMASK
+    home = [f.removeprefix(HOME) for f in files if f.startswith(HOME)]
+    if len(home) > 1 or (home and not files[0].startswith(HOME)):
+        raise ValueError(f"only the first environment file may be in the home directory: {files}")
     return Runtime(
-        user_mode=user_mode,
-        user=None if user_mode else ((group.user if group else None) or inv.hosts[host].user),
+        user_mode=app.systemd == "user",
+        user=user,
         working_directory=app.current_path,
-        env_files=files if user_mode else (own, *files),
-        home_env_file=own if user_mode else None,
-        path=search_path(app, group),
+        env_files=tuple(f for f in files if not f.startswith(HOME)),
+        home_env_file=home[0] if home else None,
+        path=units.search_path(app, group),
+        umask=umask,
     )
 
 

@@ -212,6 +212,6 @@ def unit_changes(d: Deploy) -> list[str]:
     """Read the host's current units (read only) and diff them with the rendered ones."""
     session = connect(d.inv.hosts[d.host])
     try:
-        return ops.unit_diff(ops.installed(session, d.workers), d.workers.rendered(d.template_dirs))
+        return ops.changes(session, d.workers, d.template_dirs)
     finally:
         session.close()

@@ -149,7 +149,7 @@ def build(inv: Inventory, host: str, app: App, release: str, commands: Sequence[
         return "true"
     path = Layout(app).release(release)
     steps = [join(context.in_context(inv, host, app, ["/bin/sh", "-ec", c], cwd=path)) for c in commands]
-    return " && ".join([context.env_files_script(inv, host, app), *steps])
+    return context.env_files_script(app) + "\n" + " && ".join(steps)
 
 
 def switch_current(app: App, release: str) -> str:

@@ -1,10 +1,12 @@
-"""systemd's own parsing of ExecStart= and Environment= values, called from libsystemd-shared.
+"""systemd's own parsing of ExecStart= and Environment= values and of environment files, called from
+libsystemd-shared.
 
 There is no running systemd here (and `systemd-analyze verify` never shows argv), so the tests call the
 very functions systemd 252's config_parse_exec()/config_parse_environ() use: extract_first_word()
 (quotes and C escapes), specifier_printf() (`%%`, `%i`) and, at exec time, replace_env_argv()
-(`$VAR`, `$$`). The loop around them mirrors src/core/load-fragment.c of v252. The private library's
-ABI changes between versions, so `available()` probes it with known answers and tests skip otherwise.
+(`$VAR`, `$$`) and load_env_file() (EnvironmentFile=). The loop around them mirrors
+src/core/load-fragment.c of v252. The private library's ABI changes between versions, so `available()`
+probes it with known answers and tests skip otherwise.
 """
 
 from __future__ import annotations
@@ -151,14 +153,8 @@ def environment(value: str, instance: str) -> dict[str, str]:
     return out
 
 
-def required_in_ci(present: bool, what: str) -> pytest.MarkDecorator:
-    """Skip where systemd's own tools are missing (a laptop), but never in CI: there scripts/bootstrap
-    installs systemd, and a test that silently skips would prove nothing."""
-    return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=f"{what} not usable here")
-
-
 def env_file(path: Path) -> dict[str, str]:
-    """The variables systemd reads from an `EnvironmentFile=` (load_env_file(), as src/core does)."""
+    """The variables an `EnvironmentFile=<path>` sets: systemd's load_env_file(), as exec does."""
     lib = _load()
     lib.load_env_file.argtypes = [C.c_void_p, C.c_char_p, C.POINTER(C.POINTER(C.c_char_p))]
     lib.load_env_file.restype = C.c_int
@@ -166,10 +162,15 @@ def env_file(path: Path) -> dict[str, str]:
     r = lib.load_env_file(None, str(path).encode(), C.byref(out))
     if r < 0:
         raise ValueError(f"systemd cannot read {path}: error {r}")
-    found: dict[str, str] = {}
-    i = 0
+    env, i = {}, 0
     while out[i] is not None:
-        name, _, value = (out[i] or b"").decode().partition("=")
-        found[name] = value
+        name, _, value = out[i].decode().partition("=")
+        env[name] = value
         i += 1
-    return found
+    return env
+
+
+def required_in_ci(present: bool, what: str) -> pytest.MarkDecorator:
+    """Skip where systemd's own tools are missing (a laptop), but never in CI: there scripts/bootstrap
+    installs systemd, and a test that silently skips would prove nothing."""
+    return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=f"{what} not usable here")

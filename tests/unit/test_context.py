@@ -9,9 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import systemd_parser
 
-from deploytool import context
+from deploytool import context, units
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Host, Inventory, WorkerGroup, load_inventory
 from deploytool.units import DEFAULT_PATH, render_app
@@ -49,6 +48,7 @@ def test_system_mode_runs_as_the_groups_user_with_its_files(inv: Inventory) -> N
         "--property=WorkingDirectory=/srv/shop/current",
         "--property=EnvironmentFile=/etc/deploytool/shop/rq.env",
         "--property=EnvironmentFile=/srv/shop/shared/config/app.env",
+        "--property=UMask=0027",
         "--", "/usr/bin/env", "rake", "db:migrate",
     ]
 
@@ -58,7 +58,7 @@ def test_app_level_runs_as_the_ssh_user_with_the_app_file_in_a_tty(inv: Inventor
     argv = context.in_context(inv, "w2", app, ["bin/console"], tty=True, cwd="/srv/shop/releases/1")
     assert "--pty" in argv and "--pipe" not in argv
     assert "--uid=ops" in argv
-    assert "--property=EnvironmentFile=/etc/deploytool/shop/app.env" in argv
+    assert "--property=EnvironmentFile=/etc/deploytool/shop/_app.env" in argv
     assert "--property=WorkingDirectory=/srv/shop/releases/1" in argv
 
 
@@ -79,15 +79,16 @@ def test_path_is_the_inventorys_before_systemds_default_in_units_and_commands(tm
     assert f"--setenv=PATH={rbenv}" in context.in_context(inv, "h", app, ["rq"], app.workers["rq"])
     venv = f"--setenv=PATH=/srv/shop/venv/bin:{DEFAULT_PATH}"
     assert venv in context.in_context(inv, "h", app, ["celery"], app.workers["celery"])
-    units = {u.name: u.content for u in render_app(inv, "h", app)}
-    assert f'Environment="PATH={rbenv}"' in units["shop-rq@.service"].splitlines()
-    assert f'Environment="PATH=/srv/shop/venv/bin:{DEFAULT_PATH}"' in units["shop-celery@.service"].splitlines()
+    # The units get it through their environment files.
+    assert units.environment(app, app.workers["rq"])["PATH"] == rbenv
+    assert units.environment(app, app.workers["celery"])["PATH"] == f"/srv/shop/venv/bin:{DEFAULT_PATH}"
 
 
 def test_without_path_units_and_commands_keep_systemds_default(inv: Inventory) -> None:
     app = inv.apps_on("w1")["shop"]
     assert not any(a.startswith("--setenv") for a in context.in_context(inv, "w1", app, ["x"]))
     assert "PATH=" not in "".join(u.content for u in render_app(inv, "w1", app))
+    assert all("PATH" not in units.environment(app, g) for g in app.workers.values())
 
 
 def test_a_path_entry_with_a_colon_is_refused() -> None:
@@ -105,7 +106,7 @@ def test_no_environment_value_in_any_command(tmp_path: Path) -> None:
         texts = [shlex.join(context.in_context(inv, "h", app, ["sh", "-c", "env"], g)) for g in groups]
         texts += Workers(inv, "h", app).quiet_commands()
         texts += [requeue(inv, "h", app, app.workers["rq"]) or "", context.resolve_programs(inv, "h", app)]
-        texts.append(context.env_files_script(inv, "h", app))  # base64 through a pipe, not in clear
+        texts.append(context.env_files_script(app))  # base64 in a here-document, not in clear
         for text in texts:
             assert "s3cr3t" not in text and "GROUP_TOKEN" not in text and "TOKEN=" not in text, text
 
@@ -135,9 +136,9 @@ def test_user_mode_wrapper_passes_every_argument_through_unchanged(inv: Inventor
     subprocess.run(["sh", "-c", shlex.join(argv)], env=env, check=True)
     got = out.read_bytes().decode().split("\0")[:-1]
     assert got == [
-        "--user", f"--property=EnvironmentFile={env['HOME']}/.config/deploytool/tools/app.env",
+        "--user", f"--property=EnvironmentFile={env['HOME']}/.config/deploytool/tools/_app.env",
         "--quiet", "--wait", "--collect", "--pipe",
-        "--property=WorkingDirectory=/home/deploy/apps/tools 100%/current",
+        "--property=WorkingDirectory=/home/deploy/apps/tools 100%/current", "--property=UMask=0027",
         "--", "/usr/bin/env", *HOSTILE,
     ]
 
@@ -149,20 +150,15 @@ def test_system_mode_argv_survives_the_shell(inv: Inventory, tmp_path: Path) -> 
     assert r.stdout.decode().split("\0")[:-1] == argv
 
 
-@systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
-def test_env_files_read_back_exactly_by_systemd(tmp_path: Path) -> None:
-    values = {"A": 'say "hi" to $USER at 100% \\ now', "B": "it's `id` $(id) ${HOME}", "C": "  padded  ",
-              "D": "# not a comment", "E": "", "F": "x=y;z", "G": "ünïcode\ttab", "H": "\\n"}
-    path = tmp_path / "app.env"
-    path.write_text(context.env_file_text(values))
-    assert systemd_parser.env_file(path) == values
-
-
 def test_env_file_holds_path_app_group_and_redis(tmp_path: Path) -> None:
     app = secret_app(path=["/opt/py/bin"])
     assert context.environment(app) == {"PATH": f"/opt/py/bin:{DEFAULT_PATH}", "TOKEN": SECRET,
                                         "REDIS_URL": "redis://10.0.0.5:6379/0"}
-    assert context.environment(app, app.workers["rq"])["GROUP_TOKEN"] == SECRET + "-group"
+    assert units.environment(app, app.workers["rq"])["PATH"] == f"/opt/py/bin:{DEFAULT_PATH}"
+    [app_file] = context.app_env_files(app)
+    assert app_file.path == "/etc/deploytool/shop/_app.env"
+    assert context.app_env_files(App.model_validate({"name": "x", "source": {"repository": "/r"},
+                                                     "deploy_to": "/srv/x"})) == []
 
 
 def test_programs_are_resolved_per_group_in_its_own_context(inv: Inventory) -> None:

@@ -33,7 +33,7 @@ def test_celery_quiet_cancels_each_queue_on_each_node_in_the_group_context(inv: 
         "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
         "--property=WorkingDirectory=/srv/shop/current "
         "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
-        "--property=EnvironmentFile=/srv/shop/shared/config/app.env "
+        "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
         "-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer mail -d shop-celery-3@w1"
     )
     # The group's environment values come from its file, never from the command line.
