@@ -70,9 +70,12 @@ def test_build_requeue_and_run_use_the_units_context_not_the_login_shell(
             assert (run.returncode, run.stdout.strip()) == (0, out), run.stderr
         failed = fab("run", "--inventory", inv, "--host", "prod-a", "--", "sh", "-c", "echo partial; exit 7")
         assert (failed.returncode, failed.stdout) == (7, "partial\n")
-        # The units have the same PATH.
-        unit = ssh("prod-a", "systemctl cat sample-rq@.service").stdout
-        assert 'Environment="PATH=/home/deploy/tools-bin:/usr/local/sbin:' in unit
+        tty = fab("run", "--inventory", inv, "--host", "prod-a", "--tty", "--", "sh", "-c", "[ -t 0 ] && echo terminal")
+        assert (tty.returncode, tty.stdout.strip()) == (0, "terminal"), tty.stderr
+        # The workers run with the same PATH.
+        worker_path = ssh("prod-a", "pid=$(systemctl show -p MainPID --value sample-rq@1.service) && "
+                                    "tr '\\0' '\\n' < /proc/$pid/environ | grep ^PATH=").stdout.strip()
+        assert worker_path == "PATH=/home/deploy/tools-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
         # RQ requeue with the shim first in the login PATH: a job a stopping worker dropped comes back.
         assert fab("workers.stop", "--inventory", inv, "--host", "prod-a", "--group", "rq").returncode == 0
@@ -123,7 +126,7 @@ def test_user_mode_build_and_run_in_the_user_managers_context(deployed: None, tm
         d = fab("deploy", "--inventory", inv, "--host", "prod-a", "--app", "mine")
         assert d.returncode == 0, d.stderr
         assert ssh("prod-a", "cat /srv/mine/current/weird.txt").stdout == WEIRD + "\n"
-        mode = ssh("prod-a", "stat -c %a ~/.config/deploytool/mine/app.env").stdout.strip()
+        mode = ssh("prod-a", "stat -c %a ~/.config/deploytool/mine/_app.env").stdout.strip()
         assert mode == "600"
         run = fab("run", "--inventory", inv, "--host", "prod-a", "--app", "mine", "--group", "ticker", "--",
                   "sh", "-c", 'printf "%s|%s" "$WEIRD" "$(pwd)"')
