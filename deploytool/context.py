@@ -67,6 +67,13 @@ def env_files_script(app: App) -> str:
     return unitfiles.write_env_files(app, app_env_files(app))
 
 
+def env_files_plan(app: App) -> str:
+    """What a dry run shows instead of env_files_script: the file, never its content."""
+    files = app_env_files(app)
+    return "\n".join(f"# {f.name}: (environment file, written if changed; content not shown)" for f in files) \
+        or "true"
+
+
 def runtime(inv: Inventory, host: str, app: App, group: WorkerGroup | None = None) -> Runtime:
     """The context of `group`'s units on `host` (units.runtime), or with no group the app's: the host's
     SSH user as User=, the app-level environment file."""

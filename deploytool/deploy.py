@@ -76,7 +76,8 @@ class Deploy:
                               ("check", rel.check(app)), ("check", rel.previous_release(app)),
                               ("lock", rel.lock(app, holder.json())), ("lock", rel.release_after(app, self.release))]),
             Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
-                  + ([("build", rel.build(self.inv, self.host, app, self.release, app.build))] if app.build else [])),
+                  + ([("build", rel.build(self.inv, self.host, app, self.release, app.build,
+                                          plan=unit_changes is not None))] if app.build else [])),
             Phase("publish", publish),
             Phase("restart", restart),
             Phase("finish", [("cleanup", rel.cleanup(app)), ("cleanup", rel.log_revision(app, self._log_line())),
