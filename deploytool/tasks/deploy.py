@@ -8,20 +8,22 @@ import tempfile
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from deploytool import releases as rel_ops
-from deploytool.commands.requeue import END
-from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
-from deploytool.inventory import Inventory
 from deploytool.project import project_dir, project_templates
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
-from deploytool.source import pack, resolve
 from deploytool.tasks.options import Target, command, load, select_targets
+
+# The deploy machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
+# and every other task do not pay for it.
+if TYPE_CHECKING:
+    from deploytool.deploy import Deploy
+    from deploytool.inventory import Inventory
 
 DEPLOY_HELP = {
     "revision": "git revision to deploy (default: the app's source.revision)",
@@ -78,6 +80,9 @@ def deploy(
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
+    from deploytool.deploy import Deploy, deploy_host, release_name
+    from deploytool.source import pack, resolve
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)
     out = Reporter(secrets(inv), quiet=json)
@@ -113,6 +118,8 @@ def deploy(
 
 def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
     """Each host's stages and commands, with unit diffs read from the host; False if one was unreachable."""
+    from deploytool.deploy import unit_changes
+
     lines = ["dry run: nothing is uploaded, locked or written; hosts are only read, for the unit diffs"]
     ok = True
     for h, deploys in hosts.items():
@@ -134,6 +141,8 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
 
 def elide_programs(command: str) -> str:
     """Programs sent as here-documents (deploytool/requeue/) are shown by name, not line by line."""
+    from deploytool.commands.requeue import END
+
     return re.sub(rf"<<'{END}'\n.*?\n{END}\n", f"<<'{END}'  (deploytool/requeue program)\n", command,
                   flags=re.DOTALL)
 
@@ -150,6 +159,8 @@ def rollback(
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
+    from deploytool import releases as rel_ops
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     out = Reporter(secrets(inv), quiet=json)
@@ -168,6 +179,8 @@ def releases(
     json: bool = False,
 ) -> None:
     """List the releases on each host, newest first, current marked."""
+    from deploytool import releases as rel_ops
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     Reporter(secrets(inv), quiet=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json as jsonlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 
-from deploytool.inventory import Inventory
 from deploytool.tasks.options import command, load
+
+if TYPE_CHECKING:
+    from deploytool.inventory import Inventory
 
 
 def summary(inv: Inventory) -> dict[str, Any]:

@@ -8,15 +8,19 @@ import inspect
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from deploytool.errors import HostError, InputError
-from deploytool.inventory import App, Inventory, load_inventory
 from deploytool.project import project_dir
+
+# Task modules import only what `fab --list` needs; the inventory (pydantic) and everything that
+# connects are imported inside the task bodies that use them.
+if TYPE_CHECKING:
+    from deploytool.inventory import App, Inventory
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,6 +66,8 @@ def inventory_name(c: Context, inventory: str | None) -> str:
 
 def load(c: Context, inventory: str | None) -> Inventory:
     """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/."""
+    from deploytool.inventory import load_inventory
+
     return load_inventory(inventory_name(c, inventory), project_dir(c.config))
 
 

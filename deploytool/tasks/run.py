@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabric.executor import Executor as FabricExecutor
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from deploytool.context import in_context
 from deploytool.errors import HostError, InputError
-from deploytool.inventory import App, Inventory, WorkerGroup
-from deploytool.remote import Session, connect, join
 from deploytool.tasks.options import command, load, select_targets, split_names
+
+if TYPE_CHECKING:  # imported by the task body, not by `fab --list`
+    from deploytool.inventory import App, Inventory, WorkerGroup
+    from deploytool.remote import Session
 
 RUN_HELP = {
     "all": "run on every host of the app, one after the other (default: one host, which --host names)",
@@ -83,6 +84,9 @@ def attached(session: Session, text: str, pty: bool) -> int:
 def run(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
         group: str | None = None, all: bool = False, tty: bool = False) -> None:
     """Run a command after `--` on a host, as the app's workers would (their user, release, PATH, env)."""
+    from deploytool.context import in_context
+    from deploytool.remote import connect, join
+
     argv = command_after_dashes(sys.argv)
     if not argv:
         raise InputError("fab run: give the command after `--`, e.g. fab run --host prod-a -- rake db:migrate")

@@ -6,15 +6,17 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from deploytool import sandbox as fleet
 from deploytool.errors import HostError, InputError
 from deploytool.project import project_dir
+
+if TYPE_CHECKING:  # the fleet's code is imported by the tasks that use it, not by `fab --list`
+    from deploytool import sandbox as fleet
 
 DEFAULT_INVENTORY = "sandbox"
 INVENTORY_HELP = "inventory name (inventories/NAME.yml) or path; default: config deploytool.inventory"
@@ -47,6 +49,8 @@ def _exit_codes() -> Iterator[None]:
 
 
 def _hosts(c: Any, inventory: str | None) -> list[fleet.SandboxHost]:
+    from deploytool import sandbox as fleet
+
     return fleet.load_hosts(inventory_path(c, inventory))
 
 
@@ -69,18 +73,24 @@ def _run(action: Callable[[], None]) -> None:
 @task(help={"inventory": INVENTORY_HELP})
 def up(c: Any, inventory: str | None = None) -> None:
     """Boot the inventory's sandbox hosts (idempotent; cleans leftovers of a crashed run first)."""
+    from deploytool import sandbox as fleet
+
     _run(lambda: fleet.up(_hosts(c, inventory), _report))
 
 
 @task
 def down(c: Any) -> None:
     """Remove every sandbox host on this machine, its namespaces, mounts, cgroups, bridge and state."""
+    from deploytool import sandbox as fleet
+
     _run(lambda: fleet.down(_report))
 
 
 @task(help={"inventory": INVENTORY_HELP, "host": "NAME[,NAME]: hosts to reboot (default: all)"})
 def reboot(c: Any, host: str | None = None, inventory: str | None = None) -> None:
     """Reboot sandbox hosts for real (systemctl reboot inside) and return when they are up again."""
+    from deploytool import sandbox as fleet
+
     _run(lambda: fleet.reboot(_select(_hosts(c, inventory), host), _report))
 
 

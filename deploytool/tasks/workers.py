@@ -8,33 +8,39 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from deploytool import workers as ops
-from deploytool.commands import systemctl as sc
 from deploytool.errors import HostError, InputError
-from deploytool.hostwork import on_host
-from deploytool.inventory import Inventory
 from deploytool.project import project_dir, project_templates
-from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
 from deploytool.tasks.options import Target, command, load, select_targets
-from deploytool.units import EnvFile, UnitFile, render_app
-from deploytool.workers import Workers
+
+# The worker machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
+# and every other task do not pay for it.
+if TYPE_CHECKING:
+    from deploytool import workers as ops
+    from deploytool.inventory import Inventory
+    from deploytool.remote import Session
+    from deploytool.units import EnvFile, UnitFile
+    from deploytool.workers import Workers
+
+    Op = Callable[[Session, Workers, HostReport], None]
 
 ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
                 "max_fail": "hosts that may fail before the rest are left alone (default 0)"}
-
-Op = Callable[[Session, Workers, HostReport], None]
 
 
 def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage: str, batch: str | None = None,
              default_batch: int = 0, max_fail: int = 0, group: str | None = None) -> list[HostReport]:
     """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches."""
+    from deploytool.hostwork import on_host
+    from deploytool.workers import Workers
+
     hosts: dict[str, list[Target]] = {}
     for t in targets:
         hosts.setdefault(t.host, []).append(t)
@@ -80,6 +86,9 @@ def render(
     out: str | None = None, show_secrets: bool = False,
 ) -> None:
     """Render the worker units and environment files for hosts without connecting to them."""
+    from deploytool.units import render_app
+    from deploytool.workers import Workers
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     many_hosts = len({t.host for t in targets}) > 1
@@ -106,6 +115,8 @@ def render(
 
 def redacted(env: EnvFile) -> EnvFile:
     """The environment file with every value shown as ***."""
+    from deploytool.units import EnvFile
+
     lines = [line.split("=", 1)[0] + "=***" for line in env.content.splitlines()]
     return EnvFile(env.path, "".join(line + "\n" for line in lines))
 
@@ -137,6 +148,8 @@ def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled:
 def install(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             json: bool = False) -> None:
     """Upload the units, enable instances 1..N and the target (start at boot); remove surplus ones."""
+    from deploytool import workers as ops
+
     templates = project_templates(project_dir(c.config))
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
@@ -148,10 +161,14 @@ def install(c: Context, inventory: str | None = None, host: str | None = None, a
 def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
               json: bool = False) -> None:
     """Stop, disable and remove all of an app's worker units."""
+    from deploytool import workers as ops
+
     simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json, stage="uninstall")
 
 
 def _systemctl_op(build: Callable[[Workers], list[str]], stage: str) -> Op:
+    from deploytool.remote import join
+
     def op(s: Session, w: Workers, r: HostReport) -> None:
         if w.units:
             s.run(join(build(w)), stage)
@@ -162,6 +179,8 @@ def _systemctl_op(build: Callable[[Workers], list[str]], stage: str) -> Op:
 def enable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
            json: bool = False) -> None:
     """Make the workers start at boot."""
+    from deploytool.commands import systemctl as sc
+
     simple(c, inventory, host, app, _systemctl_op(lambda w: sc.enable(w.app, [w.target, *w.units]), "enable"),
            json, stage="enable")
 
@@ -170,6 +189,8 @@ def enable(c: Context, inventory: str | None = None, host: str | None = None, ap
 def disable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             json: bool = False) -> None:
     """Stop the workers from starting at boot (running ones keep running)."""
+    from deploytool.commands import systemctl as sc
+
     simple(c, inventory, host, app,
            _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json, stage="disable")
 
@@ -178,6 +199,8 @@ def disable(c: Context, inventory: str | None = None, host: str | None = None, a
 def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
           group: str | None = None, json: bool = False) -> None:
     """Start the workers."""
+    from deploytool import workers as ops
+
     simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group, stage="start")
 
 
@@ -185,6 +208,8 @@ def start(c: Context, inventory: str | None = None, host: str | None = None, app
 def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
          group: str | None = None, json: bool = False) -> None:
     """Stop the workers; running jobs get the kind's grace to finish."""
+    from deploytool import workers as ops
+
     simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group, stage="stop")
 
 
@@ -192,6 +217,8 @@ def stop(c: Context, inventory: str | None = None, host: str | None = None, app:
 def quiet(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
           group: str | None = None, json: bool = False) -> None:
     """Make the workers stop fetching new jobs (kinds that support it); exit 1 for kinds that cannot."""
+    from deploytool import workers as ops
+
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
         ops.quiet(s, w)
@@ -206,6 +233,8 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
 def restart(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             group: str | None = None, batch: str | None = None, max_fail: int = 0, json: bool = False) -> None:
     """Quiet, stop and start the workers, rolling host by host."""
+    from deploytool import workers as ops
+
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
         try:
@@ -223,6 +252,8 @@ def restart(c: Context, inventory: str | None = None, host: str | None = None, a
 def status(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
            group: str | None = None, json: bool = False) -> None:
     """Show each worker unit's state; exit 1 unless every expected unit is active."""
+    from deploytool import workers as ops
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
@@ -263,6 +294,10 @@ def status_table(units: list[ops.UnitStatus]) -> str:
 def logs(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
          group: str | None = None, lines: int = 100, since: str | None = None, follow: bool = False) -> None:
     """Show the workers' journal."""
+    from deploytool.commands import systemctl as sc
+    from deploytool.remote import connect, join
+    from deploytool.workers import Workers
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     for t in targets:
