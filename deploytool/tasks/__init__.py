@@ -2,9 +2,10 @@
 
 from invoke.collection import Collection
 
+from deploytool.tasks.config import config
 from deploytool.tasks.deploy import deploy, releases, rollback
 from deploytool.tasks.inventory import inventory
 from deploytool.tasks.sandbox import sandbox
 from deploytool.tasks.workers import workers
 
-ns = Collection(deploy, rollback, releases, workers, inventory, sandbox)
+ns = Collection(deploy, rollback, releases, workers, inventory, config, sandbox)

@@ -1,0 +1,78 @@
+"""Commands that put a linked file into an app's shared/: read its state, make a private temporary file
+beside it, and move the uploaded content over it atomically. Pure builders returning argv; the content
+itself never appears in them (it travels as an upload)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from deploytool.inventory import App
+
+q = shlex.quote
+
+MODE = "600"  # linked files hold secrets: readable by their owner only
+ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """One linked file of an app in shared/, owned by `owner` (the user the workers run as); `sudo` when
+    that is not the SSH user, who then may neither read nor chown the file alone."""
+
+    app: App
+    name: str  # as in linked_files: relative to the release (and to shared/)
+    owner: str
+    sudo: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"{self.app.shared_path}/{self.name}"
+
+    @property
+    def directory(self) -> str:
+        return str(PurePosixPath(self.path).parent)
+
+    def _as_owner(self, *argv: str) -> list[str]:
+        return ["sudo", "-n", *argv] if self.sudo else list(argv)
+
+
+def invocation(app: App, name: str, source: str = "PATH") -> str:
+    """The task that puts this linked file in place: what a missing-file error tells the user to run."""
+    return shlex.join(["fab", "config.upload", "--app", app.name, "--file", name, "--from", source])
+
+
+def state(f: SharedFile) -> str:
+    """Print `SHA256 MODE OWNER` of the file, or `absent`."""
+    # sha256sum of a file only its owner may read needs that owner's rights (sudo) when they differ.
+    sha = shlex.join(f._as_owner("sha256sum", "--", f.path))
+    path = q(f.path)
+    return (f"if [ -e {path} ]; then printf '%s %s\\n' \"$({sha} | cut -d' ' -f1)\" "
+            f"\"$(stat -c '%a %U' -- {path})\"; else echo {ABSENT}; fi")
+
+
+def expected_state(f: SharedFile, sha256: str) -> str:
+    """The line `state` prints when the file already is as wanted."""
+    return f"{sha256} {MODE} {f.owner}"
+
+
+def make_temp(f: SharedFile) -> str:
+    """A private (umask 077) temporary file in the same directory, so the final `mv` is a rename; prints
+    its path."""
+    name = PurePosixPath(f.name).name
+    return (f"umask 077 && mkdir -p -- {q(f.directory)} && "
+            f"mktemp -- {q(f.directory + '/.' + name + '.deploytool.XXXXXXXX')}")
+
+
+def install(f: SharedFile, temp: str) -> list[list[str]]:
+    """Mode and owner first, then rename over the old file: readers see the old file or the new one."""
+    return [
+        ["chmod", MODE, "--", temp],
+        f._as_owner("chown", "--", f.owner + ":", temp),
+        ["mv", "-f", "--", temp, f.path],
+    ]
+
+
+def discard(temp: str) -> list[str]:
+    return ["rm", "-f", "--", temp]
