@@ -2,10 +2,11 @@
 
 from invoke.collection import Collection
 
+from deploytool.tasks.check import check
 from deploytool.tasks.config import config
 from deploytool.tasks.deploy import deploy, releases, rollback
 from deploytool.tasks.inventory import inventory
 from deploytool.tasks.sandbox import sandbox
 from deploytool.tasks.workers import workers
 
-ns = Collection(deploy, rollback, releases, workers, inventory, config, sandbox)
+ns = Collection(deploy, rollback, releases, check, workers, inventory, config, sandbox)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import APP_HOSTS, DEPLOY_TO, fab, fab_json, ssh, variant
+
+from deploytool.sandbox.host import SUDOERS
+from deploytool.sandbox.layout import DEPLOY_USER
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +53,65 @@ def test_config_upload_changed_then_unchanged(sample_shared: None, tmp_path: Pat
     finally:
         for h in APP_HOSTS:
             ssh(h, f"rm -f {path}")
+
+
+SUDOERS_FILE = "/etc/sudoers.d/deploytool-sandbox"
+
+
+def write_sudoers(host: str, text: str) -> None:
+    # Through the deploy user's own `sudo tee` right (kept in the narrowed file, so this restores too).
+    ssh(host, f"printf %s {shlex.quote(text)} | sudo -n tee {SUDOERS_FILE} >/dev/null")
+
+
+def tree(host: str) -> str:
+    """Everything under deploy_to and the unit directory (names, sizes, times, modes, owners), except
+    what running workers write (logs, tmp)."""
+    return ssh(host, f"find {DEPLOY_TO} /etc/systemd/system \\( -path {DEPLOY_TO}/shared/log -o "
+                     f"-path {DEPLOY_TO}/shared/tmp \\) -prune -o -printf '%p %s %T@ %m %u %l\\n' | sort").stdout
+
+
+def test_check_lists_every_problem_and_changes_nothing(sample_shared: None, tmp_path: Path) -> None:
+    inv = variant(tmp_path, with_extra_linked_file)
+    full = SUDOERS.format(user=DEPLOY_USER)
+    narrow = full.replace("/usr/bin/journalctl, ", "")
+    assert narrow != full
+    before = tree("prod-a")
+    try:
+        write_sudoers("prod-a", narrow)
+        r = fab("check", "--inventory", inv, "--host", "prod-a")
+        code, report = fab_json("check", "--inventory", inv, "--host", "prod-a")
+    finally:
+        write_sudoers("prod-a", full)
+    assert r.returncode == 1 and code == 1, r.stdout + r.stderr
+    upload = f"fab config.upload --app sample --file {EXTRA} --from PATH"
+    problems = [(f["check"], f["detail"]) for f in report["hosts"][0]["findings"] if not f["ok"] and not f["note"]]
+    assert problems == [
+        ("sudo", "sudo -n journalctl: not allowed for deploy without a password (deploytool runs it)"),
+        ("linked file", f"{DEPLOY_TO}/shared/{EXTRA}: missing; upload it: {upload}"),
+    ], report
+    assert r.stdout.count("PROBLEM") == 2 and upload in r.stdout, r.stdout
+    assert tree("prod-a") == before
+
+    # A good host: exit 0, with the worker groups' programs resolved as the units start them.
+    code, report = fab_json("check", "--host", "prod-b")
+    assert code == 0, report
+    found = {(f["check"], f["detail"].split(":")[0]): f for f in report["hosts"][0]["findings"]}
+    assert found[("worker program", "sidekiq")]["detail"].endswith("-> /usr/bin/sidekiq")
+    assert found[("worker program", "rq")]["detail"].endswith("-> /usr/bin/rq")
+    assert {f["check"] for f in report["hosts"][0]["findings"]} >= {
+        "host key", "sudo", "program", "deploy_to", "linked file", "disk", "units", "worker program"}
+
+
+def test_check_reports_an_unknown_host_key(sample_shared: None, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+
+    def unknown_key(data: dict[str, Any]) -> None:
+        data["hosts"]["prod-b"]["known_hosts"] = str(empty)
+
+    code, report = fab_json("check", "--inventory", variant(tmp_path, unknown_key), "--host", "prod-a,prod-b")
+    assert code == 1
+    by_host = {h["host"]: h for h in report["hosts"]}
+    assert by_host["prod-a"]["status"] == "ok", by_host["prod-a"]
+    [finding] = by_host["prod-b"]["findings"]
+    assert finding["check"] == "host key" and f"is not in {empty}" in finding["detail"], finding
