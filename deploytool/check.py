@@ -52,7 +52,8 @@ def host_commands(inv: Inventory, host: str, app: App, template_dirs: Sequence[P
     recovery, the worker tasks, and `config.upload` of every linked file."""
     w = Workers(inv, host, app)
     release = "20000101000000"
-    d = Deploy(inv, host, app, Revision(app.source.revision, "0" * 40), release, None, template_dirs)
+    d = Deploy(inv, host, app, Revision(app.source.revision, "0" * 40), release, None, template_dirs,
+               once_host=True)
     texts = [c for phase in d.phases(Holder.me("", release)) for _, c in phase.stages]
     texts += [
         rel.switch_back(app, release, "19990101000000"), ops.recover_script(w), ops.restart_script(w),

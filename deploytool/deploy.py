@@ -43,6 +43,8 @@ class Deploy:
     # Bounds how many hosts quiet and restart their workers at once, so workers restart rolling while
     # the rest of the deploy runs in parallel.
     restart_gate: threading.Semaphore | None = None
+    # This host runs the app's `once: true` hooks (migrations): one host per app and deploy.
+    once_host: bool = False
 
     @property
     def workers(self) -> Workers:
@@ -74,12 +76,20 @@ class Deploy:
             Phase("prepare", [("check", rel.check(app)), ("check", rel.previous_release(app)),
                               ("lock", rel.lock(app, holder.json())), ("lock", rel.release_after(app, self.release))]),
             Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
-                  + ([("build", rel.build(app, self.release, app.build))] if app.build else [])),
+                  + ([("build", rel.build(app, self.release, app.build))] if app.build else [])
+                  + self.hooks("after_build") + self.hooks("before_switch")),
             Phase("publish", publish),
             Phase("restart", restart),
+            # Its own round trip: the release is live by now, so a failing hook is reported, not recovered.
+            Phase("after_restart", self.hooks("after_restart")),
             Phase("finish", [("cleanup", rel.cleanup(app)), ("cleanup", rel.log_revision(app, self._log_line())),
                              ("unlock", join(rel.unlock(app)))]),
         ]
+
+    def hooks(self, point: str) -> list[tuple[str, str]]:
+        """A hook point's stages: each hook run in the release the way a build step is."""
+        return [(f"{point} (once)" if h.once else point, rel.build(self.app, self.release, [h.command]))
+                for h in self.app.hooks.at(point, self.once_host)]
 
     def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
         """Every stage with the commands it sends, in order: what --dry-run prints."""
@@ -137,7 +147,7 @@ class Deploy:
             # The host may have named the release later than proposed (see rel.release_after).
             if seen[rel.RELEASE] != self.release:
                 d = replace(self, release=seen[rel.RELEASE])
-            _, release, publish, restart, finish = d.phases(holder)
+            _, release, publish, restart, after_restart, finish = d.phases(holder)
             report.release = d.release
             if self.archive is not None:
                 with out.stage(report, "upload"):
@@ -155,11 +165,20 @@ class Deploy:
             if locked:
                 d._recover(session, report, out, seen.get(rel.PREVIOUS, ""), published)
             return
+        if after_restart.stages:
+            try:
+                send(after_restart)
+            except HostError as e:
+                # Failed, as a CI job must notice, yet nothing is undone: the release is live, its
+                # workers were restarted and keep running; cleanup and the revision log still follow.
+                report.status = "failed"
+                report.error = out.redact(f"{e} (release {d.release} is live; its workers keep running)")
         try:
             send(finish)
         except HostError as e:
             # The release is live and its workers run; only cleanup, the log or the unlock failed.
-            report.status, report.error = "failed", out.redact(str(e))
+            report.status = "failed"
+            report.error = "; ".join(x for x in (report.error, out.redact(str(e))) if x)
             with contextlib.suppress(HostError):
                 session.run(join(rel.unlock(self.app)), "unlock")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import APP_HOSTS, DEPLOY_TO, fab, fab_json, ssh, variant
+from helpers import APP_HOSTS, DEPLOY_TO, fab, fab_json, readlink_current, ssh, variant
 
 from deploytool.sandbox.host import SUDOERS
 from deploytool.sandbox.layout import DEPLOY_USER
@@ -115,3 +115,67 @@ def test_check_reports_an_unknown_host_key(sample_shared: None, tmp_path: Path) 
     assert by_host["prod-a"]["status"] == "ok", by_host["prod-a"]
     [finding] = by_host["prod-b"]["findings"]
     assert finding["check"] == "host key" and f"is not in {empty}" in finding["detail"], finding
+
+
+ONCE_LOG = f"{DEPLOY_TO}/shared/hooks-once.log"
+AFTER_LOG = f"{DEPLOY_TO}/shared/hooks-after.log"
+
+
+def hooks(**points: list[Any]) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        data["apps"]["sample"]["hooks"] = points
+
+    return mutate
+
+
+def workers_pids(host: str) -> str:
+    """Each worker unit with its main PID and state: unchanged means the workers were left alone."""
+    return ssh(host, "for u in $(systemctl list-units --plain --no-legend 'sample-*@*.service' | awk '{print $1}'); "
+                     "do echo $u $(systemctl show -p MainPID --value $u) $(systemctl is-active $u); done").stdout
+
+
+def test_once_hook_runs_on_exactly_one_host(deployed: None, tmp_path: Path) -> None:
+    once = {"command": f"echo $(hostname) $APP_ENV $SAMPLE_JOB_SECONDS >> {ONCE_LOG}", "once": True}
+    inv = variant(tmp_path, hooks(before_switch=[once], after_restart=[f"hostname >> {AFTER_LOG}"]))
+    try:
+        # prod-b named first: the once host is still the first in inventory order.
+        r = fab("deploy", "--inventory", inv, "--host", "prod-b,prod-a", "--dry-run")
+        assert r.returncode == 0 and r.stdout.count("[before_switch (once)]") == 1, r.stdout
+        assert "prod-a: sample: release" in r.stdout and "runs the app's once hooks" in r.stdout
+        r = fab("deploy", "--inventory", inv, "--host", "prod-b,prod-a")
+        assert r.returncode == 0, r.stderr
+        logs = {h: ssh(h, f"cat {ONCE_LOG} 2>/dev/null || true").stdout.split() for h in APP_HOSTS}
+        # Once, on the first host, with the inventory's environment and the env file's.
+        assert logs == {"prod-a": ["prod-a", "production", "0.05"], "prod-b": []}
+        assert {h: ssh(h, f"cat {AFTER_LOG}").stdout.split() for h in APP_HOSTS} == {h: [h] for h in APP_HOSTS}
+    finally:
+        for h in APP_HOSTS:
+            ssh(h, f"rm -f {ONCE_LOG} {AFTER_LOG}")
+
+
+def test_failing_hook_before_switch_leaves_current_and_workers(deployed: None, tmp_path: Path) -> None:
+    current, pids = readlink_current("prod-a"), workers_pids("prod-a")
+    assert " active" in pids
+    inv = variant(tmp_path, hooks(after_build=["true"], before_switch=["echo no migration >&2; exit 3"]))
+    code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a")
+    assert code == 1
+    [host] = report["hosts"]
+    assert host["status"] == "failed" and "before_switch: exit 3" in host["error"], host
+    assert "no migration" in host["error"]
+    assert [s["name"] for s in host["stages"] if s["status"] == "failed"] == ["before_switch"]
+    assert readlink_current("prod-a") == current
+    assert workers_pids("prod-a") == pids
+    assert ssh("prod-a", f"ls {DEPLOY_TO}/releases").stdout.split()[-1] == current.rsplit("/", 1)[1]
+
+
+def test_failing_hook_after_restart_is_reported_and_the_release_stays(deployed: None, tmp_path: Path) -> None:
+    inv = variant(tmp_path, hooks(after_restart=["exit 4"]))
+    code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a")
+    assert code == 1
+    [host] = report["hosts"]
+    assert host["status"] == "failed" and "after_restart: exit 4" in host["error"], host
+    assert f"release {host['release']} is live; its workers keep running" in host["error"]
+    assert readlink_current("prod-a") == f"{DEPLOY_TO}/releases/{host['release']}"
+    assert [s["name"] for s in host["stages"]][-3:] == ["after_restart", "cleanup", "unlock"]
+    assert fab("workers.status", "--host", "prod-a").returncode == 0
+    assert f"deployed as release {host['release']}" in ssh("prod-a", f"tail -n1 {DEPLOY_TO}/revisions.log").stdout

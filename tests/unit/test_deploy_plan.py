@@ -6,7 +6,10 @@ from pathlib import Path
 
 from deploytool.deploy import Deploy
 from deploytool.inventory import load_inventory
+from deploytool.inventory.model import Hooks
 from deploytool.source import Revision
+from deploytool.tasks.deploy import once_hosts
+from deploytool.tasks.options import Target
 
 SANDBOX = Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml"
 
@@ -36,3 +39,39 @@ def test_git_strategy_updates_the_mirror_and_exports() -> None:
 def test_quiet_comes_right_before_the_restart() -> None:
     stages = list(plan("archive"))
     assert stages.index("switch") < stages.index("quiet") == stages.index("restart") - 1
+
+
+def hooked(once_host: bool) -> list[tuple[str, list[str]]]:
+    inv = load_inventory(SANDBOX)
+    app = inv.apps_on("prod-a")["sample"]
+    app = app.model_copy(update={"build": ("bundle install",), "hooks": Hooks.model_validate({
+        "after_build": ["bin/assets"],
+        "before_switch": [{"command": "bin/migrate", "once": True}, "bin/smoke"],
+        "after_restart": ["bin/notify"],
+    })})
+    d = Deploy(inv, "prod-a", app, Revision("HEAD", "c0ffee" * 6 + "abcd"), "20260101000000", None, (),
+               once_host=once_host)
+    return d.plan(["(no unit changes)"])
+
+
+def test_hooks_are_stages_at_their_points() -> None:
+    names = [name for name, _ in hooked(once_host=True)]
+    assert names == ["check", "lock", "upload", "code", "shared", "build", "after_build", "before_switch (once)",
+                     "before_switch", "switch", "units", "quiet", "restart", "after_restart", "cleanup", "unlock"]
+    stages = dict(hooked(once_host=True))
+    # Run in the new release with the app's environment, exactly as a build step.
+    [migrate] = stages["before_switch (once)"]
+    assert migrate.startswith("( cd /srv/sample/releases/20260101000000 && set -a && . ")
+    assert "export APP_ENV=production" in migrate and migrate.endswith("sh -ec bin/migrate )")
+
+
+def test_once_hooks_only_on_the_once_host() -> None:
+    names = [name for name, _ in hooked(once_host=False)]
+    assert "before_switch (once)" not in names and "before_switch" in names
+
+
+def test_the_once_host_is_the_first_deployed_in_inventory_order() -> None:
+    inv = load_inventory(SANDBOX)
+    app = inv.apps_on("prod-b")["sample"]
+    assert once_hosts(inv, [Target("prod-b", app), Target("prod-a", app)]) == {"sample": "prod-a"}
+    assert once_hosts(inv, [Target("prod-b", app)]) == {"sample": "prod-b"}
