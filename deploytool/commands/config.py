@@ -58,10 +58,10 @@ def expected_state(f: SharedFile, sha256: str) -> str:
 
 
 def make_temp(f: SharedFile) -> str:
-    """A private (umask 077) temporary file in the same directory, so the final `mv` is a rename; prints
-    its path."""
+    """A private temporary file (mktemp makes it 0600) in the same directory, so the final `mv` is a
+    rename; prints its path. The directory keeps the usual mode: the workers' user must reach the file."""
     name = PurePosixPath(f.name).name
-    return (f"umask 077 && mkdir -p -- {q(f.directory)} && "
+    return (f"mkdir -p -- {q(f.directory)} && "
             f"mktemp -- {q(f.directory + '/.' + name + '.deploytool.XXXXXXXX')}")
 
 

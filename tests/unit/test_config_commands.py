@@ -19,6 +19,7 @@ from deploytool.inventory import App, load_inventory
 from deploytool.remote import join, script
 from deploytool.shared_files import Content, shared_file, workers_user
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"TOKEN=very-secret-value\n"
 
 
@@ -39,6 +40,10 @@ def put(f: SharedFile, data: bytes) -> Path:
     """What the task does, with a local copy standing in for the SFTP upload."""
     temp = Path(sh(cmd.make_temp(f)).strip())
     assert temp.parent == Path(f.directory) and stat.S_IMODE(temp.stat().st_mode) == 0o600
+    # Only the file is private: the workers' user must still reach it through its directory.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(temp.parent.stat().st_mode) == 0o777 & ~umask
     temp.write_bytes(data)
     sh(script(*cmd.install(f, str(temp))))
     return temp
@@ -127,3 +132,22 @@ def test_groups_with_different_users_are_bad_input(tmp_path: Path) -> None:
                                               "      b: {kind: command, command: [x], user: two}"))
     with pytest.raises(InputError, match=r"several users \(one, two\)"):
         workers_user(inv, "h1", inv.apps_on("h1")["shop"])
+
+
+def upload_task(*args: str) -> subprocess.CompletedProcess[str]:
+    # The sandbox inventory, with no sandbox running: contacting a host would fail with exit 1, not 2.
+    return subprocess.run([str(ROOT / ".venv/bin/fab"), "-r", str(ROOT), "config.upload", *args],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--file", "config/nope.env", "--from", "/dev/null"],
+     "app sample: --file config/nope.env: not one of the app's linked_files (config/app.env)"),
+    (["--file", "config/app.env", "--from", "/nonexistent/app.env"],
+     "--from /nonexistent/app.env: cannot read: No such file or directory"),
+    (["--from", "/dev/null"], "config.upload needs --file LINKED_FILE and --from PATH"),
+])
+def test_upload_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
+    r = upload_task(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and message in r.stderr and r.stdout == ""
