@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import APP_HOSTS, DEPLOY_TO, fab, fab_json, readlink_current, ssh, variant
+from helpers import APP_HOSTS, DEPLOY_TO, FAB, ROOT, fab, fab_json, readlink_current, ssh, variant
 
 from deploytool.sandbox.host import SUDOERS
 from deploytool.sandbox.layout import DEPLOY_USER
@@ -29,8 +30,11 @@ def test_config_upload_changed_then_unchanged(sample_shared: None, tmp_path: Pat
     hosts = ",".join(APP_HOSTS)
     path = f"{DEPLOY_TO}/shared/{EXTRA}"
     try:
-        for expected in ("changed", "unchanged"):
-            r = fab("config.upload", "--inventory", inv, "--host", hosts, "--file", EXTRA, "--from", str(source))
+        for expected, origin in (("changed", str(source)), ("unchanged", "-")):
+            # The second time from standard input, as a CI secret is piped in.
+            r = subprocess.run([str(FAB), "-r", str(ROOT), "config.upload", "--inventory", inv, "--host", hosts,
+                                "--file", EXTRA, "--from", origin], input=SECRET + "\n", capture_output=True,
+                               text=True, timeout=300, check=False)
             assert r.returncode == 0, r.stdout + r.stderr
             assert SECRET not in r.stdout + r.stderr and "never-printed" not in r.stdout + r.stderr
             assert r.stdout.splitlines() == [f"{h}: sample: {path}: {expected}" for h in APP_HOSTS]
