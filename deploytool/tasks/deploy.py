@@ -29,7 +29,8 @@ DEPLOY_HELP = {
     "batch": "rolling batches: N hosts or P% of them at a time (default: all at once)",
     "restart_batch": "hosts whose workers restart at once, N or P% (default 1: rolling, the others keep working)",
     "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
-    "force_unlock": "clear a deploy lock left behind by a deploy that died (the holder is reported)",
+    "force_unlock": "clear a lock directory left by an older deploytool whose deploy died (a live "
+                    "deploy's lock is never broken; a dead one's frees itself within the heartbeat bound)",
 }
 
 
@@ -73,6 +74,7 @@ def deploy(
     batch: str | None = None,
     restart_batch: str | None = None,
     max_fail: int = 0,
+    timeout: float | None = None,
     force_unlock: bool = False,
     dry_run: bool = False,
     json: bool = False,
@@ -94,7 +96,7 @@ def deploy(
         gate = threading.Semaphore(batch_size(restart_batch, len(grouped), default=1))
         hosts = {
             h: [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates,
-                       force_unlock, gate) for t in ts]
+                       force_unlock, gate, timeout) for t in ts]
             for h, ts in grouped.items()
         }
         if dry_run:
@@ -129,6 +131,8 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
                 lines.append(f"  [{stage}]")
                 for cmd in commands:
                     lines += [f"    {ln}" for ln in elide_programs(cmd).splitlines()]
+            lines.append("  [on failure] each on its own, whatever fails: "
+                         "switch back, units, workers (restarted, never left quiet), remove release, unlock")
     return "\n".join(lines), ok
 
 
@@ -146,6 +150,7 @@ def rollback(
     host: str | None = None,
     app: str | None = None,
     release: str | None = None,
+    timeout: float | None = None,
     force_unlock: bool = False,
     json: bool = False,
 ) -> None:
@@ -157,7 +162,7 @@ def rollback(
     templates = project_templates(inv.path)
     run(list(reports),
         lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
-                                        reports[h], out, force_unlock),
+                                        reports[h], out, force_unlock, timeout),
         lambda h, reason: mark_skipped(reports[h], reason), default_batch=1)
     finish(out, [r for rs in reports.values() for r in rs], json)
 
