@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shlex
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -25,7 +24,7 @@ from deploytool.remote import Result, Session, last_lines, script
 from deploytool.report import HostReport, Reporter, StageReport
 from deploytool.rolling import CANCELLED
 
-RECOVERED = "@@deploytool-recovered"  # a recovery step's result: NAME EXIT last output
+RECOVERED = "@@deploytool-recovered"  # a recovery step's result: INDEX EXIT last output
 
 
 class Runner(Protocol):
@@ -44,22 +43,23 @@ class Runner(Protocol):
 def recovery_script(steps: list[Recovery]) -> str:
     """Every step in its own subshell, its exit code and last output lines printed; none stops another."""
     lines = []
-    for r in steps:
+    for i, r in enumerate(steps):
         lines.append(
             f"out=$( ( {r.command}\n) </dev/null 2>&1 ); rc=$?; "
-            f"printf '%s %s %s %s\\n' {RECOVERED} {shlex.quote(r.name)} \"$rc\" "
+            f"printf '%s %s %s %s\\n' {RECOVERED} {i} \"$rc\" "
             f"\"$(printf '%s' \"$out\" | tail -n 3 | tr '\\n' ' ')\""
         )
     return "\n".join(lines)
 
 
-def parse_recovered(stdout: str) -> dict[str, tuple[int, str]]:
-    results: dict[str, tuple[int, str]] = {}
+def parse_recovered(stdout: str) -> dict[int, tuple[int, str]]:
+    """Step index → (exit code, its last output lines)."""
+    results: dict[int, tuple[int, str]] = {}
     for line in stdout.splitlines():
         if line.startswith(RECOVERED + " "):
             parts = line.split(" ", 3)
-            if len(parts) >= 3 and parts[2].isdigit():
-                results[parts[1]] = (int(parts[2]), parts[3].strip() if len(parts) > 3 else "")
+            if len(parts) >= 3 and parts[1].isdigit() and parts[2].isdigit():
+                results[int(parts[1])] = (int(parts[2]), parts[3].strip() if len(parts) > 3 else "")
     return results
 
 
@@ -163,14 +163,14 @@ class Execution:
         steps = [r for r in self.plan.recovery if r.name in self.armed]
         errors: list[str] = []
         if steps:
-            results: dict[str, tuple[int, str]] = {}
+            results: dict[int, tuple[int, str]] = {}
             try:
                 r = self.session.run(recovery_script(steps), "recover", check=False, timeout=self.timeout)
                 results = parse_recovered(r.stdout)
             except HostError as e:
                 errors.append(str(e))
-            for step in steps:
-                code, text = results.get(step.name, (-1, "not run: the host could not be reached"))
+            for i, step in enumerate(steps):
+                code, text = results.get(i, (-1, "not run: the host could not be reached"))
                 st = StageReport(f"recover:{step.name}", status="ok" if code == 0 else "failed",
                                  started=round(0.0, 3))
                 self.report.stages.append(st)

@@ -73,7 +73,7 @@ def check(app: App) -> str:
     return (
         f"mkdir -p {' '.join(q(d) for d in dirs)}\n"
         f"missing=''; for f in {files}; do [ -e {q(lay.shared)}/\"$f\" ] || missing=\"$missing $f\"; done\n"
-        f'[ -z "$missing" ] || {{ echo "linked files missing in {lay.shared}/:$missing" >&2; exit 1; }}'
+        f'[ -z "$missing" ] || {{ printf "linked files missing in %s/:%s\\n" {q(lay.shared)} "$missing" >&2; exit 1; }}'
         if app.linked_files
         else f"mkdir -p {' '.join(q(d) for d in dirs)}"
     )

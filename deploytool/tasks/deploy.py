@@ -17,6 +17,7 @@ from deploytool.commands.requeue import END
 from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
+from deploytool.redact import inventory_secrets, redact
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
 from deploytool.source import pack, resolve
@@ -35,14 +36,7 @@ DEPLOY_HELP = {
 
 
 def secrets(inv: Inventory) -> list[str]:
-    """Environment values never printed: the inventory's, for every app and group."""
-    values: list[str] = []
-    for apps in inv.resolved.values():
-        for app in apps.values():
-            values += app.environment.values()
-            for g in app.workers.values():
-                values += g.environment.values()
-    return values
+    return inventory_secrets(inv)
 
 
 def by_host(targets: list[Target]) -> dict[str, list[Target]]:
@@ -181,11 +175,11 @@ def releases(
         lambda h, reason: mark_skipped(reports[h], reason))
     all_reports = [r for rs in reports.values() for r in rs]
     if json:
-        print(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
-                                        **r.details} for r in all_reports]}, indent=2))
+        print(redact(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
+                                        **r.details} for r in all_reports]}, indent=2)))
     else:
         for r in all_reports:
-            print(f"{r.host}: {r.app}" + (f": error: {r.error}" if r.error else ""))
+            print(redact(f"{r.host}: {r.app}" + (f": error: {r.error}" if r.error else "")))
             for item in r.details.get("releases", []):
                 mark = "*" if item["current"] else " "
                 print(f"  {mark} {item['release']}  {item['revision'][:12]}")

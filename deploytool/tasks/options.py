@@ -16,6 +16,7 @@ from invoke.tasks import task
 
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory, load_inventory
+from deploytool.redact import inventory_secrets, redact, remember
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,7 +48,7 @@ def exit_codes(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except (InputError, HostError) as e:
-            raise Exit(f"error: {e}", code=e.exit_code) from None
+            raise Exit(f"error: {redact(str(e))}", code=e.exit_code) from None
 
     return wrapper
 
@@ -60,7 +61,9 @@ def inventory_name(c: Context, inventory: str | None) -> str:
 
 
 def load(c: Context, inventory: str | None) -> Inventory:
-    return load_inventory(inventory_name(c, inventory))
+    inv = load_inventory(inventory_name(c, inventory))
+    remember(inventory_secrets(inv))
+    return inv
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from deploytool.errors import HostError, InputError
 from deploytool.execute import Execution
 from deploytool.hostwork import on_host
 from deploytool.inventory import Inventory
+from deploytool.redact import redact
 from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
@@ -224,14 +225,14 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
             raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
     reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status", group=group)
     if json:
-        print(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
+        print(redact(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
                              "units": [asdict(u) for u in units],
-                             "errors": [r.error for r in reports if r.error]}, indent=2))
+                             "errors": [r.error for r in reports if r.error]}, indent=2)))
     else:
         print(status_table(units))
         for r in reports:
             if r.error:
-                print(f"error: {r.error}")
+                print(redact(f"error: {r.error}"))
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
 
