@@ -196,6 +196,8 @@ class Session:
 
     def _lost_error(self, stage: str) -> HostError:
         silence = self.liveness.silence() if self.liveness else 0.0
+        # Later calls (recovery, unlock) fail at once instead of each waiting for the bound again.
+        self.close()
         return HostError(f"{self.host.name}: {stage}: no answer from the host for {silence:.0f}s "
                          "(network or host down); gave up")
 
