@@ -124,11 +124,6 @@ def recover_script(w: Workers) -> str:
     ])
 
 
-def recover(session: Session, w: Workers, stage: str = "recover") -> None:
-    if w.units:
-        session.run(recover_script(w), stage)
-
-
 def restart_plan(w: Workers, stage: str = "restart") -> Plan:
     """Quiet where supported, then stop and start again; on failure the workers are brought back."""
     if not w.units:
@@ -136,14 +131,6 @@ def restart_plan(w: Workers, stage: str = "restart") -> Plan:
     steps = [Step(stage, c, arms=("workers",)) for c in w.quiet_commands()]
     steps.append(Step(stage, restart_script(w), arms=("workers",)))
     return Plan((Script(tuple(steps), commits=True),), (Recovery("workers", recover_script(w)),))
-
-
-def restart(session: Session, w: Workers, stage: str = "restart") -> None:
-    """Quiet where supported, then stop and start again."""
-    if not w.units:
-        return
-    quiet(session, w, stage)
-    session.run(restart_script(w), stage)
 
 
 def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), stage: str = "units") -> bool:

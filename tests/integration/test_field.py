@@ -239,3 +239,36 @@ def test_no_secret_in_any_process_list_during_a_deploy(sample_shared: None, tmp_
         assert proc.wait(timeout=120) == 0
     ssh("prod-a", f"rm -f {flag}")
 
+
+
+def test_sigterm_starts_nothing_new_and_puts_the_host_back(sample_shared: None, tmp_path: Path) -> None:
+    flag = "/tmp/field-term-go"
+    ssh("prod-a", f"rm -f {flag}")
+    inv = variant(tmp_path, lambda d: (fast(d), plain(d, build=[blocking_build(flag)])))
+    ssh("prod-a", f"touch {flag}")  # a first release to go back to
+    code, done = fab_json("deploy", "--inventory", inv, "--host", "prod-a", "--app", "plain")
+    assert code == 0, done
+    before = ssh("prod-a", "readlink /srv/plain/current").stdout.strip()
+    ssh("prod-a", f"rm -f {flag}")
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([str(FAB), "-r", str(ROOT), "deploy", "--inventory", inv, "--host", "prod-a",
+                                 "--app", "plain", "--json"], stdout=out, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            wait_line(proc, "prod-a", "shared")  # the build runs
+            proc.send_signal(signal.SIGTERM)  # what a cancelled CI job sends
+            ssh("prod-a", f"touch {flag}")  # the build may end now; nothing after it may start
+            assert proc.stderr is not None
+            proc.stderr.read()
+            assert proc.wait(timeout=120) == 1
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        [host] = report_of(out)["hosts"]
+    ssh("prod-a", f"rm -f {flag}")
+    assert host["status"] == "failed" and "interrupted" in host["error"], host
+    assert "switch" not in [s["name"] for s in host["stages"]]
+    assert ssh("prod-a", "readlink /srv/plain/current").stdout.strip() == before
+    assert ssh("prod-a", f"test -e /srv/plain/releases/{host['release']}", check=False).returncode == 1
+    assert ssh("prod-a", "test -e /srv/plain/.deploy.lock", check=False).returncode == 1
