@@ -124,16 +124,17 @@ class Number:
     kind: type[int] | type[float]
     least: float
     above: bool = False
+    most: float = 10**9
 
     def parse(self, name: str, value: Any) -> int | float:
         flag = "--" + name.replace("_", "-")
         what = "a whole number" if self.kind is int else "a number"
-        bound = f"> {self.least:g}" if self.above else f">= {self.least:g}"
+        bound = (f"> {self.least:g}" if self.above else f">= {self.least:g}") + f" and <= {self.most:g}"
         try:
             number = self.kind(value)
         except (TypeError, ValueError):
             raise InputError(f"{flag} {value}: expected {what} {bound}") from None
-        if number < self.least or (self.above and number == self.least) or number != number:
+        if not self.least <= number <= self.most or (self.above and number == self.least):
             raise InputError(f"{flag} {value}: expected {what} {bound}")
         return number
 
@@ -143,7 +144,7 @@ NUMBERS = {
     "lines": Number(int, 1),
     "max_fail": Number(int, 0),
     "parallel": Number(int, 0),
-    "timeout": Number(float, 0, above=True),
+    "timeout": Number(float, 0, above=True, most=86400),
 }
 BATCHES = ("batch", "restart_batch")
 

@@ -62,6 +62,7 @@ def test_short_values_are_left_alone() -> None:
         ({"timeout": "0"}, "--timeout 0: expected a number > 0"),
         ({"timeout": "soon"}, "--timeout soon: expected a number > 0"),
         ({"timeout": "nan"}, "--timeout nan: expected a number > 0"),
+        ({"timeout": "inf"}, "--timeout inf: expected a number > 0 and <= 86400"),
         ({"batch": "0"}, "--batch batch 0"),
         ({"restart_batch": "150%"}, "--restart-batch batch 150%"),
     ],
