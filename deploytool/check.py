@@ -20,6 +20,7 @@ from deploytool.commands import unitfiles
 from deploytool.deploy import Deploy
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
+from deploytool.plan import Script
 from deploytool.remote import Session, join, script
 from deploytool.shared_files import shared_file
 from deploytool.source import Revision
@@ -54,7 +55,12 @@ def host_commands(inv: Inventory, host: str, app: App, template_dirs: Sequence[P
     release = "20000101000000"
     d = Deploy(inv, host, app, Revision(app.source.revision, "0" * 40), release, None, template_dirs,
                once_host=True)
-    texts = [c for phase in d.phases(Holder.me("", release)) for _, c in phase.stages]
+    holder = Holder.me("", release)
+    plan = d.build_plan({}, holder)
+    texts = [step.command for action in plan.actions if isinstance(action, Script) for step in action.steps]
+    texts += [r.command for r in plan.recovery]
+    texts += [rel.hold_lock(app, holder.json(), holder.token, 1), rel.lock_is_ours(app, holder.token),
+              join(rel.clear_legacy_lock(app))]
     texts += [
         rel.switch_back(app, release, "19990101000000"), ops.recover_script(w), ops.restart_script(w),
         unitfiles.remove_all(app), unitfiles.read_all(app), join(sc.logs(app, w.units, 10, None, False)),

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 from dataclasses import dataclass
+from pathlib import Path
 
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
@@ -43,16 +43,14 @@ def shared_file(inv: Inventory, host: str, app: App, name: str) -> SharedFile:
 
 @dataclass(frozen=True)
 class Content:
-    """The file's bytes, read once on the machine running fab; its repr never shows them."""
+    """The file to upload, a private file on the machine running fab, and its sha256 (read once)."""
 
-    data: bytes
+    path: Path
+    sha256: str
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-    def __repr__(self) -> str:
-        return f"Content({len(self.data)} bytes, sha256 {self.sha256[:12]})"
+    @classmethod
+    def of(cls, path: Path) -> Content:
+        return cls(path, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def is_current(session: Session, f: SharedFile, content: Content) -> bool:
@@ -66,7 +64,7 @@ def upload(session: Session, f: SharedFile, content: Content) -> str:
         return UNCHANGED
     temp = session.run(cmd.make_temp(f), "upload").stdout.strip()
     try:
-        session.put(io.BytesIO(content.data), temp, "upload")
+        session.put(content.path, temp, "upload")
         session.run(script(*cmd.install(f, temp)), "upload")
     except HostError:
         with contextlib.suppress(HostError):

@@ -54,6 +54,10 @@ class Layout:
         return f"{self.deploy_to}/.deploy.lock"
 
     @property
+    def flock(self) -> str:
+        return f"{self.deploy_to}/.deploy.flock"
+
+    @property
     def revisions_log(self) -> str:
         return f"{self.deploy_to}/revisions.log"
 
@@ -70,7 +74,7 @@ def check(app: App) -> str:
     if app.linked_files:
         # Every missing file named at once, each with the command that puts it in place.
         lines.append("missing=0")
-        lines += [f"[ -e {q(lay.shared + '/' + f)} ] || {{ missing=1; echo {q(missing_text(app, f))} >&2; }}"
+        lines += [f"[ -e {q(lay.shared + '/' + f)} ] || {{ missing=1; printf '%s\\n' {q(missing_text(app, f))} >&2; }}"
                   for f in app.linked_files]
         lines.append('[ "$missing" = 0 ] || exit 1')
     return "\n".join(lines)
@@ -81,13 +85,46 @@ def missing_text(app: App, name: str) -> str:
             f"{config.invocation(app, name)})")
 
 
-def lock(app: App, holder_json: str) -> str:
-    """Take the lock atomically (mkdir), recording the holder; if held, print the holder and exit 75."""
-    lock_dir = Layout(app).lock
-    return (
-        f"if mkdir {q(lock_dir)} 2>/dev/null; then printf '%s\\n' {q(holder_json)} > {q(lock_dir)}/holder; "
-        f"else cat {q(lock_dir)}/holder 2>/dev/null || echo '{{}}'; exit {LOCK_BUSY}; fi"
-    )
+LEGACY_LOCK = 76  # a lock directory left by an older deploytool (mkdir lock): its holder may still run
+LOCKED = "@@deploytool-locked"  # the holder took the lock
+
+
+def hold_lock(app: App, record: str, token: str, bound: float) -> str:
+    """The lock holder, a bash script fed on stdin that keeps reading it: it takes `flock` on
+    `.deploy.flock`, writes the human-readable record `.deploy.lock`, then waits for heartbeat lines.
+    It lets go when told (`release`), when its SSH session ends (EOF: the controller died, even by
+    SIGKILL) or after `bound` seconds without a heartbeat (the controller or its network vanished);
+    the kernel frees the flock with the process, so a dead deploy can never wedge the lock. It removes
+    the record only if the record still carries its own `token`. If the lock is held, it prints the
+    holder's record and exits 75.
+
+    The script is one `{ ... }` group: bash parses all of it before running it, so its `read` gets the
+    heartbeat lines that follow it on stdin, not the script's own last lines."""
+    lay = Layout(app)
+    return "{\n" + "\n".join([
+        f"mkdir -p {q(lay.deploy_to)} || exit 1",
+        f"r={q(lay.lock)}; f={q(lay.flock)}",
+        f'if [ -d "$r" ]; then cat "$r/holder" 2>/dev/null || echo "{{}}"; exit {LEGACY_LOCK}; fi',
+        'exec 9>>"$f" || exit 1',
+        f'if ! flock -n 9; then cat "$r" 2>/dev/null || echo "{{}}"; exit {LOCK_BUSY}; fi',
+        f'printf \'%s\\n\' {q(record)} > "$r.$$" && mv -f "$r.$$" "$r" || exit 1',
+        f"echo {LOCKED}",
+        f'while IFS= read -r -t {bound:g} line; do [ "$line" = release ] && break; done',
+        f'if grep -qF {q(token)} "$r" 2>/dev/null; then rm -f "$r"; fi',
+        "exit 0",  # not back to reading stdin for more script
+    ]) + "\n}"
+
+
+def lock_is_ours(app: App, token: str) -> str:
+    """Fails unless the lock is held and its record is ours: a deploy whose holder let go (its host was
+    out of reach longer than the heartbeat bound) must not carry on under another deploy's lock."""
+    lay = Layout(app)
+    return (f"grep -qF {q(token)} {q(lay.lock)} 2>/dev/null && ! flock -n {q(lay.flock)} true || "
+            "{ echo 'the deploy lock was lost (no heartbeat reached the host); stopping' >&2; exit 75; }")
+
+
+def clear_legacy_lock(app: App) -> list[str]:
+    return ["rm", "-rf", Layout(app).lock]
 
 
 def release_after(app: App, proposed: str) -> str:
@@ -101,11 +138,6 @@ def release_after(app: App, proposed: str) -> str:
         "UTC + 1 second\" +%Y%m%d%H%M%S); fi; "
         f'echo {RELEASE} "$r"'
     )
-
-
-def unlock(app: App) -> list[str]:
-    return ["rm", "-rf", Layout(app).lock]
-
 
 
 def unpack_archive(app: App, release: str, archive: str, revision: str) -> str:

@@ -29,7 +29,8 @@ def requeue(app: App, group: WorkerGroup) -> str | None:
     interpreter = f'py=$(sed -n "1s/^#! *//p" "$(command -v {q(program)})")'
     url = q(app.redis[0]) if app.redis else '"$REDIS_URL"'
     queues = " ".join(q(x.name) for x in group.queues) or "default"
-    run = f'"${{py:-python3}}" - {url} {queues} <<\'{END}\'\n{source}\n{END}'
+    # The URL (it may hold a password) goes in the environment, not in the program's argv.
+    run = f'DEPLOYTOOL_REDIS_URL={url} "${{py:-python3}}" - - {queues} <<\'{END}\'\n{source}\n{END}'
     env = {**app.environment, **group.environment}
     failed = f"could not requeue unfinished {group.kind} jobs of {app.name}-{group.name}"
     return (f"{{ ( cd {q(app.current_path)} && {with_app_env(app, interpreter, env)} && {run}\n) "

@@ -231,6 +231,8 @@ class App(_Model):
     redis: Annotated[tuple[RedisURL, ...], BeforeValidator(_one_or_many)] = ()
     redis_namespace: Name | None = None
     systemd: Literal["system", "user"] = "system"
+    # Seconds each stage of a deploy or worker task may take on a host (a build included).
+    timeout: Annotated[float, Field(strict=True, gt=0, le=86400)] = 600.0
     workers: dict[Name, WorkerGroup] = Field(default_factory=dict)
 
     @field_validator("workers", mode="before")
@@ -264,6 +266,10 @@ class Host(_Model):
     known_hosts: Text | None = None
     identity: Text | None = None
     connect_timeout: Annotated[float, Field(strict=True, gt=0, le=600)] = 10.0
+    # Seconds between keepalives; a host that answers none for three of them counts as lost.
+    keepalive: Annotated[float, Field(strict=True, ge=0.5, le=60)] = 5.0
+    # Apply ~/.ssh/config and /etc/ssh/ssh_config (ProxyCommand, ...): off unless asked for.
+    ssh_config: Annotated[bool, Field(strict=True)] = False
 
 
 @dataclass(frozen=True)

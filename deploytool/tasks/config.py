@@ -4,7 +4,9 @@ an app, without raw ssh. Prints per host only whether it changed, never the cont
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from invoke.collection import Collection
@@ -16,6 +18,7 @@ from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
 from deploytool.errors import InputError
 from deploytool.hostwork import on_host
+from deploytool.inventory import Inventory
 from deploytool.remote import Session
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
@@ -23,10 +26,17 @@ from deploytool.shared_files import Content
 from deploytool.tasks.options import Target, command, load, select_targets
 
 
-def read_content(source: str) -> Content:
-    """`-` reads standard input (a CI secret piped in); anything else is a path on this machine."""
+def read_content(source: str, workdir: Path) -> Content:
+    """`-` reads standard input (a CI secret piped in) into a private file in `workdir`; anything else is
+    a path on this machine."""
     try:
-        return Content(sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes())
+        if source == "-":
+            path = workdir / "stdin"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(sys.stdin.buffer.read())
+            return Content.of(path)
+        return Content.of(Path(source))
     except OSError as e:
         raise InputError(f"--from {source}: cannot read: {e.strerror}") from None
 
@@ -37,6 +47,24 @@ def one_app(targets: list[Target], inventory: Path) -> list[Target]:
         raise InputError(f"{inventory}: the selected hosts run several apps ({', '.join(apps)}): "
                          "name one with --app")
     return targets
+
+
+def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, dry_run: bool) -> list[HostReport]:
+    reports = {h: HostReport(h, f.app.name) for h, f in files.items()}
+    quiet = Reporter(quiet=True)
+
+    def work(h: str) -> bool:
+        def one(session: Session, f: SharedFile, report: HostReport) -> None:
+            if dry_run:
+                current = shared_files.is_current(session, f, content)
+                report.details["result"] = shared_files.UNCHANGED if current else "would change"
+            else:
+                report.details["result"] = shared_files.upload(session, f, content)
+
+        return on_host(inv.hosts[h], [files[h]], [reports[h]], quiet, one)
+
+    run(list(files), work, lambda h, reason: mark_skipped([reports[h]], reason))
+    return list(reports.values())
 
 
 @command(file="the linked file, as in the app's linked_files (e.g. config/app.env)",
@@ -52,22 +80,8 @@ def upload(
     targets = one_app(select_targets(inv, host, app), inv.path)
     # Every host's file is checked before any host is contacted: bad input touches nothing.
     files = {t.host: shared_files.shared_file(inv, t.host, t.app, file) for t in targets}
-    content = read_content(from_)
-    reports = {h: HostReport(h, f.app.name) for h, f in files.items()}
-    quiet = Reporter(quiet=True)
-
-    def work(h: str) -> bool:
-        def one(session: Session, f: SharedFile, report: HostReport) -> None:
-            if dry_run:
-                current = shared_files.is_current(session, f, content)
-                report.details["result"] = shared_files.UNCHANGED if current else "would change"
-            else:
-                report.details["result"] = shared_files.upload(session, f, content)
-
-        return on_host(inv.hosts[h], [files[h]], [reports[h]], quiet, one)
-
-    run(list(files), work, lambda h, reason: mark_skipped([reports[h]], reason))
-    done = list(reports.values())
+    with tempfile.TemporaryDirectory(prefix="deploytool-upload-") as workdir:
+        done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run)
     if json:
         print(jsonlib.dumps({"file": file, "dry_run": dry_run, "ok": all(r.status == "ok" for r in done),
                              "hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,

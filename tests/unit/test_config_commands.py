@@ -17,7 +17,7 @@ from deploytool.commands.config import SharedFile
 from deploytool.errors import InputError
 from deploytool.inventory import App, load_inventory
 from deploytool.remote import join, script
-from deploytool.shared_files import Content, shared_file, workers_user
+from deploytool.shared_files import shared_file, workers_user
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"TOKEN=very-secret-value\n"
@@ -79,7 +79,6 @@ def test_content_never_in_a_command(env_file: SharedFile) -> None:
     texts = [cmd.state(env_file), cmd.make_temp(env_file), script(*cmd.install(env_file, "/x/.tmp")),
              join(cmd.discard("/x/.tmp"))]
     assert not any("very-secret-value" in t for t in texts)
-    assert "very-secret-value" not in repr(Content(SECRET))
 
 
 def test_another_owner_takes_sudo_for_reading_and_chown(env_file: SharedFile) -> None:
