@@ -180,6 +180,6 @@ def test_failing_hook_after_restart_is_reported_and_the_release_stays(deployed: 
     assert host["status"] == "failed" and "after_restart: exit 4" in host["error"], host
     assert f"release {host['release']} is live; its workers keep running" in host["error"]
     assert readlink_current("prod-a") == f"{DEPLOY_TO}/releases/{host['release']}"
-    assert [s["name"] for s in host["stages"]][-3:] == ["after_restart", "cleanup", "unlock"]
+    assert [s["name"] for s in host["stages"]][-3:] == ["cleanup", "after_restart", "unlock"]
     assert fab("workers.status", "--host", "prod-a").returncode == 0
     assert f"deployed as release {host['release']}" in ssh("prod-a", f"tail -n1 {DEPLOY_TO}/revisions.log").stdout
