@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploytool import context
 from deploytool import workers as ops
 from deploytool.commands import check as probes
 from deploytool.commands import config as config_cmd
@@ -24,7 +25,6 @@ from deploytool.plan import Script
 from deploytool.remote import Session, join, script
 from deploytool.shared_files import shared_file
 from deploytool.source import Revision
-from deploytool.units import exec_start
 from deploytool.workers import Workers
 
 # Programs a host may be asked to run; those that occur as a command word in the builders' output are
@@ -123,61 +123,49 @@ def findings(rows: list[tuple[str, str, bool, list[str]]], app: App, archive_byt
 
 
 def check_units(session: Session, w: Workers, template_dirs: Sequence[Path]) -> Finding:
-    diff = ops.unit_diff(ops.installed(session, w, "check"), w.rendered(template_dirs))
-    changed = sorted({ln[4:].split(" ")[0] for ln in diff if ln.startswith("+++ ") or ln.startswith("--- ")}
-                     - {"/dev/null"})
+    """Units as the dry run compares them (deploytool.workers.changes); a note, since a deploy syncs them."""
+    diff = ops.changes(session, w, template_dirs)
     if diff == ["(no unit changes)"]:
         return Finding("units", True, "installed units match the inventory", note=True)
-    return Finding("units", False, f"differ from the inventory (a deploy syncs them): {', '.join(changed)}",
+    names = sorted({ln[4:].split(" ")[0] for ln in diff if ln.startswith(("+++ ", "--- "))} - {"/dev/null"})
+    names += [ln.split(":")[0] for ln in diff if ln.endswith("(environment file changed)")]
+    return Finding("units", False, f"differ from the inventory (a deploy syncs them): {', '.join(names)}",
                    note=True)
 
 
-def worker_probes(inv: Inventory, host: str, app: App) -> list[str]:
-    """Per worker group, the file its program resolves to as the units start it.
-
-    Seam: this looks the program up from the release with systemd's default PATH (what a unit that
-    sets no PATH gets). When deploytool.context defines the workers' runtime context (PATH from the
-    inventory's `path:`, the workers' user), this is where its resolver belongs."""
-    lines = []
-    for g in inv.groups_on(host, app):
-        if g.processes:
-            program = str(exec_start(app, g, host)[0])
-            lines.append(probes.worker_program(g.name, program, app.current_path))
-    return lines
-
-
-def worker_findings(rows: list[tuple[str, str, bool, list[str]]], inv: Inventory, host: str,
-                    app: App, released: bool) -> list[Finding]:
+def worker_programs(session: Session, inv: Inventory, host: str, app: App, released: bool) -> list[Finding]:
+    """Per worker group, the file its program resolves to in the group's runtime context
+    (deploytool.context: the units' user, PATH, environment files); a problem where it is nothing.
+    Before a first deploy a program inside the release cannot be looked at yet: that is a note."""
+    r = session.run(context.resolve_programs(inv, host, app, skip_release=not released), "check", check=False)
+    found = context.parse_programs(r.stdout)
     out = []
-    groups = {g.name: g for g in inv.groups_on(host, app)}
-    for kind, name, ok, detail in rows:
-        if kind != "worker" or name not in groups:
-            continue
-        program = str(exec_start(app, groups[name], host)[0])
-        if ok:
-            out.append(Finding("worker program", True, f"{name}: {program} -> {' '.join(detail)}"))
-        elif program.startswith(app.current_path + "/") and not released:
-            out.append(Finding("worker program", True, f"{name}: {program}: in the release, not deployed yet",
+    for g in inv.groups_on(host, app):
+        program = context.program(app, g)[0]
+        path = found.get(g.name, "")
+        if g.name not in found:
+            out.append(Finding("worker program", True, f"{g.name}: {program}: in the release, not deployed yet",
                                note=True))
+        elif path is None:
+            out.append(Finding("worker program", False, f"{g.name}: {program}: resolves to nothing in the "
+                                                        "group's runtime context (docs/runtime.md)"))
         else:
-            out.append(Finding("worker program", False, f"{name}: {program}: not found from "
-                                                        f"{app.current_path} with PATH={probes.SYSTEMD_PATH}"))
+            out.append(Finding("worker program", True, f"{g.name}: {program} -> {path}"))
     return out
 
 
 def check_app(session: Session, inv: Inventory, host: str, app: App, template_dirs: Sequence[Path],
               archive_bytes: int | None) -> list[Finding]:
     texts = host_commands(inv, host, app, template_dirs)
-    # The check's own probes (df, du, dirname) are needed too.
-    texts += [*probes.writable(app), *probes.disk(app)]
-    text = probes.probe(app, sudo_programs(texts), remote_programs(texts), worker_probes(inv, host, app))
-    rows = probes.parse(session.run(text, "check").stdout)
+    # The check's own probes (df, du, dirname) and the program lookup are needed too.
+    texts += [*probes.writable(app), *probes.disk(app), context.resolve_programs(inv, host, app)]
+    probe = probes.probe(app, sudo_programs(texts), remote_programs(texts))
+    rows = probes.parse(session.run(probe, "check").stdout)
     user = inv.hosts[host].user
     released = any(kind == "current" and ok for kind, _, ok, _ in rows)
-    result = [Finding("host key", True, "known (strict checking)"), *findings(rows, app, archive_bytes, user),
-              *worker_findings(rows, inv, host, app, released)]
-    result.append(check_units(session, Workers(inv, host, app), template_dirs))
-    return result
+    return [Finding("host key", True, "known (strict checking)"), *findings(rows, app, archive_bytes, user),
+            *worker_programs(session, inv, host, app, released),
+            check_units(session, Workers(inv, host, app), template_dirs)]
 
 
 def problems(found: Sequence[Finding]) -> list[Finding]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deploytool import context
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.execute import Execution
@@ -78,7 +79,9 @@ class Deploy:
         if has_units:
             restart.append(Step("restart", ops.restart_script(w), arms=("workers",)))
         actions: list[Action] = [
-            Script((Step("check", rel.check(app)), Step("check", rel.previous_release(app)),
+            # Every worker group's program must resolve in its units' context before anything changes.
+            Script((Step("check", context.resolve_programs(self.inv, self.host, app, skip_release=True)),
+                    Step("check", rel.check(app)), Step("check", rel.previous_release(app)),
                     Step("check", rel.release_after(app, self.release)))),
             Lock(app, holder, self.force_unlock),
         ]
@@ -88,7 +91,7 @@ class Deploy:
         actions += [
             # Hooks before the switch fail the host like a build step: only the new release is removed.
             Script((Step("code", code, arms=("remove release",)), Step("shared", rel.link_shared(app, release)),
-                    *([Step("build", rel.build(app, release, app.build))] if app.build else []),
+                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build))] if app.build else []),
                     *self.hooks("after_build", release), *self.hooks("before_switch", release))),
             Script(tuple(publish), commits=not restart),
         ]
@@ -114,7 +117,8 @@ class Deploy:
 
     def hooks(self, point: str, release: str) -> list[Step]:
         """A hook point's steps: each hook run in the release the way a build step is."""
-        return [Step(f"{point} (once)" if h.once else point, rel.build(self.app, release, [h.command]))
+        return [Step(f"{point} (once)" if h.once else point,
+                     rel.build(self.inv, self.host, self.app, release, [h.command]))
                 for h in self.app.hooks.at(point, self.once_host)]
 
     def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
@@ -156,6 +160,6 @@ def unit_changes(d: Deploy) -> list[str]:
     """Read the host's current units (read only) and diff them with the rendered ones."""
     session = connect(d.inv.hosts[d.host], d.timeout or d.app.timeout)
     try:
-        return ops.unit_diff(ops.installed(session, d.workers), d.workers.rendered(d.template_dirs))
+        return ops.changes(session, d.workers, d.template_dirs)
     finally:
         session.close()

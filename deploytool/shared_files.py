@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploytool import context, units
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
 from deploytool.errors import HostError, InputError
@@ -19,17 +20,14 @@ CHANGED, UNCHANGED = "changed", "unchanged"
 
 
 def workers_user(inv: Inventory, host: str, app: App) -> str:
-    """The user the app's workers run as on `host`: user-mode units run as the SSH user; system units as
-    their group's `user:` or the host's user. Groups that disagree leave the owner of a private (0600)
-    file ambiguous, which is bad input."""
+    """The user the app's workers run as on `host` (their units' User=; user-mode units run as the SSH
+    user). Groups that disagree leave the owner of a private (0600) file ambiguous: bad input."""
     ssh_user = inv.hosts[host].user
-    if app.systemd == "user":
-        return ssh_user
-    users = sorted({g.user or ssh_user for g in inv.groups_on(host, app)}) or [ssh_user]
+    users = sorted({units.runtime(inv, host, app, g).user or ssh_user for g in inv.groups_on(host, app)})
     if len(users) > 1:
         raise InputError(f"{inv.path}: host {host}: app {app.name}: workers run as several users "
                          f"({', '.join(users)}): a private linked file can be owned by only one")
-    return users[0]
+    return users[0] if users else ssh_user
 
 
 def shared_file(inv: Inventory, host: str, app: App, name: str) -> SharedFile:
@@ -38,7 +36,13 @@ def shared_file(inv: Inventory, host: str, app: App, name: str) -> SharedFile:
         raise InputError(f"{inv.path}: host {host}: app {app.name}: --file {name}: not one of the app's "
                          f"linked_files ({known})")
     owner = workers_user(inv, host, app)
-    return SharedFile(app, name, owner, sudo=owner != inv.hosts[host].user)
+    if owner == inv.hosts[host].user:
+        return SharedFile(app, name, owner)
+    # Read it as its owner: in a worker group's runtime context (all groups run as that user).
+    group = inv.groups_on(host, app)[0]
+    path = f"{app.shared_path}/{name}"
+    checksum = context.in_context(inv, host, app, ["sha256sum", "--", path], group, tolerant=True)
+    return SharedFile(app, name, owner, tuple(checksum))
 
 
 @dataclass(frozen=True)

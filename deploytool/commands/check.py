@@ -1,6 +1,6 @@
 """The read-only probes of `fab check`, as one shell script per host and app. Each probe prints one line,
 `@@deploytool-check KIND NAME ok|missing [DETAIL...]`, which deploytool.check parses. Nothing here
-writes: `sudo -n -l` only asks the policy, `command -v` only looks, `df`/`du` only measure."""
+writes: `sudo --list` only asks the policy, `command -v` only looks, `df`/`du` only measure."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _line(kind: str, name: str, test: str, detail: str = "") -> str:
 def sudo_rights(programs: Sequence[str]) -> list[str]:
     """May the SSH user run each program with `sudo -n` (no password)? `sudo -l PROGRAM` asks the policy
     without running anything."""
-    return [_line("sudo", q(p), f"sudo -n -l {q(p)} >/dev/null 2>&1") for p in programs]
+    return [_line("sudo", q(p), f"sudo --non-interactive --list {q(p)} >/dev/null 2>&1") for p in programs]
 
 
 def programs(names: Sequence[str]) -> list[str]:
@@ -57,20 +57,9 @@ def disk(app: App) -> list[str]:
     ]
 
 
-# The PATH systemd gives a unit that sets none, which is also where it looks up a bare ExecStart name.
-SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def worker_program(group: str, program: str, workdir: str, path: str = SYSTEMD_PATH) -> str:
-    """Which file a worker group's program resolves to, seen from the release with the units' PATH;
-    prints `... worker GROUP ok /path/to/program` or `... missing`."""
-    lookup = f"p=$(cd {q(workdir)} 2>/dev/null; PATH={q(path)} command -v {q(program)})"
-    return _line("worker", q(group), lookup, '"$p"')
-
-
-def probe(app: App, sudo: Sequence[str], needed: Sequence[str], workers: Sequence[str] = ()) -> str:
+def probe(app: App, sudo: Sequence[str], needed: Sequence[str]) -> str:
     return "\n".join([*sudo_rights(sudo), *programs(needed), *writable(app), *linked_files(app), *disk(app),
-                      released(app), *workers])
+                      released(app)])
 
 
 def released(app: App) -> str:

@@ -18,13 +18,16 @@ ABSENT = "absent"
 
 @dataclass(frozen=True)
 class SharedFile:
-    """One linked file of an app in shared/, owned by `owner` (the user the workers run as); `sudo` when
-    that is not the SSH user, who then may neither read nor chown the file alone."""
+    """One linked file of an app in shared/, owned by `owner`, the user the workers run as.
+
+    When that is not the SSH user, the SSH user can neither read the file nor give it away: `checksum`
+    then reads it as the owner (in the workers' runtime context, deploytool.context) and the owner is
+    set by `sudo install`, both rights the deploy user has for other reasons (docs/security.md)."""
 
     app: App
     name: str  # as in linked_files: relative to the release (and to shared/)
     owner: str
-    sudo: bool = False
+    checksum: tuple[str, ...] = ()  # argv printing the file's sha256; () = plain sha256sum
 
     @property
     def path(self) -> str:
@@ -34,8 +37,9 @@ class SharedFile:
     def directory(self) -> str:
         return str(PurePosixPath(self.path).parent)
 
-    def _as_owner(self, *argv: str) -> list[str]:
-        return ["sudo", "-n", *argv] if self.sudo else list(argv)
+    @property
+    def other_owner(self) -> bool:
+        return bool(self.checksum)
 
 
 def invocation(app: App, name: str, source: str = "PATH") -> str:
@@ -45,8 +49,7 @@ def invocation(app: App, name: str, source: str = "PATH") -> str:
 
 def state(f: SharedFile) -> str:
     """Print `SHA256 MODE OWNER` of the file, or `absent`."""
-    # sha256sum of a file only its owner may read needs that owner's rights (sudo) when they differ.
-    sha = shlex.join(f._as_owner("sha256sum", "--", f.path))
+    sha = shlex.join(f.checksum or ("sha256sum", "--", f.path))
     path = q(f.path)
     return (f"if [ -e {path} ]; then printf '%s %s\\n' \"$({sha} | cut -d' ' -f1)\" "
             f"\"$(stat -c '%a %U' -- {path})\"; else echo {ABSENT}; fi")
@@ -66,13 +69,20 @@ def make_temp(f: SharedFile) -> str:
 
 
 def install(f: SharedFile, temp: str) -> list[list[str]]:
-    """Mode and owner first, then rename over the old file: readers see the old file or the new one."""
+    """Mode and owner first, then a rename over the old file: readers see the old file or the new one."""
+    if not f.other_owner:
+        return [["chmod", MODE, "--", temp], ["mv", "-f", "--", temp, f.path]]
+    owned = owned_temp(temp)
     return [
-        ["chmod", MODE, "--", temp],
-        f._as_owner("chown", "--", f.owner + ":", temp),
-        ["mv", "-f", "--", temp, f.path],
+        ["sudo", "-n", "install", "-m", MODE, "-o", f.owner, "--", temp, owned],
+        ["rm", "-f", "--", temp],
+        ["mv", "-f", "--", owned, f.path],
     ]
 
 
+def owned_temp(temp: str) -> str:
+    return f"{temp}.owned"
+
+
 def discard(temp: str) -> list[str]:
-    return ["rm", "-f", "--", temp]
+    return ["rm", "-f", "--", temp, owned_temp(temp)]

@@ -15,13 +15,13 @@ from deploytool import check as checks
 from deploytool.check import Finding
 from deploytool.hostwork import on_host
 from deploytool.inventory import App
+from deploytool.project import project_dir, project_templates
 from deploytool.remote import Session
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
 from deploytool.source import pack, resolve
 from deploytool.tasks.deploy import by_host
 from deploytool.tasks.options import command, load, select_targets
-from deploytool.tasks.workers import project_templates
 
 # Checks whose passing results are shown as one line listing their names.
 LISTED = ("sudo", "program")
@@ -65,7 +65,7 @@ def check(
     units); changes nothing; exit 1 if any problem."""
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)
-    templates = project_templates(inv.path)
+    templates = project_templates(project_dir(c.config))
     sizes = archive_sizes({t.app.name: t.app for t in targets}, revision)
     grouped = by_host(targets)
     reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in grouped.items()}

@@ -42,8 +42,12 @@ def texts(inv: Inventory) -> list[str]:
 
 
 def test_sudo_programs_are_those_the_builders_run_with_sudo(tmp_path: Path) -> None:
-    assert check.sudo_programs(texts(inventory(tmp_path))) == ["journalctl", "mkdir", "rm", "systemctl", "tee"]
-    # User-mode units: systemctl --user needs no sudo; lingering needs loginctl.
+    assert check.sudo_programs(texts(inventory(tmp_path))) == [
+        "journalctl", "mkdir", "rm", "systemctl", "systemd-run", "tee"]
+    # An environment adds root-only environment files: written with install, compared with cmp.
+    with_env = check.sudo_programs(texts(inventory(tmp_path, environment="{GREETING: hello}")))
+    assert {"install", "cmp"} <= set(with_env)
+    # User-mode units: systemctl --user and systemd-run --user need no sudo; lingering needs loginctl.
     assert check.sudo_programs(texts(inventory(tmp_path, systemd="user"))) == ["loginctl"]
 
 
@@ -51,6 +55,7 @@ def test_remote_programs_follow_the_strategy(tmp_path: Path) -> None:
     archive = check.remote_programs(texts(inventory(tmp_path)))
     assert {"tar", "gzip", "base64", "mktemp", "sha256sum", "systemctl"} <= set(archive)
     assert "git" not in archive and "target" not in archive
+    assert {"flock", "systemd-run"} <= set(archive)  # the deploy lock, the runtime context
     git = check.remote_programs(texts(inventory(tmp_path, strategy="git")))
     assert "git" in git and "gzip" not in git
 
@@ -67,7 +72,7 @@ def test_probes_run_for_real_and_name_each_problem(tmp_path: Path) -> None:
     shared = Path(app.shared_path)
     (shared / "config").mkdir(parents=True)
     (shared / "config/app.env").write_text("X=1\n")
-    script = probes.probe(app, [], ["sh", "no-such-program-xyz"], check.worker_probes(inv, "h1", app))
+    script = probes.probe(app, [], ["sh", "no-such-program-xyz"])
     rows = probes.parse(sh(script))
     found = check.findings(rows, app, 4096, "deploy")
     problems = {(f.check, f.detail) for f in check.problems(found)}
@@ -77,9 +82,7 @@ def test_probes_run_for_real_and_name_each_problem(tmp_path: Path) -> None:
         ("linked file", f"{shared}/config/master.key: missing; upload it: {upload}"),
     }
     assert ("deploy_to", f"{app.deploy_to}: writable") in {(f.check, f.detail) for f in found}
-    workers = {f.detail.split(":")[0]: f for f in check.worker_findings(rows, inv, "h1", app, released=True)}
-    assert workers["s"].ok and workers["s"].detail.endswith("-> /usr/bin/sh")
-    assert not workers["w"].ok and "not found" in workers["w"].detail
+    assert ("current", "release", False, []) in rows  # nothing deployed yet
 
 
 def test_a_deploy_to_not_yet_made_is_checked_at_its_nearest_parent(tmp_path: Path) -> None:

@@ -81,11 +81,16 @@ def test_content_never_in_a_command(env_file: SharedFile) -> None:
     assert not any("very-secret-value" in t for t in texts)
 
 
-def test_another_owner_takes_sudo_for_reading_and_chown(env_file: SharedFile) -> None:
-    other = SharedFile(env_file.app, env_file.name, "worker", sudo=True)
-    assert "sudo -n sha256sum" in cmd.state(other)
-    assert cmd.install(other, "/t")[1] == ["sudo", "-n", "chown", "--", "worker:", "/t"]
-    assert cmd.install(env_file, "/t")[1][0] == "chown"
+def test_another_owner_is_read_as_that_user_and_given_the_file_by_sudo_install(env_file: SharedFile) -> None:
+    other = SharedFile(env_file.app, env_file.name, "worker", ("reader", "sha256sum", "--", env_file.path))
+    assert cmd.state(other).count("reader sha256sum") == 1
+    temp = "/t/.app.env.deploytool.X"
+    assert cmd.install(other, temp) == [
+        ["sudo", "-n", "install", "-m", "600", "-o", "worker", "--", temp, temp + ".owned"],
+        ["rm", "-f", "--", temp],
+        ["mv", "-f", "--", temp + ".owned", env_file.path],
+    ]
+    assert [argv[0] for argv in cmd.install(env_file, temp)] == ["chmod", "mv"]
 
 
 def test_invocation_names_app_and_file(env_file: SharedFile) -> None:
@@ -112,7 +117,8 @@ apps:
 def test_owner_is_the_workers_user(tmp_path: Path) -> None:
     inv = load_inventory(_inventory(tmp_path, "      w: {kind: command, command: [x], user: app}"))
     f = shared_file(inv, "h1", inv.apps_on("h1")["shop"], "config/app.env")
-    assert (f.owner, f.sudo) == ("app", True)
+    # Read as the workers' user, through their runtime context.
+    assert f.owner == "app" and f.checksum[:3] == ("sudo", "-n", "systemd-run") and "--uid=app" in f.checksum
     inv = load_inventory(_inventory(tmp_path, "      w: {kind: command, command: [x]}"))
     assert workers_user(inv, "h1", inv.apps_on("h1")["shop"]) == "deploy"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploytool.commands import release as rel
 from deploytool.deploy import Deploy
 from deploytool.inventory import load_inventory
 from deploytool.inventory.model import Hooks
@@ -60,14 +61,16 @@ def hooked(once_host: bool) -> list[tuple[str, list[str]]]:
 
 
 def test_hooks_are_stages_at_their_points() -> None:
+    d = hooked_deploy(once_host=True)
     names = [name for name, _ in hooked(once_host=True)]
     assert names == ["check", "lock", "upload", "code", "shared", "build", "after_build", "before_switch (once)",
                      "before_switch", "switch", "units", "quiet", "restart", "cleanup", "after_restart", "unlock"]
     stages = dict(hooked(once_host=True))
     # Run in the new release with the app's environment, exactly as a build step.
     [migrate] = stages["before_switch (once)"]
-    assert migrate.startswith("( cd /srv/sample/releases/20260101000000 && set -a && . ")
-    assert "export APP_ENV=production" in migrate and migrate.endswith("sh -ec bin/migrate )")
+    assert migrate == rel.build(d.inv, "prod-a", d.app, "20260101000000", ["bin/migrate"])
+    assert "--property=WorkingDirectory=/srv/sample/releases/20260101000000" in migrate
+    assert "--uid=deploy" in migrate and migrate.endswith("/bin/sh -ec bin/migrate")
 
 
 def test_once_hooks_only_on_the_once_host() -> None:
