@@ -59,6 +59,31 @@ def test_config_upload_changed_then_unchanged(sample_shared: None, tmp_path: Pat
             ssh(h, f"rm -f {path}")
 
 
+def test_config_upload_to_workers_of_another_user(sample_shared: None, tmp_path: Path) -> None:
+    """Workers running as another user than the SSH user: the file becomes theirs (sudo install), and is
+    read back as them (their runtime context) to see it unchanged."""
+
+    def as_nobody(data: dict[str, Any]) -> None:
+        with_extra_linked_file(data)
+        for group in data["apps"]["sample"]["workers"].values():
+            group["user"] = "nobody"
+
+    inv = variant(tmp_path, as_nobody)
+    source = tmp_path / "ops.key"
+    source.write_text(SECRET + "\n")
+    path = f"{DEPLOY_TO}/shared/{EXTRA}"
+    try:
+        for expected in ("changed", "unchanged"):
+            code, report = fab_json("config.upload", "--inventory", inv, "--host", "prod-a", "--file", EXTRA,
+                                    "--from", str(source))
+            assert code == 0 and report["hosts"][0]["result"] == expected, report
+        assert ssh("prod-a", f"stat -c '%a %U' {path}").stdout.split() == ["600", "nobody"]
+        assert ssh("prod-a", f"cat {path}", check=False).returncode != 0  # not readable by the SSH user
+        assert ssh("prod-a", f"ls -A {DEPLOY_TO}/shared/config").stdout.split() == ["app.env", "ops.key"]
+    finally:
+        ssh("prod-a", f"rm -f {path}")
+
+
 SUDOERS_FILE = "/etc/sudoers.d/deploytool-sandbox"
 
 
