@@ -67,6 +67,13 @@ def env_files_script(app: App) -> str:
     return unitfiles.write_env_files(app, app_env_files(app))
 
 
+def env_files_plan(app: App) -> str:
+    """What a dry run shows instead of env_files_script: the file, never its content."""
+    files = app_env_files(app)
+    return "\n".join(f"# {f.name}: (environment file, written if changed; content not shown)" for f in files) \
+        or "true"
+
+
 def runtime(inv: Inventory, host: str, app: App, group: WorkerGroup | None = None) -> Runtime:
     """The context of `group`'s units on `host` (units.runtime), or with no group the app's: the host's
     SSH user as User=, the app-level environment file."""
@@ -138,8 +145,10 @@ def program(app: App, group: WorkerGroup) -> list[str]:
 
 
 # Prints `@@deploytool-program GROUP PATH` (PATH `-` when nothing is found, with an error on stderr).
+# Only an executable file counts: systemd cannot start a shell builtin or a directory.
 _RESOLVE = (
-    'if p=$(command -v "$2"); then echo "$0 $1 $p"; '
+    'if p=$(command -v "$2") && case $p in /*) [ -f "$p" ] && [ -x "$p" ];; *) false;; esac; '
+    'then echo "$0 $1 $p"; '
     f'else echo "$0 $1 {NOT_FOUND}"; '
     "echo \"worker group $1: program $2 not found (PATH=$PATH, as the group's units see it)\" >&2; "
     "exit 127; fi"
@@ -161,7 +170,9 @@ def resolve_programs(inv: Inventory, host: str, app: App, groups: Sequence[Worke
         checks.append(wrap(runtime(inv, host, app, g), argv, tolerant=True))
     if not checks:
         return "true"
-    lines = ["unresolved=0", *(f"{join(c)} || unresolved=1" for c in checks), '[ "$unresolved" = 0 ]']
+    # The first line names the check when it fails (deploytool.remote.script quotes it).
+    lines = ["unresolved=0  # each worker group's program, resolved in its units' context",
+             *(f"{join(c)} || unresolved=1" for c in checks), '[ "$unresolved" = 0 ]']
     return "\n".join(lines)
 
 

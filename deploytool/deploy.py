@@ -63,6 +63,7 @@ class Deploy:
         quieting them early would leave a waiting host idle for the whole rolling restart. Running
         workers keep the code they loaded, so switching `current` first does not change what they run."""
         app, w = self.app, self.workers
+        dry = unit_changes is not None  # a plan to print: builders name secret files, never show them
         release = facts.get("release", self.release)
         previous = facts.get("previous", "")
         archive = self._remote_archive(release)
@@ -91,8 +92,9 @@ class Deploy:
         actions += [
             # Hooks before the switch fail the host like a build step: only the new release is removed.
             Script((Step("code", code, arms=("remove release",)), Step("shared", rel.link_shared(app, release)),
-                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build))] if app.build else []),
-                    *self.hooks("after_build", release), *self.hooks("before_switch", release))),
+                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build, plan=dry))]
+                      if app.build else []),
+                    *self.hooks("after_build", release, dry), *self.hooks("before_switch", release, dry))),
             Script(tuple(publish), commits=not restart),
         ]
         if restart:
@@ -101,7 +103,7 @@ class Deploy:
             Script((Step("cleanup", rel.cleanup(app)),
                     Step("cleanup", rel.log_revision(app, self._log_line(release))))),
         ]
-        after_restart = self.hooks("after_restart", release)
+        after_restart = self.hooks("after_restart", release, dry)
         if after_restart:
             # After the restart committed the release and after it is logged: a failing hook is
             # reported (the host fails) but undoes nothing; the workers keep running.
@@ -115,10 +117,10 @@ class Deploy:
         recovery.append(Recovery("remove release", rel.remove_release(app, release)))
         return Plan(tuple(actions), tuple(recovery))
 
-    def hooks(self, point: str, release: str) -> list[Step]:
+    def hooks(self, point: str, release: str, dry: bool = False) -> list[Step]:
         """A hook point's steps: each hook run in the release the way a build step is."""
         return [Step(f"{point} (once)" if h.once else point,
-                     rel.build(self.inv, self.host, self.app, release, [h.command]))
+                     rel.build(self.inv, self.host, self.app, release, [h.command], plan=dry))
                 for h in self.app.hooks.at(point, self.once_host)]
 
     def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:

@@ -180,14 +180,17 @@ def link_shared(app: App, release: str) -> str:
     return " && ".join(cmds) or "true"
 
 
-def build(inv: Inventory, host: str, app: App, release: str, commands: Sequence[str]) -> str:
+def build(inv: Inventory, host: str, app: App, release: str, commands: Sequence[str], *,
+          plan: bool = False) -> str:
     """Each build step as `sh -ec STEP` in the new release, in the app's runtime context (the units'
-    user, PATH and environment files, not the SSH login's), after writing the app's environment file."""
+    user, PATH and environment files, not the SSH login's), after writing the app's environment file.
+    `plan`: the text a dry run shows, where that file is named, never its content."""
     if not commands:
         return "true"
     path = Layout(app).release(release)
     steps = [join(context.in_context(inv, host, app, ["/bin/sh", "-ec", c], cwd=path)) for c in commands]
-    return context.env_files_script(app) + "\n" + " && ".join(steps)
+    env = context.env_files_plan(app) if plan else context.env_files_script(app)
+    return env + "\n" + " && ".join(steps)
 
 
 def switch_current(app: App, release: str) -> str:

@@ -15,7 +15,7 @@ from invoke.exceptions import Exit
 from deploytool.context import in_context
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory, WorkerGroup
-from deploytool.remote import connect, join
+from deploytool.remote import Session, connect, join
 from deploytool.tasks.options import command, load, select_targets, split_names
 
 RUN_HELP = {
@@ -68,6 +68,17 @@ def choose(inv: Inventory, host: str | None, app: str | None, group: str | None,
     return chosen
 
 
+def attached(session: Session, text: str, pty: bool) -> int:
+    """Run with stdin forwarded (its end closes the command's stdin, so `cmd < file` works and nothing
+    waits for input that never comes) and output passed through; with `pty`, a terminal both ways.
+    Session.stream passes output only: `fab run` is the one caller that needs stdin."""
+    session.commands += 1
+    try:
+        return int(session.connection.run(text, pty=pty, warn=True).exited)
+    except Exception as e:  # paramiko/socket errors: the host is gone or unreachable
+        raise HostError(f"{session.host.name}: run: {e}") from None
+
+
 @command(**RUN_HELP)
 def run(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
         group: str | None = None, all: bool = False, tty: bool = False) -> None:
@@ -85,15 +96,7 @@ def run(c: Context, inventory: str | None = None, host: str | None = None, app: 
         text = join(in_context(inv, name, the_app, argv, the_group, tty=interactive))
         session = connect(inv.hosts[name])
         try:
-            if interactive:
-                # A terminal both ways, stdin forwarded: the one caller that needs it (Session.stream
-                # passes output only).
-                try:
-                    code = int(session.connection.run(text, pty=True, warn=True).exited)
-                except Exception as e:
-                    raise HostError(f"{name}: run: {e}") from None
-            else:
-                code = session.stream(text)
+            code = attached(session, text, interactive)
         finally:
             session.close()
         if code == EXIT_CHDIR:

@@ -178,9 +178,11 @@ def test_secrets_are_not_printed(deployed: None, tmp_path: Path) -> None:
     inv = variant(tmp_path, lambda d: d["apps"]["sample"].update(environment={"API_TOKEN": secret},
                                                                  build=["test -n \"$API_TOKEN\""]))
     r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--dry-run")
-    # The units stage names the environment files that would change, the build shows its export redacted.
+    # The units stage names the environment files that would change, the build the app's file it writes
+    # first (deploytool.context): names only, no content, not even base64-encoded.
     assert r.returncode == 0 and "sidekiq.env: (environment file changed)" in r.stdout, r.stdout
-    assert "export API_TOKEN=***" in r.stdout
+    assert "_app.env: (environment file, written if changed; content not shown)" in r.stdout
+    assert "base64" not in r.stdout and "export API_TOKEN" not in r.stdout
     assert secret not in r.stdout + r.stderr
     code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a")
     assert code == 0, report

@@ -94,11 +94,13 @@ time.sleep(1e6)
 
 
 def test_a_worker_is_confined_to_shared_and_never_root(deployed: None, tmp_path: Path) -> None:
+    program = "/srv/sample/shared/probe.py"
+
     def with_probe(d: dict[str, Any]) -> None:
-        d["apps"]["sample"]["workers"]["probe"] = {"kind": "command", "command": ["/usr/bin/python3", "-c", PROBE]}
+        d["apps"]["sample"]["workers"]["probe"] = {"kind": "command", "command": ["/usr/bin/python3", program]}
 
     inv = variant(tmp_path, with_probe)
-    ssh("prod-a", "rm -f /srv/sample/shared/log/probe.json")
+    ssh("prod-a", f"rm -f /srv/sample/shared/log/probe.json && cat > {program} <<'EOF'\n{PROBE}\nEOF")
     try:
         assert fab("workers.install", "--inventory", inv, "--host", "prod-a").returncode == 0
         assert fab("workers.start", "--inventory", inv, "--host", "prod-a", "--group", "probe").returncode == 0
@@ -118,4 +120,5 @@ def test_a_worker_is_confined_to_shared_and_never_root(deployed: None, tmp_path:
         assert code == 0, status
     finally:
         assert fab("workers.install", "--host", "prod-a").returncode == 0
+        ssh("prod-a", f"rm -f {program} /srv/sample/shared/log/probe.json")
     assert ssh("prod-a", "ls /etc/systemd/system | grep -c probe", check=False).stdout.strip() == "0"

@@ -165,7 +165,7 @@ def test_programs_are_resolved_per_group_in_its_own_context(inv: Inventory) -> N
     app = inv.apps_on("w1")["shop"]
     text = context.resolve_programs(inv, "w1", app)
     lines = text.splitlines()
-    assert lines[0] == "unresolved=0" and lines[-1] == '[ "$unresolved" = 0 ]'
+    assert lines[0].startswith("unresolved=0  # ") and lines[-1] == '[ "$unresolved" = 0 ]'
     checks = lines[1:-1]
     assert len(checks) == len(inv.groups_on("w1", app))
     [rq] = [c for c in checks if "EnvironmentFile=-/etc/deploytool/shop/rq.env" in c]
@@ -182,6 +182,12 @@ def test_resolve_script_reports_found_and_missing_programs(tmp_path: Path) -> No
     found = subprocess.run([*argv, "web", "sh"], capture_output=True, text=True, check=False)
     missing = subprocess.run([*argv, "rq", "no-such-program"], capture_output=True, text=True, check=False)
     assert found.returncode == 0 and missing.returncode == 127
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a program\n")
+    plain.chmod(0o644)
+    for not_a_program in ("cd", str(plain), "/usr/bin"):  # a builtin, not executable, a directory
+        r = subprocess.run([*argv, "g", not_a_program], capture_output=True, text=True, check=False)
+        assert r.returncode == 127 and r.stdout == f"{context.PROGRAM} g -\n", not_a_program
     assert "worker group rq: program no-such-program not found" in missing.stderr
     parsed = context.parse_programs(found.stdout + missing.stdout + "other line\n")
     assert parsed == {"web": found.stdout.split()[-1], "rq": None} and parsed["web"].endswith("/sh")

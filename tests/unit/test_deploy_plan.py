@@ -68,7 +68,7 @@ def test_hooks_are_stages_at_their_points() -> None:
     stages = dict(hooked(once_host=True))
     # Run in the new release with the app's environment, exactly as a build step.
     [migrate] = stages["before_switch (once)"]
-    assert migrate == rel.build(d.inv, "prod-a", d.app, "20260101000000", ["bin/migrate"])
+    assert migrate == rel.build(d.inv, "prod-a", d.app, "20260101000000", ["bin/migrate"], plan=True)
     assert "--property=WorkingDirectory=/srv/sample/releases/20260101000000" in migrate
     assert "--uid=deploy" in migrate and migrate.endswith("/bin/sh -ec bin/migrate")
 

@@ -210,6 +210,9 @@ def test_build_runs_each_step_in_the_release_in_the_app_context(app: App, tmp_pa
     assert "/usr/bin/env /bin/sh -ec 'bundle install' && " in text
     assert "s3cr3t-value" not in text and "hello world" not in text
     assert rel.build(inv, "h", app, "20260101000000", []) == "true"
+    plan = rel.build(inv, "h", app, "20260101000000", ["bundle install"], plan=True)
+    assert plan.startswith("# _app.env: (environment file, written if changed; content not shown)\n")
+    assert "base64" not in plan and "base64" in text
 
 
 def test_script_names_the_failing_command() -> None:

@@ -70,6 +70,8 @@ def test_build_requeue_and_run_use_the_units_context_not_the_login_shell(
             assert (run.returncode, run.stdout.strip()) == (0, out), run.stderr
         failed = fab("run", "--inventory", inv, "--host", "prod-a", "--", "sh", "-c", "echo partial; exit 7")
         assert (failed.returncode, failed.stdout) == (7, "partial\n")
+        piped = fab("run", "--inventory", inv, "--host", "prod-a", "--", "sh", "-c", "tr a-z A-Z", stdin="through\n")
+        assert (piped.returncode, piped.stdout) == (0, "THROUGH\n"), piped.stderr
         tty = fab("run", "--inventory", inv, "--host", "prod-a", "--tty", "--", "sh", "-c", "[ -t 0 ] && echo terminal")
         assert (tty.returncode, tty.stdout.strip()) == (0, "terminal"), tty.stderr
         # The workers run with the same PATH.
