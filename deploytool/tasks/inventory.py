@@ -54,8 +54,10 @@ def _lines(data: dict[str, Any]) -> list[str]:
 @command()
 def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     """Validate an inventory and print what runs where."""
+    from deploytool.redact import redact
+
     data = summary(load(c, inventory))
-    print(jsonlib.dumps(data, indent=2) if json else "\n".join(_lines(data)))
+    print(redact(jsonlib.dumps(data, indent=2) if json else "\n".join(_lines(data))))
 
 
 inventory = Collection("inventory", check)
