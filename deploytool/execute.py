@@ -24,6 +24,7 @@ from deploytool.remote import Result, Session, last_lines, script
 from deploytool.report import HostReport, Reporter, StageReport
 from deploytool.rolling import CANCELLED
 
+PID = "@@deploytool-pid"  # the remote shell's pid (= its process group)
 RECOVERED = "@@deploytool-recovered"  # a recovery step's result: INDEX EXIT last output
 
 
@@ -74,6 +75,7 @@ class Execution:
         self.armed: list[str] = []
         self.held: lock.Held | None = None
         self.plan = Plan(())
+        self.stray = ""  # the remote shell of a round trip that was cut off (timed out)
 
     def run(self, build: Callable[[Facts], Plan]) -> bool:
         """Run the plan `build` makes from what the hosts reported so far (it is rebuilt after each
@@ -137,7 +139,10 @@ class Execution:
             else:
                 output.append(line)
 
-        commands: list[str] = []
+        # The remote shell leads its own process group (sshd starts it with setsid): if this round trip
+        # times out, recovery stops what is left of it before putting things back.
+        commands: list[str] = [f"echo {PID} $$"]
+        self.facts.pop("pid", None)
         if self.held is not None:
             commands.append(self.held.still_ours())
         last = None
@@ -151,6 +156,7 @@ class Execution:
             r = self.session.run(script(*commands), first, check=False, timeout=self.timeout, on_line=on_line)
         except HostError:
             clock.end("failed")
+            self.stray = self.facts.get("pid", "")
             raise
         self.facts[f"output:{first}"] = "\n".join(output)
         stage = clock.current.name if clock.current else first
@@ -161,6 +167,8 @@ class Execution:
     def recover(self) -> None:
         """Run every armed recovery step, each on its own and reported; then let go of the lock."""
         steps = [r for r in self.plan.recovery if r.name in self.armed]
+        if self.stray.isdigit():
+            steps.insert(0, Recovery("stop the stage", f"kill -TERM -- -{self.stray} 2>/dev/null; true"))
         errors: list[str] = []
         if steps:
             results: dict[int, tuple[int, str]] = {}

@@ -5,6 +5,7 @@ Hook points are the progress lines `fab` prints as each stage ends: the next sta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -190,7 +191,7 @@ def test_failure_in_units_stage_recovers_every_step(deployed: None, tmp_path: Pa
         assert recovered == {"recover:switch back": "ok", "recover:units": "failed", "recover:workers": "ok",
                              "recover:remove release": "ok"}, recovered
     finally:
-        ssh("prod-b", f"sudo -n rmdir {blocker}")
+        ssh("prod-b", f"sudo -n rm -rf {blocker}")
     assert readlink_current("prod-b") == before
     converged("prod-b", Path(before).name)
 
@@ -201,6 +202,9 @@ def test_failure_in_restart_stage_puts_back_current_and_workers(deployed: None, 
     inv = variant(tmp_path, lambda d: sample_with(d, "broken", {"kind": "sidekiq", "command": ["/bin/false"]}))
     try:
         code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b")
+        print(json.dumps(report, indent=1), ssh("prod-b", "systemctl status 'sample-broken@*' --no-pager; "
+                                                "journalctl -u 'sample-broken@*' --no-pager | tail -30",
+                                                check=False).stdout)
         assert code == 1
         [host] = report["hosts"]
         assert host["error"].startswith("prod-b: restart: exit"), host["error"]
@@ -258,4 +262,14 @@ def test_sigterm_starts_nothing_new_and_puts_the_host_back(sample_shared: None, 
     assert "recover:remove" in progress
     assert ssh("prod-a", "readlink /srv/plain/current").stdout.strip() == before
     assert f"/srv/plain/releases/{release}" == before, "the interrupted release was removed"
+    assert ssh("prod-a", "test -e /srv/plain/.deploy.lock", check=False).returncode == 1
+
+
+def test_stage_timeout_fails_the_stage_stops_it_and_recovers(sample_shared: None, tmp_path: Path) -> None:
+    inv = variant(tmp_path, lambda d: plain(d, build=["sleep 300"]))
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--app", "plain", "--timeout", "2")
+    assert r.returncode == 1 and "prod-a: build: timed out after 2s" in r.stderr, r.stderr
+    assert "recover:stop the stage" not in r.stderr or "ok" in r.stderr
+    # The build's shell was stopped with the rest of its round trip; nothing of the release is left.
+    assert ssh("prod-a", "pgrep -f 'sleep 300'", check=False).returncode == 1
     assert ssh("prod-a", "test -e /srv/plain/.deploy.lock", check=False).returncode == 1
