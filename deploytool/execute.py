@@ -97,7 +97,8 @@ class Execution:
 
     def _action(self, action: Action) -> None:
         if isinstance(action, Script):
-            gate: AbstractContextManager[object] = _Gate(self.gate) if action.rolling and self.gate else nullcontext()
+            gate: AbstractContextManager[object] = (
+                _Gate(self.gate, self.host) if action.rolling and self.gate else nullcontext())
             with gate:
                 self._script(action)
             if action.commits:
@@ -200,13 +201,14 @@ class Execution:
 class _Gate:
     """The rolling gate, waited for in slices so an interruption is noticed while waiting."""
 
-    def __init__(self, sem: threading.Semaphore) -> None:
-        self.sem = sem
+    def __init__(self, sem: threading.Semaphore, host: str) -> None:
+        self.sem, self.host = sem, host
 
     def __enter__(self) -> None:
         while not self.sem.acquire(timeout=0.2):
             if CANCELLED.is_set():
-                raise HostError("interrupted (Ctrl-C or SIGTERM) while waiting for the rolling restart")
+                raise HostError(f"{self.host}: interrupted (Ctrl-C or SIGTERM) while waiting for the rolling "
+                                "restart: nothing new started")
 
     def __exit__(self, *exc: object) -> None:
         self.sem.release()
