@@ -5,7 +5,6 @@ Hook points are the progress lines `fab` prints as each stage ends: the next sta
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -202,12 +201,10 @@ def test_failure_in_restart_stage_puts_back_current_and_workers(deployed: None, 
     inv = variant(tmp_path, lambda d: sample_with(d, "broken", {"kind": "sidekiq", "command": ["/bin/false"]}))
     try:
         code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-b")
-        print(json.dumps(report, indent=1), ssh("prod-b", "systemctl status 'sample-broken@*' --no-pager; "
-                                                "journalctl -u 'sample-broken@*' --no-pager | tail -30",
-                                                check=False).stdout)
         assert code == 1
         [host] = report["hosts"]
         assert host["error"].startswith("prod-b: restart: exit"), host["error"]
+        assert "not active: sample-broken@1.service" in host["error"]
         assert readlink_current("prod-b") == before
         assert ssh("prod-b", f"test -e {DEPLOY_TO}/.deploy.lock", check=False).returncode == 1
         for unit in ("sample-sidekiq@1.service", "sample-rq@1.service", "sample-rq@2.service"):
