@@ -156,6 +156,8 @@ class Execution:
         try:
             r = self.session.run(script(*commands), first, check=False, timeout=self.timeout, on_line=on_line)
         except HostError:
+            if clock.current is None:  # cut off before its first stage announced itself
+                clock.begin(first)
             clock.end("failed")
             self.stray = self.facts.get("pid", "")
             raise
