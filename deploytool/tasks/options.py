@@ -16,6 +16,7 @@ from invoke.tasks import task
 
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory, load_inventory
+from deploytool.project import project_dir
 from deploytool.redact import inventory_secrets, redact, remember
 
 P = ParamSpec("P")
@@ -25,7 +26,8 @@ DEFAULT_INVENTORY = "sandbox"
 
 # Help texts shared by the tasks, so `fab --help TASK` reads the same everywhere.
 HELP = {
-    "inventory": "inventory name (inventories/NAME.yml or inventories/NAME/) or path; default from fabric.yaml",
+    "inventory": "inventory name (the project's inventories/NAME.yml or inventories/NAME/) or path; "
+                 "default from fabric.yaml",
     "host": "host name or comma list; default: every host the task applies to",
     "app": "app name; default: every app on the selected hosts",
     "role": "select the hosts having this role",
@@ -60,9 +62,15 @@ def inventory_name(c: Context, inventory: str | None) -> str:
     return str(section.get("inventory", DEFAULT_INVENTORY))
 
 
-def load(c: Context, inventory: str | None) -> Inventory:
-    inv = load_inventory(inventory_name(c, inventory))
-    remember(inventory_secrets(inv))
+def load(c: Context, inventory: str | None, redacting: bool = True) -> Inventory:
+    """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/.
+
+    Its `environment:` values are remembered so that every message of this process redacts them; a task
+    that prints none of them (inventory.check) passes `redacting=False`, so ordinary values such as
+    `production` stay readable in its output."""
+    inv = load_inventory(inventory_name(c, inventory), project_dir(c.config))
+    if redacting:
+        remember(inventory_secrets(inv))
     return inv
 
 
