@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deploytool import context
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.execute import Execution
@@ -76,7 +77,9 @@ class Deploy:
         if has_units:
             restart.append(Step("restart", ops.restart_script(w), arms=("workers",)))
         actions: list[Action] = [
-            Script((Step("check", rel.check(app)), Step("check", rel.previous_release(app)),
+            # Every worker group's program must resolve in its units' context before anything changes.
+            Script((Step("check", context.resolve_programs(self.inv, self.host, app, skip_release=True)),
+                    Step("check", rel.check(app)), Step("check", rel.previous_release(app)),
                     Step("check", rel.release_after(app, self.release)))),
             Lock(app, holder, self.force_unlock),
         ]
@@ -85,7 +88,8 @@ class Deploy:
             actions.append(Upload("upload", self.archive, archive, arms=("remove release",), what=what))
         actions += [
             Script((Step("code", code, arms=("remove release",)), Step("shared", rel.link_shared(app, release)),
-                    *([Step("build", rel.build(app, release, app.build))] if app.build else []))),
+                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build,
+                                                plan=unit_changes is not None))] if app.build else []))),
             Script(tuple(publish), commits=not restart),
         ]
         if restart:
@@ -140,6 +144,6 @@ def unit_changes(d: Deploy) -> list[str]:
     """Read the host's current units (read only) and diff them with the rendered ones."""
     session = connect(d.inv.hosts[d.host], d.timeout or d.app.timeout)
     try:
-        return ops.unit_diff(ops.installed(session, d.workers), d.workers.rendered(d.template_dirs))
+        return ops.changes(session, d.workers, d.template_dirs)
     finally:
         session.close()

@@ -18,13 +18,14 @@ import pytest
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.commands.quiet import celery_cancel_consumer, in_release
+from deploytool.commands.quiet import celery_cancel_consumer
 from deploytool.commands.requeue import requeue
-from deploytool.inventory import App
+from deploytool.context import in_context, resolve_programs
+from deploytool.inventory import App, Host, Inventory
 from deploytool.lock import Holder
 from deploytool.remote import join, script
 
-STANDINS = ("sudo", "systemctl", "journalctl", "loginctl", "logger")
+STANDINS = ("sudo", "systemctl", "systemd-run", "journalctl", "loginctl", "logger")
 
 
 def hostile(canary: Path) -> str:
@@ -69,7 +70,13 @@ def app(tmp_path: Path, canary: Path) -> App:
     })
 
 
+def inventory(app: App) -> Inventory:
+    return Inventory(Path("/nonexistent/inventory.yml"), {"h": Host(name="h", address="10.0.0.1", roles=("app",))},
+                     {app.name: app}, {"h": {app.name: app}})
+
+
 def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
+    inv = inventory(app)
     release = "20260101000000"
     units = ["shop-rq@1.service"]
     holder = Holder(bad, bad, 1, bad, bad, bad, bad)
@@ -83,7 +90,8 @@ def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
         "unpack_archive": lambda: rel.unpack_archive(app, release, f"{app.deploy_to}/{bad}.tar.gz", bad),
         "git_export": lambda: rel.git_export(app, release, bad),
         "link_shared": lambda: rel.link_shared(app, release),
-        "with_app_env": lambda: rel.with_app_env(app, "true", {"TOKEN": bad}),
+        "build": lambda: rel.build(inv, "h", app, release, ["true"]),
+        "resolve_programs": lambda: resolve_programs(inv, "h", app),
         "switch_current": lambda: rel.switch_current(app, release),
         "switch_back": lambda: rel.switch_back(app, release, "20250101000000"),
         "cleanup": lambda: rel.cleanup(app),
@@ -97,8 +105,8 @@ def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
         "unit_sync": lambda: unitfiles.sync(app, [("shop-rq@.service", bad)], units, "shop-workers.target"),
         "unit_read": lambda: unitfiles.read_all(app),
         "unit_remove": lambda: unitfiles.remove_all(app),
-        "celery_quiet": lambda: in_release(app, celery_cancel_consumer([bad], "default", bad)),
-        "requeue": lambda: requeue(app, app.workers["rq"]) or "true",
+        "celery_quiet": lambda: join(in_context(inv, "h", app, celery_cancel_consumer([bad], "default", bad))),
+        "requeue": lambda: requeue(inv, "h", app, app.workers["rq"]) or "true",
     }
 
 

@@ -29,11 +29,18 @@ def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inv
     assert command == "sudo -n systemctl kill --kill-whom=main --signal=SIGTSTP 'shop-sidekiq@*.service'"
 
 
-def test_celery_quiet_cancels_each_queue_on_each_node(inv: Inventory) -> None:
+def test_celery_quiet_cancels_each_queue_on_each_node_in_the_group_context(inv: Inventory) -> None:
     commands = workers(inv, "shop", "celery").quiet_commands()
     assert len(commands) == 4 * 2  # four processes, two queues
-    assert all(c.startswith("cd /srv/shop/current && ") for c in commands)
-    assert "control cancel_consumer mail -d shop-celery-3@w1" in commands[4]
+    assert commands[4] == (
+        "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
+        "--property=WorkingDirectory=/srv/shop/current "
+        "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
+        "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
+        "-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer mail -d shop-celery-3@w1"
+    )
+    # The group's environment values come from its file, never from the command line.
+    assert not any("production" in c or "C_FORCE_ROOT" in c for c in commands)
 
 
 @pytest.mark.parametrize("group", ["rq", "dramatiq", "sneakers", "command"])
