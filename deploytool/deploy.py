@@ -44,6 +44,8 @@ class Deploy:
     # the rest of the deploy runs in parallel.
     restart_gate: threading.Semaphore | None = None
     timeout: float | None = None  # each stage's bound (--timeout); the app's own `timeout` otherwise
+    # This host runs the app's `once: true` hooks (migrations): one host per app and deploy.
+    once_host: bool = False
 
     @property
     def workers(self) -> Workers:
@@ -61,6 +63,7 @@ class Deploy:
         quieting them early would leave a waiting host idle for the whole rolling restart. Running
         workers keep the code they loaded, so switching `current` first does not change what they run."""
         app, w = self.app, self.workers
+        dry = unit_changes is not None  # a plan to print: builders name secret files, never show them
         release = facts.get("release", self.release)
         previous = facts.get("previous", "")
         archive = self._remote_archive(release)
@@ -87,9 +90,11 @@ class Deploy:
             what = "" if self.archive else f"git archive {self.revision.commit[:12]}"
             actions.append(Upload("upload", self.archive, archive, arms=("remove release",), what=what))
         actions += [
+            # Hooks before the switch fail the host like a build step: only the new release is removed.
             Script((Step("code", code, arms=("remove release",)), Step("shared", rel.link_shared(app, release)),
-                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build,
-                                                plan=unit_changes is not None))] if app.build else []))),
+                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build, plan=dry))]
+                      if app.build else []),
+                    *self.hooks("after_build", release, dry), *self.hooks("before_switch", release, dry))),
             Script(tuple(publish), commits=not restart),
         ]
         if restart:
@@ -97,8 +102,13 @@ class Deploy:
         actions += [
             Script((Step("cleanup", rel.cleanup(app)),
                     Step("cleanup", rel.log_revision(app, self._log_line(release))))),
-            Unlock(),
         ]
+        after_restart = self.hooks("after_restart", release, dry)
+        if after_restart:
+            # After the restart committed the release and after it is logged: a failing hook is
+            # reported (the host fails) but undoes nothing; the workers keep running.
+            actions.append(Script(tuple(after_restart)))
+        actions.append(Unlock())
         recovery = [Recovery("switch back", rel.switch_back(app, release, previous)),
                     Recovery("units", self.workers.install_script(self.template_dirs) if unit_changes is None
                              else "(units as the inventory wants them)")]
@@ -106,6 +116,12 @@ class Deploy:
             recovery.append(Recovery("workers", ops.recover_script(w)))
         recovery.append(Recovery("remove release", rel.remove_release(app, release)))
         return Plan(tuple(actions), tuple(recovery))
+
+    def hooks(self, point: str, release: str, dry: bool = False) -> list[Step]:
+        """A hook point's steps: each hook run in the release the way a build step is."""
+        return [Step(f"{point} (once)" if h.once else point,
+                     rel.build(self.inv, self.host, self.app, release, [h.command], plan=dry))
+                for h in self.app.hooks.at(point, self.once_host)]
 
     def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
         """Every stage with the commands it sends, in order: what --dry-run prints."""
@@ -130,7 +146,9 @@ class Deploy:
                 report.revision = facts["revision"]
             return self.build_plan(facts, holder)
 
-        ex.run(build)
+        if not ex.run(build) and any(st.name.startswith("after_restart") and st.status == "failed"
+                                     for st in report.stages):
+            report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
 
 
 def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: Reporter) -> bool:

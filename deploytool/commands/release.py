@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from deploytool import context
+from deploytool.commands import config
 from deploytool.inventory import App, Inventory
 from deploytool.remote import join
 
@@ -71,14 +72,19 @@ def check(app: App) -> str:
     lay = Layout(app)
     dirs = [lay.releases, lay.shared, *(f"{lay.shared}/{d}" for d in app.linked_dirs)]
     dirs += sorted({f"{lay.shared}/{f.rsplit('/', 1)[0]}" for f in app.linked_files if "/" in f})
-    files = " ".join(q(f) for f in app.linked_files)
-    return (
-        f"mkdir -p {' '.join(q(d) for d in dirs)}\n"
-        f"missing=''; for f in {files}; do [ -e {q(lay.shared)}/\"$f\" ] || missing=\"$missing $f\"; done\n"
-        f'[ -z "$missing" ] || {{ printf "linked files missing in %s/:%s\\n" {q(lay.shared)} "$missing" >&2; exit 1; }}'
-        if app.linked_files
-        else f"mkdir -p {' '.join(q(d) for d in dirs)}"
-    )
+    lines = [f"mkdir -p {' '.join(q(d) for d in dirs)}"]
+    if app.linked_files:
+        # Every missing file named at once, each with the command that puts it in place.
+        lines.append("missing=0")
+        lines += [f"[ -e {q(lay.shared + '/' + f)} ] || {{ missing=1; printf '%s\\n' {q(missing_text(app, f))} >&2; }}"
+                  for f in app.linked_files]
+        lines.append('[ "$missing" = 0 ] || exit 1')
+    return "\n".join(lines)
+
+
+def missing_text(app: App, name: str) -> str:
+    return (f"linked file missing: {app.shared_path}/{name} (upload it: "
+            f"{config.invocation(app, name)})")
 
 
 LEGACY_LOCK = 76  # a lock directory left by an older deploytool (mkdir lock): its holder may still run

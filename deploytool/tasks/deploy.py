@@ -46,6 +46,17 @@ def by_host(targets: list[Target]) -> dict[str, list[Target]]:
     return dict(hosts)
 
 
+def once_hosts(inv: Inventory, targets: list[Target]) -> dict[str, str]:
+    """Per app, the host that runs its `once: true` hooks: the first in inventory order of those this
+    deploy covers (whatever the order of --host), so the choice is the same on every run."""
+    chosen: dict[str, str] = {}
+    for h in inv.hosts:
+        for t in targets:
+            if t.host == h:
+                chosen.setdefault(t.app.name, h)
+    return chosen
+
+
 def finish(out: Reporter, reports: list[HostReport], json: bool, **extra: object) -> None:
     if json:
         out.json(reports, **extra)
@@ -88,9 +99,10 @@ def deploy(
         }
         grouped = by_host(targets)
         gate = threading.Semaphore(batch_size(restart_batch, len(grouped), default=1))
+        once = once_hosts(inv, targets)
         hosts = {
             h: [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates,
-                       force_unlock, gate, timeout) for t in ts]
+                       force_unlock, gate, timeout, once_host=once[t.app.name] == h) for t in ts]
             for h, ts in grouped.items()
         }
         if dry_run:
@@ -113,8 +125,9 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
     ok = True
     for h, deploys in hosts.items():
         for d in deploys:
+            once = ", runs the app's once hooks" if d.once_host and d.app.hooks.at_once() else ""
             lines.append(f"\n{h}: {d.app.name}: release {d.release}, revision {d.revision.ref} "
-                         f"({d.revision.commit or 'resolved on the host'})")
+                         f"({d.revision.commit or 'resolved on the host'}){once}")
             try:
                 changes = unit_changes(d)
             except HostError as e:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import APP_HOSTS, DEPLOY_TO, REDIS_URL, fab, ssh
+from helpers import APP_HOSTS, REDIS_URL, fab
 
 from deploytool import sandbox
 from deploytool.sandbox import Fleet
@@ -56,15 +56,16 @@ def fleet() -> Iterator[Fleet]:
             assert not left, f"sandbox.down() left: {left}"
 
 
+SAMPLE_ENV = f"REDIS_URL={REDIS_URL}\nSAMPLE_JOB_SECONDS=0.05\n"
+
+
 @pytest.fixture(scope="session")
-def sample_shared(fleet: Fleet) -> None:
-    """The sample app's linked file, put in shared/ the way an operator provisions it once per host."""
-    for host in APP_HOSTS:
-        ssh(
-            host,
-            f"mkdir -p {DEPLOY_TO}/shared/config && "
-            f"printf 'REDIS_URL={REDIS_URL}\\nSAMPLE_JOB_SECONDS=0.05\\n' > {DEPLOY_TO}/shared/config/app.env",
-        )
+def sample_shared(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The sample app's linked file, put in shared/ as an operator does: `fab config.upload`."""
+    source = tmp_path_factory.mktemp("shared") / "app.env"
+    source.write_text(SAMPLE_ENV)
+    r = fab("config.upload", "--file", "config/app.env", "--from", str(source), "--host", ",".join(APP_HOSTS))
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from deploytool import context
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer
 from deploytool.commands.requeue import requeue
-from deploytool.context import in_context, resolve_programs
 from deploytool.inventory import App, Host, Inventory
 from deploytool.lock import Holder
 from deploytool.remote import join, script
@@ -78,6 +78,8 @@ def inventory(app: App) -> Inventory:
 def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
     inv = inventory(app)
     release = "20260101000000"
+    inv = Inventory(Path("inventory.yml"), {"h": Host(name="h", address="10.0.0.2", roles=("app",))},
+                    {app.name: app}, {"h": {app.name: app}})
     units = ["shop-rq@1.service"]
     holder = Holder(bad, bad, 1, bad, bad, bad, bad)
     return {
@@ -90,8 +92,7 @@ def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
         "unpack_archive": lambda: rel.unpack_archive(app, release, f"{app.deploy_to}/{bad}.tar.gz", bad),
         "git_export": lambda: rel.git_export(app, release, bad),
         "link_shared": lambda: rel.link_shared(app, release),
-        "build": lambda: rel.build(inv, "h", app, release, ["true"]),
-        "resolve_programs": lambda: resolve_programs(inv, "h", app),
+        "build": lambda: rel.build(inv, "h", app, release, [bad]),
         "switch_current": lambda: rel.switch_current(app, release),
         "switch_back": lambda: rel.switch_back(app, release, "20250101000000"),
         "cleanup": lambda: rel.cleanup(app),
@@ -105,7 +106,8 @@ def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
         "unit_sync": lambda: unitfiles.sync(app, [("shop-rq@.service", bad)], units, "shop-workers.target"),
         "unit_read": lambda: unitfiles.read_all(app),
         "unit_remove": lambda: unitfiles.remove_all(app),
-        "celery_quiet": lambda: join(in_context(inv, "h", app, celery_cancel_consumer([bad], "default", bad))),
+        "celery_quiet": lambda: join(context.in_context(inv, "h", app, celery_cancel_consumer([bad], "default", bad),
+                                                        app.workers["celery"])),
         "requeue": lambda: requeue(inv, "h", app, app.workers["rq"]) or "true",
     }
 
@@ -128,5 +130,5 @@ def test_hostile_deploy_to_is_used_as_a_plain_path(app: App, canary: Path, env: 
     r = subprocess.run(["bash", "-s"], input=rel.check(app), env=env, cwd=tmp_path, capture_output=True,
                        text=True, timeout=60, check=False)
     # The linked file is missing: the message names the hostile path as text, and nothing ran.
-    assert r.returncode == 1 and f"linked files missing in {app.shared_path}/" in r.stderr
+    assert r.returncode == 1 and f"linked file missing: {app.shared_path}/" in r.stderr
     assert Path(app.deploy_to, "releases").is_dir() and not canary.exists()

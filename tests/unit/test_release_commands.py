@@ -68,6 +68,8 @@ def test_check_lists_every_missing_linked_file(app: App) -> None:
     r = sh(rel.check(two))
     assert r.returncode == 1
     assert "config/app.env" in r.stderr and "config/master.key" in r.stderr
+    # Each missing file names the task that puts it in place, ready to run.
+    assert "fab config.upload --app shop --file config/master.key --from PATH" in r.stderr
     assert Path(app.deploy_to, "shared/log").is_dir() and Path(app.deploy_to, "shared/tmp/pids").is_dir()
 
 
