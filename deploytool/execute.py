@@ -24,6 +24,7 @@ from deploytool.remote import Result, Session, last_lines, script
 from deploytool.report import HostReport, Reporter, StageReport
 from deploytool.rolling import CANCELLED
 
+PID = "@@deploytool-pid"  # the remote shell's pid (= its process group)
 RECOVERED = "@@deploytool-recovered"  # a recovery step's result: INDEX EXIT last output
 
 
@@ -74,6 +75,7 @@ class Execution:
         self.armed: list[str] = []
         self.held: lock.Held | None = None
         self.plan = Plan(())
+        self.stray = ""  # the remote shell of a round trip that was cut off (timed out)
 
     def run(self, build: Callable[[Facts], Plan]) -> bool:
         """Run the plan `build` makes from what the hosts reported so far (it is rebuilt after each
@@ -95,7 +97,8 @@ class Execution:
 
     def _action(self, action: Action) -> None:
         if isinstance(action, Script):
-            gate: AbstractContextManager[object] = _Gate(self.gate) if action.rolling and self.gate else nullcontext()
+            gate: AbstractContextManager[object] = (
+                _Gate(self.gate, self.host) if action.rolling and self.gate else nullcontext())
             with gate:
                 self._script(action)
             if action.commits:
@@ -137,7 +140,10 @@ class Execution:
             else:
                 output.append(line)
 
-        commands: list[str] = []
+        # The remote shell leads its own process group (sshd starts it with setsid): if this round trip
+        # times out, recovery stops what is left of it before putting things back.
+        commands: list[str] = [f"echo {PID} $$"]
+        self.facts.pop("pid", None)
         if self.held is not None:
             commands.append(self.held.still_ours())
         last = None
@@ -150,7 +156,10 @@ class Execution:
         try:
             r = self.session.run(script(*commands), first, check=False, timeout=self.timeout, on_line=on_line)
         except HostError:
+            if clock.current is None:  # cut off before its first stage announced itself
+                clock.begin(first)
             clock.end("failed")
+            self.stray = self.facts.get("pid", "")
             raise
         self.facts[f"output:{first}"] = "\n".join(output)
         stage = clock.current.name if clock.current else first
@@ -161,6 +170,8 @@ class Execution:
     def recover(self) -> None:
         """Run every armed recovery step, each on its own and reported; then let go of the lock."""
         steps = [r for r in self.plan.recovery if r.name in self.armed]
+        if self.stray.isdigit():
+            steps.insert(0, Recovery("stop the stage", f"kill -TERM -- -{self.stray} 2>/dev/null; true"))
         errors: list[str] = []
         if steps:
             results: dict[int, tuple[int, str]] = {}
@@ -192,13 +203,14 @@ class Execution:
 class _Gate:
     """The rolling gate, waited for in slices so an interruption is noticed while waiting."""
 
-    def __init__(self, sem: threading.Semaphore) -> None:
-        self.sem = sem
+    def __init__(self, sem: threading.Semaphore, host: str) -> None:
+        self.sem, self.host = sem, host
 
     def __enter__(self) -> None:
         while not self.sem.acquire(timeout=0.2):
             if CANCELLED.is_set():
-                raise HostError("interrupted (Ctrl-C or SIGTERM) while waiting for the rolling restart")
+                raise HostError(f"{self.host}: interrupted (Ctrl-C or SIGTERM) while waiting for the rolling "
+                                "restart: nothing new started")
 
     def __exit__(self, *exc: object) -> None:
         self.sem.release()

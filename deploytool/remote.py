@@ -213,6 +213,8 @@ class Session:
             chan.exec_command(join(SHELL))
             chan.sendall(_sign(text, self.nonce).encode())
         except Exception as e:
+            if self.lost() or "Timeout opening channel" in str(e):
+                raise self._lost_error(stage) from None
             raise HostError(f"{self.host.name}: {stage}: {_describe(e)}") from None
         return chan
 

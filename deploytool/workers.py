@@ -118,11 +118,11 @@ def stop(session: Session, w: Workers, stage: str = "stop") -> None:
 
 
 def restart_script(w: Workers) -> str:
-    """Stop (each worker drains within its grace), start, and check the units are active.
+    """Stop (each worker drains within its grace), start, and check that every unit is active.
 
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
     return "\n".join([stop_script(w), join(sc.start(w.app, [w.target, *w.units])),
-                      join(sc.is_active(w.app, w.units))])
+                      sc.all_active(w.app, w.units)])
 
 
 def recover_script(w: Workers) -> str:

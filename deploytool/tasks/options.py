@@ -67,13 +67,18 @@ def inventory_name(c: Context, inventory: str | None) -> str:
     return str(section.get("inventory", DEFAULT_INVENTORY))
 
 
-def load(c: Context, inventory: str | None) -> Inventory:
-    """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/."""
+def load(c: Context, inventory: str | None, redacting: bool = True) -> Inventory:
+    """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/.
+
+    Its `environment:` values are remembered so that every message of this process redacts them; a task
+    that prints none of them (inventory.check) passes `redacting=False`, so ordinary values such as
+    `production` stay readable in its output."""
     from deploytool.inventory import load_inventory
     from deploytool.redact import inventory_secrets, remember
 
     inv = load_inventory(inventory_name(c, inventory), project_dir(c.config))
-    remember(inventory_secrets(inv))
+    if redacting:
+        remember(inventory_secrets(inv))
     return inv
 
 

@@ -131,7 +131,9 @@ def test_partition_fails_the_host_within_the_bound_others_deploy_rerun_converges
     assert " ok " in summary["prod-b"], progress
     assert "prod-a: " in summary["prod-a"] and "no answer from the host" in summary["prod-a"], progress
     # The stage the link went down in (the quiet round trip may be done before the link drops).
-    assert failed_stages(progress, "prod-a")[0] in (stage, "restart" if stage == "quiet" else stage), progress
+    allowed = (stage, "restart" if stage == "quiet" else stage)
+    assert failed_stages(progress, "prod-a")[0] in allowed, progress
+    assert any(f"prod-a: {name}: no answer from the host" in summary["prod-a"] for name in allowed), progress
     # Back on the network: a rerun converges both hosts on one release.
     report = deploy_when_free("--inventory", inv, "--host", "prod-a,prod-b")
     for h in report["hosts"]:
@@ -190,7 +192,7 @@ def test_failure_in_units_stage_recovers_every_step(deployed: None, tmp_path: Pa
         assert recovered == {"recover:switch back": "ok", "recover:units": "failed", "recover:workers": "ok",
                              "recover:remove release": "ok"}, recovered
     finally:
-        ssh("prod-b", f"sudo -n rmdir {blocker}")
+        ssh("prod-b", f"sudo -n rm -rf {blocker}")
     assert readlink_current("prod-b") == before
     converged("prod-b", Path(before).name)
 
@@ -204,12 +206,15 @@ def test_failure_in_restart_stage_puts_back_current_and_workers(deployed: None, 
         assert code == 1
         [host] = report["hosts"]
         assert host["error"].startswith("prod-b: restart: exit"), host["error"]
+        assert "not active: sample-broken@1.service" in host["error"]
         assert readlink_current("prod-b") == before
         assert ssh("prod-b", f"test -e {DEPLOY_TO}/.deploy.lock", check=False).returncode == 1
         for unit in ("sample-sidekiq@1.service", "sample-rq@1.service", "sample-rq@2.service"):
             assert ssh("prod-b", f"systemctl is-active {unit}").stdout.strip() == "active"
     finally:
         assert fab("deploy", "--host", "prod-b").returncode == 0  # the sandbox's own units again
+        # The removed unit's failed state would leave the host `degraded` for later tests.
+        ssh("prod-b", "sudo -n systemctl reset-failed 'sample-broken@*'", check=False)
     converged("prod-b", Path(readlink_current("prod-b")).name)
 
 
@@ -259,3 +264,14 @@ def test_sigterm_starts_nothing_new_and_puts_the_host_back(sample_shared: None, 
     assert ssh("prod-a", "readlink /srv/plain/current").stdout.strip() == before
     assert f"/srv/plain/releases/{release}" == before, "the interrupted release was removed"
     assert ssh("prod-a", "test -e /srv/plain/.deploy.lock", check=False).returncode == 1
+
+
+def test_stage_timeout_fails_the_stage_stops_it_and_recovers(sample_shared: None, tmp_path: Path) -> None:
+    inv = variant(tmp_path, lambda d: plain(d, build=["sleep 300"]))
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--app", "plain", "--timeout", "2")
+    assert r.returncode == 1 and "prod-a: build: timed out after 2s" in r.stderr, r.stderr
+    assert "recover:stop the stage ok" in " ".join(r.stderr.split()), r.stderr
+    # Recovered and unlocked. (The build itself runs as a transient systemd service in the app's context,
+    # outside the round trip's process group: it is not stopped yet; see docs/field.md.)
+    assert ssh("prod-a", "test -e /srv/plain/.deploy.lock", check=False).returncode == 1
+    ssh("prod-a", "pkill -f 'sleep 300'", check=False)

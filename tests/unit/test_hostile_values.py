@@ -70,7 +70,13 @@ def app(tmp_path: Path, canary: Path) -> App:
     })
 
 
+def inventory(app: App) -> Inventory:
+    return Inventory(Path("/nonexistent/inventory.yml"), {"h": Host(name="h", address="10.0.0.1", roles=("app",))},
+                     {app.name: app}, {"h": {app.name: app}})
+
+
 def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
+    inv = inventory(app)
     release = "20260101000000"
     inv = Inventory(Path("inventory.yml"), {"h": Host(name="h", address="10.0.0.2", roles=("app",))},
                     {app.name: app}, {"h": {app.name: app}})
