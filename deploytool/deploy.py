@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deploytool import lock
+from deploytool import context, lock
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
@@ -71,10 +71,13 @@ class Deploy:
             publish.append(("units", units))
             restart.append(("restart", ops.restart_script(w)))
         return [
-            Phase("prepare", [("check", rel.check(app)), ("check", rel.previous_release(app)),
+            # Every worker group's program must resolve in its units' context before anything changes.
+            Phase("prepare", [("check", context.resolve_programs(self.inv, self.host, app, skip_release=True)),
+                              ("check", rel.check(app)), ("check", rel.previous_release(app)),
                               ("lock", rel.lock(app, holder.json())), ("lock", rel.release_after(app, self.release))]),
             Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
-                  + ([("build", rel.build(app, self.release, app.build))] if app.build else [])),
+                  + ([("build", rel.build(self.inv, self.host, app, self.release, app.build,
+                                          plan=unit_changes is not None))] if app.build else [])),
             Phase("publish", publish),
             Phase("restart", restart),
             Phase("finish", [("cleanup", rel.cleanup(app)), ("cleanup", rel.log_revision(app, self._log_line())),
@@ -210,6 +213,6 @@ def unit_changes(d: Deploy) -> list[str]:
     """Read the host's current units (read only) and diff them with the rendered ones."""
     session = connect(d.inv.hosts[d.host])
     try:
-        return ops.unit_diff(ops.installed(session, d.workers), d.workers.rendered(d.template_dirs))
+        return ops.changes(session, d.workers, d.template_dirs)
     finally:
         session.close()

@@ -69,6 +69,8 @@ class Kind:
     queue_flags: QueueFlags = _no_queues
     supports_queues: bool = False
     supports_weights: bool = False
+    # Flag taking a config file (an inventory's `config:`); flags for threads and queues override it.
+    config_flag: str | None = None
     # Flag taking the worker's own shutdown grace, and the unit it is given in (1 = seconds).
     timeout_flag: str | None = None
     timeout_scale: int = 1
@@ -85,8 +87,10 @@ class Kind:
     default_timeout: int = 30
     # systemd must wait longer than the worker's own grace, or it SIGKILLs running jobs.
     stop_margin: int = 5
-    # The kind's redis URL is passed as a flag (RQ) rather than only through REDIS_URL.
-    redis_flag: str | None = None
+    # The environment variable the kind reads its redis URL from, besides REDIS_URL (RQ: RQ_REDIS_URL,
+    # the envvar of its --url). Through the environment file, a password in the URL stays out of
+    # the world-readable unit and out of the worker's argv.
+    redis_env: str | None = None
     # `command` must be given: the kind has no usable default program.
     requires_command: bool = False
     # A program (in deploytool/requeue/) run on a host after its workers stopped, putting back jobs
@@ -108,6 +112,7 @@ KINDS: dict[str, Kind] = {
             name="sidekiq",
             program=("sidekiq",),
             threads_flag="-c",
+            config_flag="-C",
             queue_flags=_sidekiq_queues,
             supports_queues=True,
             supports_weights=True,
@@ -141,7 +146,7 @@ KINDS: dict[str, Kind] = {
             # No fixed --name: after an unclean exit RQ refuses to start a worker whose name is still
             # registered, and systemd's restarts would all fail until the registration expires.
             instance_args=(),
-            redis_flag="--url",
+            redis_env="RQ_REDIS_URL",
             requeue="rq.py",
         ),
         Kind(

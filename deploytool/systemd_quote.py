@@ -69,6 +69,12 @@ def escape_specifiers(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def setting_value(text: str) -> str:
+    """A value for a setting that takes its text verbatim, without specifiers (CPUQuota=150%)."""
+    _refuse_line_breaks(text)
+    return text
+
+
 def _c_escape(text: str) -> str:
     out = []
     for ch in text:
@@ -137,3 +143,23 @@ def env_assignment(name: str, value: str) -> str:
     ):
         raise ValueError(f"not an environment variable name: {name!r}")
     return '"' + _escape((f"{name}={value}",), expand_dollar=False) + '"'
+
+
+def env_file(env: Mapping[str, str]) -> str:
+    """An environment file (EnvironmentFile=) holding `env` exactly, one `NAME='value'` per line.
+
+    systemd reads it without expanding anything; the quoting used is the subset on which systemd and
+    a POSIX shell agree, so `. file` in a shell gives the same values: single quotes, or, for a value
+    holding a single quote, double quotes with `\\`, `"`, `$` and `` ` `` escaped."""
+    lines = []
+    for name, value in env.items():
+        env_assignment(name, value)  # validates the name, refuses line breaks
+        if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+            # systemd drops such an assignment ("invalid environment assignment") without failing.
+            raise ValueError(f"environment value of {name} holds a control character: {value!r}")
+        if "'" not in value:
+            lines.append(f"{name}='{value}'")
+        else:
+            escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
+            lines.append(f'{name}="{escaped}"')
+    return "".join(line + "\n" for line in lines)

@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 
 from deploytool import systemd_quote as q
+from deploytool import unit_settings
 from deploytool.errors import InputError
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
@@ -37,6 +38,23 @@ SYSTEM_UNIT_DIR = "/etc/systemd/system"
 MARKER = "X-Deploytool-App"
 # Relative to the deploy user's home directory (where an SSH session starts); see unit_dir().
 USER_UNIT_DIR = ".config/systemd/user"
+# Environment files (the inventory's `environment:` values), one per worker group: see environment_file().
+SYSTEM_ENV_DIR = "/etc/deploytool"
+USER_ENV_DIR = ".config/deploytool"
+# Files workers create are not world-readable (logs, caches, uploads in shared/).
+UMASK = "0027"
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """A group's environment file: its host path and its content (secret: never printed)."""
+
+    path: str
+    content: str
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
 
 
 @dataclass(frozen=True)
@@ -105,23 +123,164 @@ def exec_start(app: App, group: WorkerGroup, host: str) -> list[q.Arg]:
     """The worker's argv as data: program, concurrency, queues, grace, redis, per-instance args."""
     kind = KINDS[group.kind]
     argv: list[q.Arg] = [*_program(app, group, kind), *kind.subcommand]
+    if kind.config_flag is not None and group.config is not None:
+        argv += [kind.config_flag, group.config]  # relative to the release, the WorkingDirectory
     if kind.threads_flag is not None and group.threads is not None:
         argv += [kind.threads_flag, str(group.threads)]
     argv += kind.queue_flags(group.queues)
     if kind.timeout_flag is not None:
         argv += [kind.timeout_flag, str(group.grace * kind.timeout_scale)]
-    if kind.redis_flag is not None and app.redis:
-        argv += [kind.redis_flag, app.redis[0]]
     argv += [_fill(a, app, group, host) for a in kind.instance_args]
     return argv
 
 
-def _environment(app: App, group: WorkerGroup) -> dict[str, str]:
-    # App first, then the group (which overrides), then REDIS_URL unless either set it.
-    env = {**app.environment, **group.environment}
-    if app.redis and "REDIS_URL" not in env:
-        env["REDIS_URL"] = app.redis[0]
+# systemd's own PATH for services (system and user managers alike, systemd 252 on Debian 12).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def search_path(app: App, group: WorkerGroup | None = None) -> str | None:
+    """PATH with the inventory's `path:` directories first (the group's replace the app's), or None:
+    systemd's default, which units and deploytool's commands then share without naming it."""
+    dirs = group.path if group is not None and group.path is not None else app.path
+    return ":".join([*dirs, DEFAULT_PATH]) if dirs else None
+
+
+def environment(app: App, group: WorkerGroup) -> dict[str, str]:
+    """The inventory's environment for the group's workers: PATH from `path:`, the app's, then the
+    group's (which overrides), then REDIS_URL (and the kind's own variable for it) unless either set it."""
+    path = search_path(app, group)
+    env = {**({"PATH": path} if path else {}), **app.environment, **group.environment}
+    if app.redis:
+        env.setdefault("REDIS_URL", app.redis[0])
+        redis_env = KINDS[group.kind].redis_env
+        if redis_env is not None:
+            env.setdefault(redis_env, app.redis[0])
     return env
+
+
+def environment_dir(app: App) -> str:
+    """Where the app's environment files live on the host (user mode: `$HOME/...`, for a shell)."""
+    if app.systemd == "user":
+        return f"$HOME/{USER_ENV_DIR}/{app.name}"
+    return f"{SYSTEM_ENV_DIR}/{app.name}"
+
+
+def environment_file(app: App, group: WorkerGroup) -> str:
+    """The host path of the group's environment file (user mode: `$HOME/...`, for a shell).
+
+    The inventory's `environment:` values go there, not into the world-readable unit: system mode
+    root:root 0600 (systemd reads EnvironmentFile= as root before it drops privileges), user mode
+    0600 in the deploy user's home."""
+    return f"{environment_dir(app)}/{group.name}.env"
+
+
+def _unit_path(path: str) -> str:
+    # A host path as a unit names it: `%h` is the user manager's home, `%` otherwise literal.
+    if path.startswith("$HOME/"):
+        return "%h/" + q.escape_specifiers(path.removeprefix("$HOME/"))
+    return q.escape_specifiers(path)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a group's workers run, for the units and for app commands run like a worker (systemd-run)."""
+
+    systemd: str  # "system" or "user": which manager runs them
+    user: str | None  # User=; None in user mode (the user manager's own user)
+    working_directory: str  # the release (`current`), a literal path
+    # Host paths in load order (a later file wins); user mode `$HOME/...`, which a shell expands.
+    environment_files: tuple[str, ...]
+    umask: str  # UMask=
+
+
+def runtime(inv: Inventory, host: str, app: App, group: WorkerGroup) -> Runtime:
+    files = [environment_file(app, group)] if environment(app, group) else []
+    if app.env_file_path is not None:
+        # The operator's shared env file comes last, so it wins over the inventory's environment.
+        files.append(app.env_file_path)
+    return Runtime(
+        systemd=app.systemd,
+        user=None if app.systemd == "user" else (group.user or inv.hosts[host].user),
+        working_directory=app.current_path,
+        environment_files=tuple(files),
+        umask=UMASK,
+    )
+
+
+def environment_files(inv: Inventory, host: str, app: App) -> list[EnvFile]:
+    """The environment file of every group of `app` on `host` that has any environment."""
+    return [
+        EnvFile(environment_file(app, g), q.env_file(env))
+        for g in inv.groups_on(host, app)
+        if (env := environment(app, g))
+    ]
+
+
+# Restart a worker whatever made it exit, after a pause, for ever (the unit sets no start limit): a
+# worker whose broker is down at boot keeps retrying and works as soon as the broker is back.
+RESTART = (("Restart", "always"), ("RestartSec", "5"))
+
+# What a worker needs is its release (read), shared/ (write), the network and its own processes; what
+# it is denied by default is everything else systemd can take away without breaking Ruby or Python
+# workers. Each can be changed per group in `systemd:` (deploytool.unit_settings).
+SANDBOXING = (
+    ("NoNewPrivileges", "yes"),  # no setuid: not even the deploy user's sudo rights
+    ("PrivateTmp", "yes"),
+    ("PrivateDevices", "yes"),
+    ("PrivateMounts", "yes"),
+    ("ProtectSystem", "strict"),  # the whole file system read-only ...
+    ("ReadWritePaths", "{shared}"),  # ... except shared/ (log/, tmp/ and the other linked dirs)
+    ("ProtectHome", "read-only"),  # rbenv/pyenv in a home stay usable
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectKernelModules", "yes"),
+    ("ProtectKernelLogs", "yes"),
+    ("ProtectControlGroups", "yes"),
+    ("ProtectClock", "yes"),
+    ("ProtectHostname", "yes"),
+    ("ProtectProc", "invisible"),  # other users' processes are not listed
+    ("RestrictSUIDSGID", "yes"),
+    ("RestrictRealtime", "yes"),
+    ("RestrictNamespaces", "yes"),
+    ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
+    ("LockPersonality", "yes"),
+    ("RemoveIPC", "yes"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallErrorNumber", "EPERM"),
+    ("CapabilityBoundingSet", ""),  # not for `user: root`, who asked for root's powers
+)
+# A user manager cannot set up mount namespaces for its services (no privileges): in user mode only
+# what works through seccomp and no_new_privs applies.
+USER_MODE_SANDBOXING = frozenset({
+    "NoNewPrivileges", "RestrictSUIDSGID", "RestrictRealtime", "LockPersonality", "SystemCallArchitectures",
+})
+
+
+def _sandboxing(app: App, rt: Runtime) -> list[tuple[str, str]]:
+    out = []
+    for key, value in SANDBOXING:
+        if app.systemd == "user" and key not in USER_MODE_SANDBOXING:
+            continue
+        if key == "CapabilityBoundingSet" and rt.user == "root":
+            continue
+        out.append((key, value.format(shared=q.escape_specifiers(app.shared_path))))
+    return out
+
+
+def service_settings(inv: Inventory, host: str, app: App, group: WorkerGroup) -> list[tuple[str, str]]:
+    """[Service] settings beyond how the worker is started and stopped, as (key, value) in unit syntax:
+    restart policy, sandboxing, limits, then the group's own `systemd:` settings, which replace ours
+    of the same name. For the units and for `systemd-run -p KEY=VALUE`."""
+    settings = dict([*RESTART, *_sandboxing(app, runtime(inv, host, app, group))])
+    limits = {"MemoryMax": group.memory_max, "CPUQuota": group.cpu_quota,
+              "Nice": None if group.nice is None else str(group.nice),
+              "LimitNOFILE": None if group.limit_nofile is None else str(group.limit_nofile)}
+    settings.update({k: v for k, v in limits.items() if v is not None})
+    for key, value in group.systemd.items():
+        settings.pop(key, None)  # placed as the group wrote them, after ours
+        setting = unit_settings.SERVICE_SETTINGS[key]
+        settings[key] = q.escape_specifiers(value) if setting.specifiers else q.setting_value(value)
+    return list(settings.items())
 
 
 def _jinja(template_dirs: Sequence[Path]) -> jinja2.Environment:
@@ -147,6 +306,7 @@ def _header(inv: Inventory, host: str) -> str:
 def _worker_context(inv: Inventory, host: str, app: App, group: WorkerGroup) -> dict[str, Any]:
     kind = KINDS[group.kind]
     user_mode = app.systemd == "user"
+    rt = runtime(inv, host, app, group)
     try:
         return {
             "header": _header(inv, host),
@@ -158,12 +318,11 @@ def _worker_context(inv: Inventory, host: str, app: App, group: WorkerGroup) -> 
             "target": target_name(app),
             "type": kind.unit_type,
             "watchdog_sec": kind.watchdog_sec,
-            "user": None if user_mode else (group.user or inv.hosts[host].user),
-            "working_directory": q.escape_specifiers(app.current_path),
-            "environment": [q.env_assignment(k, v) for k, v in _environment(app, group).items()],
-            "environment_file": (
-                q.escape_specifiers(app.env_file_path) if app.env_file_path is not None else None
-            ),
+            "user": rt.user,
+            "working_directory": q.escape_specifiers(rt.working_directory),
+            "environment_files": [_unit_path(f) for f in rt.environment_files],
+            "umask": rt.umask,
+            "service_settings": service_settings(inv, host, app, group),
             "exec_start": q.exec_line(exec_start(app, group, host)),
             "kill_signal": kind.stop_signal,
             "kill_mode": kind.kill_mode,

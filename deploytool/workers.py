@@ -11,14 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploytool import context
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.commands.quiet import celery_cancel_consumer, if_active, in_release, until_replied
+from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Quiet
 from deploytool.remote import Session, join
-from deploytool.units import instances, render_app, target_name
+from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,15 @@ class Workers:
     def rendered(self, template_dirs: Sequence[Path] = ()) -> dict[str, str]:
         return {u.name: u.content for u in render_app(self.inv, self.host, self.app, template_dirs)}
 
+    @property
+    def env_files(self) -> list[EnvFile]:
+        """The groups' environment files and the app's own (for its commands: deploytool.context);
+        secret content, never printed."""
+        return [*environment_files(self.inv, self.host, self.app), *context.app_env_files(self.app)]
+
     def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
         files = list(self.rendered(template_dirs).items())
-        sync = unitfiles.sync(self.app, files, self.units, self.target)
+        sync = unitfiles.sync(self.app, files, self.units, self.target, self.env_files)
         if self.app.systemd == "user":
             # User units start at boot only if the user lingers.
             user = self.inv.hosts[self.host].user
@@ -75,14 +82,14 @@ class Workers:
             if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
                 cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
-                program = list(g.command or kind.program)
-                env = {**self.app.environment, **g.environment,
-                       **({"REDIS_URL": self.app.redis[0]} if self.app.redis else {})}
+                # In the group's own context (user, release, PATH, environment): the broker URL and
+                # the app's Celery module are there, and `celery` is the units' celery.
+                program = context.program(self.app, g)
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    cmds += [if_active(sc.is_active(self.app, [unit]), until_replied(
-                                 in_release(self.app, celery_cancel_consumer(program, q.name, node), env)))
+                    cmds += [if_active(sc.is_active(self.app, [unit]), until_replied(join(context.in_context(
+                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g))))
                              for q in g.queues]
         return cmds
 
@@ -100,7 +107,7 @@ def start(session: Session, w: Workers, stage: str = "start") -> None:
 def stop_script(w: Workers) -> str:
     """systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit; then
     jobs a stopping worker took but never ran are put back (kinds that need it)."""
-    requeues = [r for g in w.groups if (r := requeue(w.app, g))]
+    requeues = [r for g in w.groups if (r := requeue(w.inv, w.host, w.app, g))]
     return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
 
 
@@ -146,18 +153,28 @@ def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), st
     return "changed" in out.split()
 
 
-def installed(session: Session, w: Workers, stage: str = "units") -> dict[str, str]:
-    """The app's unit files as they are on the host now (read only)."""
-    out = session.run(unitfiles.read_all(w.app), stage).stdout
+def installed(session: Session, w: Workers, stage: str = "units") -> tuple[dict[str, str], list[str]]:
+    """The app's unit files as they are on the host now, and the names of its environment files that
+    differ from the wanted ones (their content is never read back). Read only."""
+    out = session.run(unitfiles.read_all(w.app, w.env_files), stage).stdout
+    head, *chunks = ("\n" + out).split(unitfiles.SEPARATOR)
+    env_changed = [line.split(" ", 1)[1] for line in head.splitlines() if line.startswith(unitfiles.ENV_CHANGED + " ")]
     files: dict[str, str] = {}
-    for chunk in out.split(unitfiles.SEPARATOR)[1:]:
+    for chunk in chunks:
         name, _, content = chunk.partition("\n")
         files[name.strip()] = content
-    return files
+    return files, env_changed
 
 
-def unit_diff(current: dict[str, str], wanted: dict[str, str]) -> list[str]:
-    """A unified diff per unit that would change: what a dry run shows for the units stage."""
+def changes(session: Session, w: Workers, template_dirs: Sequence[Path] = ()) -> list[str]:
+    """What installing the units would change on the host: a diff per unit, and a line per environment
+    file (never its content). Read only: what a dry run shows for the units stage."""
+    files, env_changed = installed(session, w)
+    return unit_diff(files, w.rendered(template_dirs), env_changed)
+
+
+def unit_diff(current: dict[str, str], wanted: dict[str, str], env_changed: Sequence[str] = ()) -> list[str]:
+    """A unified diff per unit that would change, then `<env file>: (environment file changed)`."""
     lines: list[str] = []
     for name in sorted(set(current) | set(wanted)):
         before, after = current.get(name, ""), wanted.get(name, "")
@@ -165,6 +182,7 @@ def unit_diff(current: dict[str, str], wanted: dict[str, str]) -> list[str]:
             lines += difflib.unified_diff(before.splitlines(), after.splitlines(),
                                           f"{name} (on the host)" if name in current else "/dev/null",
                                           name if name in wanted else "/dev/null (removed)", lineterm="")
+    lines += [f"{name}: (environment file changed)" for name in env_changed]
     return lines or ["(no unit changes)"]
 
 

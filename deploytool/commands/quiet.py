@@ -1,24 +1,15 @@
-"""Quiet commands that are not a signal: Celery's remote control, run from the release."""
+"""Quiet commands that are not a signal: Celery's remote control (run in the group's context, see
+deploytool.context)."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
-
-from deploytool.commands.release import with_app_env
-from deploytool.inventory import App
+from collections.abc import Sequence
 
 
 def celery_cancel_consumer(program: Sequence[str], queue: str, node: str) -> list[str]:
     """Stop one worker node consuming from one queue; it finishes the tasks it already has."""
     return [*program, "control", "cancel_consumer", queue, "-d", node]
-
-
-def in_release(app: App, argv: Sequence[str], env: Mapping[str, str]) -> str:
-    # The app's own code (its Celery app module) is importable only from the release, and its broker
-    # URL is in the environment the units get (the env file, the inventory's environment). A subshell:
-    # nothing leaks into the commands after it.
-    return f"( cd {shlex.quote(app.current_path)} && {with_app_env(app, shlex.join(argv), env)} )"
 
 
 def until_replied(command: str, attempts: int = 10) -> str:

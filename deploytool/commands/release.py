@@ -4,10 +4,12 @@ revisions.log and the deploy lock. Pure builders: they return shell text or argv
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from deploytool.inventory import App
+from deploytool import context
+from deploytool.inventory import App, Inventory
+from deploytool.remote import join
 
 q = shlex.quote
 
@@ -140,22 +142,17 @@ def link_shared(app: App, release: str) -> str:
     return " && ".join(cmds) or "true"
 
 
-def with_app_env(app: App, command: str, env: Mapping[str, str]) -> str:
-    """Run shell text in the release's environment: the env file (secrets stay on the host), then the
-    inventory's environment."""
-    parts = []
-    if app.env_file_path:
-        parts.append(f"set -a && . {q(app.env_file_path)} && set +a")
-    parts += [f"export {k}={q(v)}" for k, v in env.items()]
-    parts.append(command)
-    return " && ".join(parts)
-
-
-def build(app: App, release: str, commands: Sequence[str]) -> str:
+def build(inv: Inventory, host: str, app: App, release: str, commands: Sequence[str], *,
+          plan: bool = False) -> str:
+    """Each build step as `sh -ec STEP` in the new release, in the app's runtime context (the units'
+    user, PATH and environment files, not the SSH login's), after writing the app's environment file.
+    `plan`: the text a dry run shows, where that file is named, never its content."""
+    if not commands:
+        return "true"
     path = Layout(app).release(release)
-    env = {**app.environment, **({"REDIS_URL": app.redis[0]} if app.redis else {})}
-    steps = [f"( cd {q(path)} && {with_app_env(app, 'sh -ec ' + q(c), env)} )" for c in commands]
-    return " && ".join(steps) or "true"
+    steps = [join(context.in_context(inv, host, app, ["/bin/sh", "-ec", c], cwd=path)) for c in commands]
+    env = context.env_files_plan(app) if plan else context.env_files_script(app)
+    return env + "\n" + " && ".join(steps)
 
 
 def switch_current(app: App, release: str) -> str:

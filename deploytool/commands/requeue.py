@@ -1,21 +1,27 @@
-"""The command that runs a kind's requeue program on a host, with the worker's own interpreter."""
+"""The command that runs a kind's requeue program on a host, in the worker group's runtime context and
+with the worker's own interpreter."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
-from deploytool.commands.release import with_app_env
-from deploytool.inventory import App, WorkerGroup
+from deploytool.context import in_context, program
+from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS
-
-q = shlex.quote
+from deploytool.remote import join
 
 PROGRAMS = Path(__file__).resolve().parent.parent / "requeue"
 END = "DEPLOYTOOL_REQUEUE_END"
 
+# Run inside the context: the worker's program ($1) is a script of the app's own interpreter (a venv's
+# or the system's), named by its shebang, looked up in the units' PATH. `$py` stays unquoted so a
+# `#!/usr/bin/env python3` shebang works too. The program's source arrives on stdin.
+_RUN = ('py=$(sed -n "1s/^#! *//p" "$(command -v "$1")"); url=${2:-$REDIS_URL}; shift 2; '
+        'exec ${py:-python3} - "$url" "$@"')
 
-def requeue(app: App, group: WorkerGroup) -> str | None:
+
+def requeue(inv: Inventory, host: str, app: App, group: WorkerGroup) -> str | None:
     """Shell text, or None for kinds that need no requeue.
 
     It runs in the background, logging to the host's journal (tag deploytool-requeue): starting the
@@ -24,13 +30,10 @@ def requeue(app: App, group: WorkerGroup) -> str | None:
     if kind.requeue is None or not group.processes:
         return None
     source = (PROGRAMS / kind.requeue).read_text()
-    program = (group.command or kind.program)[0]
-    # The worker's program is a script of the app's own interpreter (a venv's or the system's).
-    interpreter = f'py=$(sed -n "1s/^#! *//p" "$(command -v {q(program)})")'
-    url = q(app.redis[0]) if app.redis else '"$REDIS_URL"'
-    queues = " ".join(q(x.name) for x in group.queues) or "default"
-    run = f'"${{py:-python3}}" - {url} {queues} <<\'{END}\'\n{source}\n{END}'
-    env = {**app.environment, **group.environment}
+    queues = [x.name for x in group.queues] or ["default"]
+    # The worker's own --url (the app's first Redis), else REDIS_URL from the environment files.
+    url = app.redis[0] if app.redis else ""
+    run = in_context(inv, host, app, ["/bin/sh", "-c", _RUN, "sh", program(app, group)[0], url, *queues], group)
     failed = f"could not requeue unfinished {group.kind} jobs of {app.name}-{group.name}"
-    return (f"{{ ( cd {q(app.current_path)} && {with_app_env(app, interpreter, env)} && {run}\n) "
-            f"|| echo {q(failed)}; }} </dev/null 2>&1 | logger -t deploytool-requeue &")
+    return (f"{{ {join(run)} <<'{END}' || echo {shlex.quote(failed)}\n{source}\n{END}\n}} "
+            f"</dev/null 2>&1 | logger -t deploytool-requeue &")

@@ -3,22 +3,30 @@
 One round trip: write changed files, stop/disable instances that should no longer run, remove units of
 groups that are gone, daemon-reload only if a file changed, enable instances 1..N and the target.
 Units carry `X-Deploytool-App=<app>` (units.MARKER) so an app's own units are found by that line.
+
+The groups' environment files (secrets) are written beside, in units.environment_dir(): root:root
+0600 in system mode. Their content reaches the host only inside the script (a here-document, never a
+command's argument) and is never printed: the dry run says only whether a file would change.
 """
 
 from __future__ import annotations
 
 import base64
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from deploytool import units
 from deploytool.commands.systemctl import systemctl
 from deploytool.inventory import App
-from deploytool.units import MARKER
+from deploytool.units import MARKER, EnvFile
 
 q = shlex.quote
 
 SEPARATOR = "\n@@@deploytool-unit@@@ "
+# Lines of read_all() naming an environment file that would change: `ENV_CHANGED <file name>`.
+ENV_CHANGED = "@@@deploytool-env-changed@@@"
+# Ends the here-documents carrying environment files (base64: the content can never hold it).
+HEREDOC_END = "DEPLOYTOOL_ENV_END"
 
 
 def unit_dir(app: App) -> str:
@@ -31,16 +39,69 @@ def _sudo(app: App) -> str:
     return "" if app.systemd == "user" else "sudo -n "
 
 
-def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str) -> str:
-    """`files`: (name, content) of every unit the app should have; `enabled`: the instances to enable.
+def _heredoc(content: str, consumer: str) -> str:
+    """Shell text (ending in a newline) piping `content` into `consumer`: base64 in a here-document,
+    so the content is neither in any command's argv (`ps`) nor interpreted by the shell."""
+    b64 = base64.encodebytes(content.encode()).decode()
+    return f"base64 -d <<'{HEREDOC_END}' | {consumer}\n{b64}{HEREDOC_END}\n"
 
-    Prints `changed` when a unit file was written or removed."""
+
+def _env_dir(app: App) -> str:
+    # Only validated names in it (app name, $HOME): safe inside double quotes.
+    return units.environment_dir(app)
+
+
+def _env_install(app: App) -> str:
+    """Write stdin to "$f": system mode root:root 0600 (the workers' user cannot read it)."""
+    if app.systemd == "user":
+        return 'install -m 0600 /dev/stdin "$f"'
+    return 'sudo -n install -m 0600 -o root -g root /dev/stdin "$f"'
+
+
+def _env_same(app: App) -> str:
+    # Compare stdin with "$f" (as root in system mode: only root may read it).
+    return f'{_sudo(app)}cmp -s - "$f" 2>/dev/null'
+
+
+def _env_mkdir(app: App) -> str:
+    # The directory holds only file names (group names): readable, so stale files can be listed.
+    if app.systemd == "user":
+        return 'mkdir -p "$e" && chmod 0700 "$e"'
+    return 'sudo -n install -d -m 0755 -o root -g root "$e"'
+
+
+def _env_blocks(app: App, env_files: Sequence[EnvFile], changed: Callable[[EnvFile], str],
+                removed: str) -> list[str]:
+    """Shell text, with "$e" the env dir: for each wanted env file that differs from the host's ("$f"
+    set), `changed(file)`; for each of the app's env files on the host not wanted any more, `removed`."""
+    lines = []
+    for env in env_files:
+        lines.append(
+            f'f="$e"/{q(env.name)}\n'
+            f"if ! {_heredoc(env.content, _env_same(app))}"
+            f"then\n{changed(env)}\nfi"
+        )
+    wanted = " ".join(q(env.name) for env in env_files)
+    lines.append(
+        f'for f in "$e"/*.env; do [ -e "$f" ] || continue; case " {wanted} " in *" ${{f##*/}} "*) ;; '
+        f"*) {removed};; esac; done"
+    )
+    return lines
+
+
+def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str,
+         env_files: Sequence[EnvFile] = ()) -> str:
+    """`files`: (name, content) of every unit the app should have; `enabled`: the instances to enable;
+    `env_files`: the groups' environment files (units.environment_files()).
+
+    Prints `changed` when a unit or environment file was written or removed (the workers then need
+    a restart); daemon-reload runs only when a unit file changed."""
     d = unit_dir(app)
     sc = " ".join(q(a) for a in systemctl(app))
     sudo = _sudo(app)
     expected_files = " ".join(q(name) for name, _ in files)
     expected_units = " ".join(q(u) for u in enabled)
-    lines = [f'd="{d}"', "changed=0", f'{sudo}mkdir -p "$d"']
+    lines = [f'd="{d}"', "changed=0", "env_changed=0", f'{sudo}mkdir -p "$d"']
     for name, content in files:
         b64 = base64.b64encode(content.encode()).decode()
         lines.append(
@@ -68,7 +129,17 @@ def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], tar
         f"for f in $owned; do n=${{f##*/}}; case \" {expected_files} \" in *\" $n \"*) ;; *) "
         f"{sudo}rm -f \"$f\" && changed=1;; esac; done"
     )
-    lines.append(f'[ "$changed" = 0 ] || {{ {sc} daemon-reload && echo changed; }}')
+    lines.append(f'e="{_env_dir(app)}"')
+    if env_files:
+        lines.append(_env_mkdir(app))
+    lines += _env_blocks(
+        app, env_files,
+        lambda env: (f"{_heredoc(env.content, _env_install(app)).rstrip()}\n"
+                     '[ $? = 0 ] || { echo "cannot write $f" >&2; exit 1; }; env_changed=1'),
+        f'{sudo}rm -f "$f" && env_changed=1',
+    )
+    lines.append(f'[ "$changed" = 0 ] || {sc} daemon-reload')
+    lines.append('[ "$changed$env_changed" = 00 ] || echo changed')
     if enabled:
         # `enable` reloads systemd every time: only enable units not enabled yet. One is-enabled call
         # prints a state per unit, in order (its exit code only says whether any is enabled); if the
@@ -90,6 +161,7 @@ def remove_all(app: App) -> str:
     sudo = _sudo(app)
     return "\n".join([
         f'd="{d}"',
+        f'{sudo}rm -rf "{_env_dir(app)}"',
         f"owned=$(grep -lx {q(MARKER + '=' + app.name)} \"$d\"/*.service \"$d\"/*.target 2>/dev/null || true)",
         '[ -n "$owned" ] || exit 0',
         "units=''; for f in $owned; do n=${f##*/}; case $n in *@.service) "
@@ -104,10 +176,26 @@ def remove_all(app: App) -> str:
     ])
 
 
-def read_all(app: App) -> str:
-    """Print each of the app's unit files after a separator line naming it."""
+def read_all(app: App, env_files: Sequence[EnvFile] = ()) -> str:
+    """Print `ENV_CHANGED <name>` for each environment file that would be written or removed (never
+    its content), then each of the app's unit files after a separator line naming it (read only)."""
     d = unit_dir(app)
-    return (
+    units = (
         f'd="{d}"; for f in $(grep -lx {q(MARKER + "=" + app.name)} "$d"/*.service "$d"/*.target 2>/dev/null); '
-        f'do printf "{SEPARATOR.replace(chr(10), chr(92) + "n")}%s\\n" "${{f##*/}}"; cat "$f"; done; true'
+        f'do printf "{SEPARATOR.replace(chr(10), chr(92) + "n")}%s\\n" "${{f##*/}}"; cat "$f"; done'
     )
+    say = f'echo {ENV_CHANGED} "${{f##*/}}"'
+    return "\n".join([f'e="{_env_dir(app)}"', *_env_blocks(app, env_files, lambda env: say, say), units, "true"])
+
+
+def write_env_files(app: App, env_files: Sequence[EnvFile]) -> str:
+    """Write the environment files that differ from the host's, removing none and restarting nothing:
+    for a command that needs its file before the units' sync comes (a build, deploytool.context)."""
+    if not env_files:
+        return "true"
+
+    def write(env: EnvFile) -> str:
+        return (f"{_heredoc(env.content, _env_install(app)).rstrip()}\n"
+                '[ $? = 0 ] || { echo "cannot write $f" >&2; exit 1; }')
+
+    return "\n".join([f'e="{_env_dir(app)}"', _env_mkdir(app), *_env_blocks(app, env_files, write, ":")])

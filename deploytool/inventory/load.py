@@ -116,7 +116,25 @@ def _build(path: Path, layers: Layers) -> Inventory:
                 resolved[host_name][app_name] = _with_local_source(app, path)
     inventory = Inventory(path=path, hosts=hosts, apps=apps, resolved=resolved)
     _check_shared_redis(inventory)
+    _check_worker_users(inventory, layers)
     return inventory
+
+
+def _check_worker_users(inv: Inventory, layers: Layers) -> None:
+    """Workers run as root only when a group says `user: root`: never because the host's SSH user is
+    root (system mode: User= defaults to the SSH user)."""
+    for host_name, apps in inv.resolved.items():
+        host = inv.hosts[host_name]
+        if host.user != "root":
+            continue
+        for app in apps.values():
+            for group in inv.groups_on(host_name, app):
+                if app.systemd == "system" and group.user is None:
+                    raise InputError(
+                        f"{layers.hosts[host_name].file}: host {host_name}: apps.{app.name}.workers.{group.name}.user: "
+                        f"the workers would run as root (the host's SSH user); set workers.{group.name}.user to "
+                        "the user they should run as (user: root only if they must)"
+                    )
 
 
 def _check_overrides(layer: Layer, who: str, apps_raw: Mapping[str, Any]) -> None:

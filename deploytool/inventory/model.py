@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from deploytool import unit_settings
 from deploytool.kinds import KINDS, Queue
 
 
@@ -71,6 +72,17 @@ def _absolute(value: str) -> str:
 AbsPath = Annotated[Text, AfterValidator(_absolute)]
 
 
+def _path_entry(value: str) -> str:
+    # One directory of PATH: a `:` would split it in two.
+    if ":" in value:
+        raise ValueError("a PATH directory must not contain ':'")
+    return value
+
+
+# Directories put before systemd's default PATH, for the units and every command run for the app.
+SearchPath = tuple[Annotated[AbsPath, AfterValidator(_path_entry)], ...]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
@@ -98,6 +110,30 @@ def _queue_name(q: Queue) -> Queue:
 QueueItem = Annotated[Queue, BeforeValidator(_parse_queue), AfterValidator(_queue_name)]
 
 
+def _setting_value(value: Any) -> Any:
+    # YAML reads `yes` as True and `512` as an int; unit files want `yes` and `512`.
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def _pattern(setting: str) -> Any:
+    def check(value: str) -> str:
+        problem = unit_settings.SERVICE_SETTINGS[setting].check(value)
+        if problem is not None:
+            raise ValueError(f"must be {problem}")
+        return value
+
+    return AfterValidator(check)
+
+
+MemorySize = Annotated[Text, BeforeValidator(_setting_value), _pattern("MemoryMax")]
+CPUQuota = Annotated[Text, _pattern("CPUQuota")]
+SettingValue = Annotated[Text, BeforeValidator(_setting_value)]
+
+
 class WorkerGroup(_Model):
     """N identical worker processes of one kind: systemd instances `<app>-<group>@1..N`."""
 
@@ -109,12 +145,36 @@ class WorkerGroup(_Model):
     timeout: Annotated[Int, Field(ge=1, le=86400)] | None = None
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     command: tuple[Text, ...] | None = None
+    # The system user the workers run as; default: the host's SSH user, never root implicitly.
     user: Name | None = None
     roles: tuple[Name, ...] | None = None
+    path: SearchPath | None = None  # replaces the app's `path` for this group
+    # A config file for the kind (Sidekiq: `-C`), relative to the release; threads and queues set in
+    # the inventory still win over it (command-line flags override the file).
+    config: RelPath | None = None
+    # Limits, as the init-script class of a configuration-management tool set them.
+    memory_max: MemorySize | None = None
+    cpu_quota: CPUQuota | None = None
+    nice: Annotated[Int, Field(ge=-20, le=19)] | None = None
+    limit_nofile: Annotated[Int, Field(ge=1, le=1073741816)] | None = None
+    # Further [Service] settings from an allow list (deploytool.unit_settings); they override the
+    # sandboxing defaults of deploytool.units.
+    systemd: dict[str, SettingValue] = Field(default_factory=dict)
+
+    @field_validator("systemd")
+    @classmethod
+    def _allowed_settings(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, setting in value.items():
+            problem = unit_settings.check(key, setting)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _fits_kind(self) -> WorkerGroup:
         kind = KINDS[self.kind]
+        if self.config is not None and kind.config_flag is None:
+            raise ValueError(f"`config` is not supported by kind {self.kind}")
         if kind.requires_command and not self.command:
             raise ValueError(f"kind {self.kind} needs `command`")
         if self.command is not None and not self.command:
@@ -181,6 +241,7 @@ class App(_Model):
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     # Relative to shared/ unless absolute; loaded by the worker units and by build commands.
     env_file: Text | None = None
+    path: SearchPath = ()
     redis: Annotated[tuple[RedisURL, ...], BeforeValidator(_one_or_many)] = ()
     redis_namespace: Name | None = None
     systemd: Literal["system", "user"] = "system"

@@ -24,10 +24,11 @@ KEEP_ENABLED = ("ssh.service",)
 SUDOERS = """\
 # deploytool sandbox: a local test fleet, never a real server.
 # The deploy user may run, without a password, what deploytool does as root: manage systemd units,
-# read their logs, manage user lingering, and install/remove unit files under /etc/systemd/system.
+# read their logs, manage user lingering, install/remove unit files under /etc/systemd/system and the
+# workers' environment files under /etc/deploytool (cmp: is one unchanged?).
 # Arguments are not restricted: sudoers wildcards cannot restrict paths safely, and this is a sandbox.
 {user} ALL=(root) NOPASSWD: /usr/bin/systemctl, /usr/bin/journalctl, /usr/bin/loginctl, \\
-    /usr/bin/install, /usr/bin/rm, /usr/bin/mkdir, /usr/bin/chown, /usr/bin/tee
+    /usr/bin/install, /usr/bin/rm, /usr/bin/mkdir, /usr/bin/chown, /usr/bin/tee, /usr/bin/cmp, /usr/bin/systemd-run
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json as jsonlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +24,7 @@ from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
 from deploytool.tasks.options import Target, command, load, select_targets
-from deploytool.units import UnitFile, render_app
+from deploytool.units import EnvFile, UnitFile, render_app
 from deploytool.workers import Workers
 
 ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
@@ -76,29 +77,49 @@ def simple(c: Context, inventory: str | None, host: str | None, app: str | None,
         raise Exit(code=1)
 
 
-@command(out="directory to write the units to (HOST/UNIT with several hosts); default: print")
+@command(out="directory to write the units to (HOST/UNIT with several hosts); default: print",
+         show_secrets="show the environment files' values (default: ***)")
 def render(
     c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-    out: str | None = None,
+    out: str | None = None, show_secrets: bool = False,
 ) -> None:
-    """Render the worker units for hosts without connecting to them."""
+    """Render the worker units and environment files for hosts without connecting to them."""
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     many_hosts = len({t.host for t in targets}) > 1
     for t in targets:
         units = render_app(inv, t.host, t.app, template_dirs=project_templates(project_dir(c.config)))
+        w = Workers(inv, t.host, t.app)
+        env_files = [e if show_secrets else redacted(e) for e in w.env_files]
         if out is None:
             for unit in units:
                 print(f"# --- {t.host}: {unit.name}\n{unit.content}")
+            for env in env_files:
+                print(f"# --- {t.host}: {env.path}\n{env.content}")
             continue
         directory = Path(out) / t.host if many_hosts else Path(out)
-        w = Workers(inv, t.host, t.app)
         try:
             write_unit_dir(directory, units, w.target, w.units)
+            for env in env_files:
+                write_private(directory / f"{t.app.name}-{env.name}", env.content)
         except OSError as e:
             raise InputError(f"--out {out}: cannot write: {e.strerror}") from None
-        print(f"{t.host}: {t.app.name}: wrote {len(units)} units and {len(w.units)} enabled instances "
-              f"to {directory}")
+        print(f"{t.host}: {t.app.name}: wrote {len(units)} units, {len(w.units)} enabled instances and "
+              f"{len(env_files)} environment files to {directory}")
+
+
+def redacted(env: EnvFile) -> EnvFile:
+    """The environment file with every value shown as ***."""
+    lines = [line.split("=", 1)[0] + "=***" for line in env.content.splitlines()]
+    return EnvFile(env.path, "".join(line + "\n" for line in lines))
+
+
+def write_private(path: Path, content: str) -> None:
+    # Environment files hold secrets: 0600 from the start, never briefly world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(content)
 
 
 def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled: list[str]) -> None:

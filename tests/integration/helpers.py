@@ -27,9 +27,11 @@ SAMPLE_PYTHON = "/opt/deploytool-sample/venv/bin/python"
 DEPLOY_TO = "/srv/sample"
 
 
-def fab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def fab(*args: str, timeout: float = 600, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    # stdin: what the command reads (nothing by default: never the test runner's terminal).
     return subprocess.run(
-        [str(FAB), "-r", str(ROOT), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [str(FAB), "-r", str(ROOT), *args], capture_output=True, text=True, timeout=timeout, check=False,
+        input=stdin,
     )
 
 

@@ -178,13 +178,23 @@ def test_secrets_are_not_printed(deployed: None, tmp_path: Path) -> None:
     inv = variant(tmp_path, lambda d: d["apps"]["sample"].update(environment={"API_TOKEN": secret},
                                                                  build=["test -n \"$API_TOKEN\""]))
     r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--dry-run")
-    # The unit diff shows the new Environment= line, and the build its export, both redacted.
-    assert r.returncode == 0 and '+Environment="API_TOKEN=***"' in r.stdout, r.stdout
-    assert "export API_TOKEN=***" in r.stdout
+    # The units stage names the environment files that would change, the build the app's file it writes
+    # first (deploytool.context): names only, no content, not even base64-encoded.
+    assert r.returncode == 0 and "sidekiq.env: (environment file changed)" in r.stdout, r.stdout
+    assert "_app.env: (environment file, written if changed; content not shown)" in r.stdout
+    assert "base64" not in r.stdout and "export API_TOKEN" not in r.stdout
     assert secret not in r.stdout + r.stderr
     code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a")
     assert code == 0, report
     assert secret not in json.dumps(report)
+    # On the host: not in the (world-readable) units; in a root-only file the workers get it from.
+    assert secret not in ssh("prod-a", "cat /etc/systemd/system/sample-*.service").stdout
+    env_file = "/etc/deploytool/sample/sidekiq.env"
+    assert ssh("prod-a", f"stat -c '%U:%G %a' {env_file}").stdout.split() == ["root:root", "600"]
+    assert ssh("prod-a", f"cat {env_file}", check=False).returncode != 0
+    pid = "$(systemctl show -p MainPID --value sample-sidekiq@1.service)"
+    environ = ssh("prod-a", f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    assert f"API_TOKEN={secret}" in environ.stdout.splitlines()
     r = fab("deploy", "--inventory", inv, "--host", "prod-a")
     assert r.returncode == 0 and secret not in r.stdout + r.stderr
     assert fab("deploy", "--host", "prod-a").returncode == 0  # back to the sandbox's own units

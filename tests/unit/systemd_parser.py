@@ -1,10 +1,12 @@
-"""systemd's own parsing of ExecStart= and Environment= values, called from libsystemd-shared.
+"""systemd's own parsing of ExecStart= and Environment= values and of environment files, called from
+libsystemd-shared.
 
 There is no running systemd here (and `systemd-analyze verify` never shows argv), so the tests call the
 very functions systemd 252's config_parse_exec()/config_parse_environ() use: extract_first_word()
 (quotes and C escapes), specifier_printf() (`%%`, `%i`) and, at exec time, replace_env_argv()
-(`$VAR`, `$$`). The loop around them mirrors src/core/load-fragment.c of v252. The private library's
-ABI changes between versions, so `available()` probes it with known answers and tests skip otherwise.
+(`$VAR`, `$$`) and load_env_file() (EnvironmentFile=). The loop around them mirrors
+src/core/load-fragment.c of v252. The private library's ABI changes between versions, so `available()`
+probes it with known answers and tests skip otherwise.
 """
 
 from __future__ import annotations
@@ -149,6 +151,23 @@ def environment(value: str, instance: str) -> dict[str, str]:
             raise ValueError(f"not an assignment: {word!r}")
         out[name] = val
     return out
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """The variables an `EnvironmentFile=<path>` sets: systemd's load_env_file(), as exec does."""
+    lib = _load()
+    lib.load_env_file.argtypes = [C.c_void_p, C.c_char_p, C.POINTER(C.POINTER(C.c_char_p))]
+    lib.load_env_file.restype = C.c_int
+    out = C.POINTER(C.c_char_p)()
+    r = lib.load_env_file(None, str(path).encode(), C.byref(out))
+    if r < 0:
+        raise ValueError(f"systemd cannot read {path}: error {r}")
+    env, i = {}, 0
+    while out[i] is not None:
+        name, _, value = out[i].decode().partition("=")
+        env[name] = value
+        i += 1
+    return env
 
 
 def required_in_ci(present: bool, what: str) -> pytest.MarkDecorator:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploytool.commands import release as rel
-from deploytool.inventory import App
+from deploytool.inventory import App, Host, Inventory
 from deploytool.lock import Holder
 from deploytool.releases import choose, parse_listing
 from deploytool.remote import script
@@ -152,17 +152,21 @@ def test_holder_of_a_dead_local_process_is_gone() -> None:
     assert not elsewhere.gone()  # not provable from here
 
 
-def test_build_runs_in_release_with_env_file_and_environment(app: App, tmp_path: Path) -> None:
-    lay = rel.Layout(app)
-    Path(lay.shared, "config").mkdir(parents=True)
-    Path(lay.shared, "config/app.env").write_text("FROM_FILE='from file'\n")
-    release(app, tmp_path, "20260101000000")
-    text = rel.build(app, "20260101000000", ['echo "$FROM_FILE|$GREETING|$(pwd)" > built.txt'])
-    ok(text)
-    built = Path(lay.release("20260101000000"), "built.txt").read_text().strip()
-    assert built == f"from file|hello world|{lay.release('20260101000000')}"
-    failing = sh(rel.build(app, "20260101000000", ["exit 3"]))
-    assert failing.returncode == 3
+def test_build_runs_each_step_in_the_release_in_the_app_context(app: App, tmp_path: Path) -> None:
+    # What the steps see is tested on a real host (tests/integration/test_context.py); here: where
+    # they run, in which context, and that no environment value travels in clear.
+    inv = Inventory(tmp_path / "inv.yml", {"h": Host(address="192.0.2.1", user="deploy")}, {"shop": app},
+                    {"h": {"shop": app}})
+    text = rel.build(inv, "h", app, "20260101000000", ["bundle install", "echo 'done'"])
+    release_dir = rel.Layout(app).release("20260101000000")
+    assert f"--property=WorkingDirectory={release_dir}" in text
+    assert text.count("sudo -n systemd-run ") == 2
+    assert "/usr/bin/env /bin/sh -ec 'bundle install' && " in text
+    assert "s3cr3t-value" not in text and "hello world" not in text
+    assert rel.build(inv, "h", app, "20260101000000", []) == "true"
+    plan = rel.build(inv, "h", app, "20260101000000", ["bundle install"], plan=True)
+    assert plan.startswith("# _app.env: (environment file, written if changed; content not shown)\n")
+    assert "base64" not in plan and "base64" in text
 
 
 def test_script_names_the_failing_command() -> None:

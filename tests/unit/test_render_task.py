@@ -9,9 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def render(host: str, out: Path) -> subprocess.CompletedProcess[str]:
+def render(host: str, out: Path | None, *extra: str) -> subprocess.CompletedProcess[str]:
+    where = ["--out", str(out)] if out is not None else []
     return subprocess.run([str(ROOT / ".venv/bin/fab"), "-r", str(ROOT), "workers.render", "--host", host,
-                           "--out", str(out)], capture_output=True, text=True, check=False, timeout=60)
+                           *where, *extra], capture_output=True, text=True, check=False, timeout=60)
 
 
 def test_render_writes_units_and_enabled_instances(tmp_path: Path) -> None:
@@ -19,7 +20,8 @@ def test_render_writes_units_and_enabled_instances(tmp_path: Path) -> None:
     assert render("prod-a", a).returncode == 0 and render("prod-b", b).returncode == 0
     names = sorted(p.name for p in a.iterdir())
     single = ["celery-rabbit", "celery-redis", "consumer", "dramatiq"]  # one process on each host
-    assert names == [*(f"sample-{g}@.service" for g in single), "sample-rq@.service", "sample-sidekiq@.service",
+    groups = sorted([*single, "rq", "sidekiq"])
+    assert names == ["sample-_app.env", *(f for g in groups for f in (f"sample-{g}.env", f"sample-{g}@.service")),
                      "sample-workers.target", "sample-workers.target.wants"]
     wants_a = sorted(p.name for p in (a / "sample-workers.target.wants").iterdir())
     wants_b = sorted(p.name for p in (b / "sample-workers.target.wants").iterdir())
@@ -44,3 +46,17 @@ def test_render_again_replaces_stale_instances(tmp_path: Path) -> None:
 def test_render_of_an_unknown_host_is_bad_input(tmp_path: Path) -> None:
     r = render("nope", tmp_path)
     assert r.returncode == 2 and "--host nope: no such host" in r.stderr and not any(tmp_path.iterdir())
+
+
+def test_render_redacts_environment_values_unless_asked(tmp_path: Path) -> None:
+    # The sandbox's sample app has APP_ENV=production and a REDIS_URL.
+    shown = render("prod-a", None)
+    assert shown.returncode == 0, shown.stderr
+    assert "# --- prod-a: /etc/deploytool/sample/sidekiq.env\nAPP_ENV=***\nREDIS_URL=***\n" in shown.stdout
+    assert "production" not in shown.stdout and "10.213.0.21" not in shown.stdout
+    assert render("prod-a", tmp_path).returncode == 0
+    env = tmp_path / "sample-rq.env"
+    assert env.read_text() == "APP_ENV=***\nREDIS_URL=***\nRQ_REDIS_URL=***\n"
+    assert env.stat().st_mode & 0o777 == 0o600
+    secrets = render("prod-a", None, "--show-secrets")
+    assert "APP_ENV='production'\nREDIS_URL='redis://10.213.0.21:6379/0'\n" in secrets.stdout

@@ -1,6 +1,7 @@
 """The unit sync script, run for real by a local shell in user mode (units under $HOME) against a
 stand-in `systemctl` that records its calls: files written only when changed, daemon-reload only then,
-surplus instances stopped and disabled, units of removed groups deleted, enable only when needed."""
+surplus instances stopped and disabled, units of removed groups deleted, enable only when needed;
+environment files written 0600 only when changed, removed with their group, never read back."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.commands.unitfiles import sync
+from deploytool import systemd_quote as q
+from deploytool.commands.unitfiles import ENV_CHANGED, SEPARATOR, read_all, remove_all, sync
 from deploytool.inventory import App
-from deploytool.units import MARKER
+from deploytool.units import MARKER, EnvFile
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 # Records each call; answers is-enabled from $STATE/enabled and list-units from $STATE/loaded.
@@ -107,3 +109,51 @@ def test_other_apps_units_are_left_alone(app: App, env: dict[str, str]) -> None:
     (unit_dir / "shopfront-a@.service").write_text(f"[Unit]\n{MARKER}=shopfront\n")
     run(sync(app, [unit("shop-workers.target")], [], "shop-workers.target"), env)
     assert (unit_dir / "shopfront-a@.service").exists()
+
+
+SECRET = "s3cr3t $(touch /tmp/pwned) 'q' \"d\""
+
+
+def env_file(name: str, value: str = SECRET) -> EnvFile:
+    return EnvFile(f"$HOME/.config/deploytool/shop/{name}", q.env_file({"TOKEN": value}))
+
+
+def test_environment_files_written_private_and_only_when_changed(app: App, env: dict[str, str]) -> None:
+    env_dir = Path(env["HOME"], ".config/deploytool/shop")
+    files = [unit("shop-a@.service"), unit("shop-workers.target")]
+    script = sync(app, files, ["shop-a@1.service"], "shop-workers.target", [env_file("a.env")])
+    assert run(script, env).split() == ["changed"]
+    written = env_dir / "a.env"
+    assert written.read_text() == "TOKEN=\"s3cr3t \\$(touch /tmp/pwned) 'q' \\\"d\\\"\"\n"
+    assert written.stat().st_mode & 0o777 == 0o600 and env_dir.stat().st_mode & 0o777 == 0o700
+    calls(env)
+    assert run(script, env) == ""
+    # Only the environment changed: the workers need a restart, systemd no reload.
+    changed = sync(app, files, ["shop-a@1.service"], "shop-workers.target", [env_file("a.env", "new")])
+    assert run(changed, env).split() == ["changed"]
+    assert "TOKEN='new'" in written.read_text()
+    assert not any("daemon-reload" in c for c in calls(env))
+
+
+def test_environment_files_of_gone_groups_are_removed(app: App, env: dict[str, str]) -> None:
+    env_dir = Path(env["HOME"], ".config/deploytool/shop")
+    files = [unit("shop-a@.service"), unit("shop-b@.service"), unit("shop-workers.target")]
+    run(sync(app, files, [], "shop-workers.target", [env_file("a.env"), env_file("b.env")]), env)
+    assert sorted(p.name for p in env_dir.iterdir()) == ["a.env", "b.env"]
+    out = run(sync(app, files[:1] + files[2:], [], "shop-workers.target", [env_file("a.env")]), env)
+    assert out.split() == ["changed"]
+    assert sorted(p.name for p in env_dir.iterdir()) == ["a.env"]
+    run(remove_all(app), env)
+    assert not env_dir.exists()
+
+
+def test_read_all_names_changed_environment_files_without_their_content(app: App, env: dict[str, str]) -> None:
+    files = [unit("shop-a@.service"), unit("shop-workers.target")]
+    run(sync(app, files, [], "shop-workers.target", [env_file("a.env"), env_file("b.env")]), env)
+    out = run(read_all(app, [env_file("a.env"), env_file("b.env", "other"), env_file("c.env")]), env)
+    assert "s3cr3t" not in out and "other" not in out
+    head = out.split(SEPARATOR)[0].split()
+    assert head == [ENV_CHANGED, "b.env", ENV_CHANGED, "c.env"]
+    out = run(read_all(app, [env_file("b.env")]), env)
+    assert out.split(SEPARATOR)[0].split() == [ENV_CHANGED, "a.env"]  # b.env is as wanted; a.env would go
+    assert "shop-a@.service" in out

@@ -1,0 +1,107 @@
+"""`fab run --host H [--app A] [--group G] -- CMD...`: a one-off command (a console, a rake task, a
+migration) on a host, in the app's runtime context: the units' user, release, PATH and environment
+files (deploytool.context), never the SSH login's. Its output streams back; `fab` exits with its code."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from fabric.executor import Executor as FabricExecutor
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from deploytool.context import in_context
+from deploytool.errors import HostError, InputError
+from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.remote import Session, connect, join
+from deploytool.tasks.options import command, load, select_targets, split_names
+
+RUN_HELP = {
+    "all": "run on every host of the app, one after the other (default: one host, which --host names)",
+    "group": "run in this worker group's context (its user and environment); default: the app's",
+    "tty": "allocate a terminal even when stdin and stdout are not terminals (they are for a console)",
+    "app": "app name; needed when several apps run on the host",
+    "host": "host name, or comma list",
+}
+# systemd's exit code when it cannot enter the working directory (EXIT_CHDIR).
+EXIT_CHDIR = 200
+
+
+class Executor(FabricExecutor):  # type: ignore[misc]  # Fabric ships no type hints
+    """Leaves the text after `--` to the task that asked for it (`fab run`): Fabric would otherwise run it
+    itself on `-H` hosts, and refuse without them. `fab -H x -- cmd` without a task works as before."""
+
+    def expand_calls(self, calls: Any, apply_hosts: bool = True) -> Any:
+        if not calls:
+            return super().expand_calls(calls, apply_hosts)
+        remainder, self.core.remainder = self.core.remainder, ""
+        try:
+            return super().expand_calls(calls, apply_hosts)
+        finally:
+            self.core.remainder = remainder
+
+
+def command_after_dashes(argv: Sequence[str]) -> list[str]:
+    """The command as typed after `--`, word for word (Invoke keeps only a space-joined string, which
+    would lose the quoting of `python3 -c 'import sys; print(sys.executable)'`)."""
+    args = list(argv)
+    return args[args.index("--") + 1:] if "--" in args else []
+
+
+def choose(inv: Inventory, host: str | None, app: str | None, group: str | None,
+           all_hosts: bool) -> list[tuple[str, App, WorkerGroup | None]]:
+    if not split_names(host) and not all_hosts:
+        raise InputError(f"{inv.path}: fab run: name a host with --host (or --all for every host of the app)")
+    targets = select_targets(inv, host, app)
+    apps = sorted({t.app.name for t in targets})
+    if len(apps) > 1:
+        raise InputError(f"{inv.path}: fab run: several apps run there ({', '.join(apps)}); choose one with --app")
+    chosen: list[tuple[str, App, WorkerGroup | None]] = []
+    for t in targets:
+        groups = {g.name: g for g in inv.groups_on(t.host, t.app)}
+        if group is not None and group not in groups:
+            raise InputError(f"{inv.path}: host {t.host}: app {t.app.name}: --group {group}: no such worker group "
+                             f"there (known: {', '.join(groups) or 'none'})")
+        chosen.append((t.host, t.app, groups[group] if group else None))
+    return chosen
+
+
+def attached(session: Session, text: str, pty: bool) -> int:
+    """Run with stdin forwarded (its end closes the command's stdin, so `cmd < file` works and nothing
+    waits for input that never comes) and output passed through; with `pty`, a terminal both ways.
+    Session.stream passes output only: `fab run` is the one caller that needs stdin."""
+    session.commands += 1
+    try:
+        return int(session.connection.run(text, pty=pty, warn=True).exited)
+    except Exception as e:  # paramiko/socket errors: the host is gone or unreachable
+        raise HostError(f"{session.host.name}: run: {e}") from None
+
+
+@command(**RUN_HELP)
+def run(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+        group: str | None = None, all: bool = False, tty: bool = False) -> None:
+    """Run a command after `--` on a host, as the app's workers would (their user, release, PATH, env)."""
+    argv = command_after_dashes(sys.argv)
+    if not argv:
+        raise InputError("fab run: give the command after `--`, e.g. fab run --host prod-a -- rake db:migrate")
+    inv = load(c, inventory)
+    chosen = choose(inv, host, app, group, all)
+    interactive = tty or (len(chosen) == 1 and sys.stdin.isatty() and sys.stdout.isatty())
+    worst = 0
+    for name, the_app, the_group in chosen:
+        if len(chosen) > 1:
+            print(f"== {name}", file=sys.stderr, flush=True)
+        text = join(in_context(inv, name, the_app, argv, the_group, tty=interactive))
+        session = connect(inv.hosts[name])
+        try:
+            code = attached(session, text, interactive)
+        finally:
+            session.close()
+        if code == EXIT_CHDIR:
+            print(f"{name}: {the_app.current_path} is missing: deploy the app first", file=sys.stderr)
+        if code and not worst:
+            worst = code
+    if worst:
+        raise Exit(code=worst)
