@@ -150,5 +150,5 @@ def test_consumer_killed_mid_message_gets_it_redelivered_and_done(deployed: None
     c = client("count", "consumer", "--wait", "60")
     assert (c["missing"], c["done"], c["redelivered"]) == (0, 1, 1), c
     assert r.sismember("sample:redelivered:consumer", job_id) and runs(r, "consumer", job_id) == 1
-    # systemd restarted the killed consumer (Restart=on-failure), which consumes the queue again.
+    # systemd restarted the killed consumer (its unit restarts a worker that dies), which consumes again.
     wait_for(lambda: rabbit_queue("consumer") == (0, len(APP_HOSTS)), 60, "both consumers on the queue")
