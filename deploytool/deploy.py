@@ -4,23 +4,23 @@ a failed step leaves `current` on the old release, its workers running (never qu
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deploytool import context, lock
+from deploytool import context
 from deploytool import workers as ops
 from deploytool.commands import release as rel
-from deploytool.errors import HostError
+from deploytool.execute import Execution
 from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
-from deploytool.remote import Result, Session, connect, join, last_lines, script
+from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
+from deploytool.remote import Session, connect
 from deploytool.report import HostReport, Reporter
 from deploytool.source import Revision
 from deploytool.workers import Workers
@@ -43,175 +43,124 @@ class Deploy:
     # Bounds how many hosts quiet and restart their workers at once, so workers restart rolling while
     # the rest of the deploy runs in parallel.
     restart_gate: threading.Semaphore | None = None
+    timeout: float | None = None  # each stage's bound (--timeout); the app's own `timeout` otherwise
+    # This host runs the app's `once: true` hooks (migrations): one host per app and deploy.
+    once_host: bool = False
 
     @property
     def workers(self) -> Workers:
         return Workers(self.inv, self.host, self.app)
 
-    def _remote_archive(self) -> str:
-        return f"{rel.Layout(self.app).releases}/.{self.release}.tar.gz"
+    def _remote_archive(self, release: str) -> str:
+        return f"{rel.Layout(self.app).releases}/.{release}.tar.gz"
 
-    def phases(self, holder: Holder, unit_changes: Sequence[str] | None = None) -> list[Phase]:
-        """The deploy as five round trips, each a list of (stage, command); an upload goes before the
-        second. With `unit_changes` (a dry run), the units stage shows that diff instead of its script.
+    def build_plan(self, facts: Facts, holder: Holder, unit_changes: Sequence[str] | None = None) -> Plan:
+        """The deploy on this host, from what the host reported so far (`facts`: the release name it
+        settled on, the release `current` pointed to before). With `unit_changes` (a dry run), the
+        units stage shows that diff instead of its script.
 
-        Workers are quieted right before they stop, in the (possibly rolling) restart phase: quieting
-        them early would leave a waiting host idle for the whole rolling restart. Running workers keep
-        the code they loaded, so switching `current` first does not change what they run."""
+        Workers are quieted right before they stop, in the (possibly rolling) restart round trip:
+        quieting them early would leave a waiting host idle for the whole rolling restart. Running
+        workers keep the code they loaded, so switching `current` first does not change what they run."""
         app, w = self.app, self.workers
+        dry = unit_changes is not None  # a plan to print: builders name secret files, never show them
+        release = facts.get("release", self.release)
+        previous = facts.get("previous", "")
+        archive = self._remote_archive(release)
         if app.source.strategy == "archive":
-            code = rel.unpack_archive(app, self.release, self._remote_archive(), self.revision.commit)
+            code = rel.unpack_archive(app, release, archive, self.revision.commit)
         else:
-            code = rel.git_export(app, self.release, self.revision.ref)
-        units = (self.workers.install_script(self.template_dirs) if unit_changes is None
-                 else "\n".join(unit_changes))
-        publish = [("switch", rel.switch_current(app, self.release))]
-        restart = [("quiet", c) for c in w.quiet_commands()]
-        if w.units or unit_changes is not None:
-            publish.append(("units", units))
-            restart.append(("restart", ops.restart_script(w)))
-        return [
+            code = rel.git_export(app, release, self.revision.ref)
+        units = self.workers.install_script(self.template_dirs) if unit_changes is None else "\n".join(unit_changes)
+        has_units = bool(w.units) or unit_changes is not None
+        publish = [Step("switch", rel.switch_current(app, release), arms=("switch back", "units", "workers"))]
+        if has_units:
+            publish.append(Step("units", units, arms=("units", "workers")))
+        restart = [Step("quiet", c, arms=("workers",)) for c in w.quiet_commands()]
+        if has_units:
+            restart.append(Step("restart", ops.restart_script(w), arms=("workers",)))
+        actions: list[Action] = [
             # Every worker group's program must resolve in its units' context before anything changes.
-            Phase("prepare", [("check", context.resolve_programs(self.inv, self.host, app, skip_release=True)),
-                              ("check", rel.check(app)), ("check", rel.previous_release(app)),
-                              ("lock", rel.lock(app, holder.json())), ("lock", rel.release_after(app, self.release))]),
-            Phase("release", [("code", code), ("shared", rel.link_shared(app, self.release))]
-                  + ([("build", rel.build(self.inv, self.host, app, self.release, app.build,
-                                          plan=unit_changes is not None))] if app.build else [])),
-            Phase("publish", publish),
-            Phase("restart", restart),
-            Phase("finish", [("cleanup", rel.cleanup(app)), ("cleanup", rel.log_revision(app, self._log_line())),
-                             ("unlock", join(rel.unlock(app)))]),
+            Script((Step("check", context.resolve_programs(self.inv, self.host, app, skip_release=True)),
+                    Step("check", rel.check(app)), Step("check", rel.previous_release(app)),
+                    Step("check", rel.release_after(app, self.release)))),
+            Lock(app, holder, self.force_unlock),
         ]
+        if app.source.strategy == "archive":
+            what = "" if self.archive else f"git archive {self.revision.commit[:12]}"
+            actions.append(Upload("upload", self.archive, archive, arms=("remove release",), what=what))
+        actions += [
+            # Hooks before the switch fail the host like a build step: only the new release is removed.
+            Script((Step("code", code, arms=("remove release",)), Step("shared", rel.link_shared(app, release)),
+                    *([Step("build", rel.build(self.inv, self.host, app, release, app.build, plan=dry))]
+                      if app.build else []),
+                    *self.hooks("after_build", release, dry), *self.hooks("before_switch", release, dry))),
+            Script(tuple(publish), commits=not restart),
+        ]
+        if restart:
+            actions.append(Script(tuple(restart), rolling=True, commits=True))
+        actions += [
+            Script((Step("cleanup", rel.cleanup(app)),
+                    Step("cleanup", rel.log_revision(app, self._log_line(release))))),
+        ]
+        after_restart = self.hooks("after_restart", release, dry)
+        if after_restart:
+            # After the restart committed the release and after it is logged: a failing hook is
+            # reported (the host fails) but undoes nothing; the workers keep running.
+            actions.append(Script(tuple(after_restart)))
+        actions.append(Unlock())
+        recovery = [Recovery("switch back", rel.switch_back(app, release, previous)),
+                    Recovery("units", self.workers.install_script(self.template_dirs) if unit_changes is None
+                             else "(units as the inventory wants them)")]
+        if w.units:
+            recovery.append(Recovery("workers", ops.recover_script(w)))
+        recovery.append(Recovery("remove release", rel.remove_release(app, release)))
+        return Plan(tuple(actions), tuple(recovery))
+
+    def hooks(self, point: str, release: str, dry: bool = False) -> list[Step]:
+        """A hook point's steps: each hook run in the release the way a build step is."""
+        return [Step(f"{point} (once)" if h.once else point,
+                     rel.build(self.inv, self.host, self.app, release, [h.command], plan=dry))
+                for h in self.app.hooks.at(point, self.once_host)]
 
     def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
         """Every stage with the commands it sends, in order: what --dry-run prints."""
         holder = Holder.me(self.revision.commit, self.release)
-        stages: list[tuple[str, list[str]]] = []
-        for phase in self.phases(holder, list(unit_changes) or ["(units as rendered)"]):
-            if phase.name == "release" and self.app.source.strategy == "archive":
-                local = self.archive.name if self.archive else f"git archive {self.revision.commit[:12]}"
-                stages.append(("upload", [f"upload {local} -> {self._remote_archive()}"]))
-            for name, command in phase.stages:
-                if stages and stages[-1][0] == name:
-                    stages[-1][1].append(command)
-                else:
-                    stages.append((name, [command]))
-        return stages
+        return describe(self.build_plan({}, holder, list(unit_changes) or ["(units as rendered)"]))
 
-    def _log_line(self) -> str:
+    def _log_line(self, release: str) -> str:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         at = self.revision.commit or "the hosts' mirror"
         return (f"{datetime.now(UTC).isoformat(timespec='seconds')} {self.revision.ref} (at {at}) "
-                f"deployed as release {self.release} by {who}")
+                f"deployed as release {release} by {who}")
 
     def run(self, session: Session, report: HostReport, out: Reporter) -> None:
         report.release = self.release
         report.revision = self.revision.commit or None
         holder = Holder.me(self.revision.commit, self.release)
-        prepare = self.phases(holder)[0]
-        clock = out.clock(report)
-        seen: dict[str, str] = {}
-        locked = published = False
-        d = self  # with the release name the host settles on, once it has
+        ex = Execution(session, self.host, report, out, self.restart_gate, self.timeout or self.app.timeout)
 
-        def on_line(line: str) -> None:
-            marker, _, value = line.partition(" ")
-            if marker == rel.STAGE:
-                clock.begin(value)
-            elif marker in (rel.PREVIOUS, rel.REVISION, rel.RELEASE):
-                seen[marker] = value.strip()
+        def build(facts: Facts) -> Plan:
+            report.release = facts.get("release", self.release)
+            if "revision" in facts:
+                report.revision = facts["revision"]
+            return self.build_plan(facts, holder)
 
-        def send(phase: Phase, allow: tuple[int, ...] = ()) -> Result:
-            r = session.run(phase.script(), phase.name, check=False, on_line=on_line)
-            # Name the stage that failed; stderr's last lines name its command ("failed: ...").
-            stage = clock.current.name if clock.current else phase.name
-            clock.end("ok" if r.exited == 0 else "failed")
-            if r.exited != 0 and r.exited not in allow:
-                raise HostError(f"{self.host}: {stage}: exit {r.exited}: {last_lines(r.stderr or r.stdout)}")
-            return r
-
-        try:
-            r = send(prepare, allow=(rel.LOCK_BUSY,))
-            if r.exited == rel.LOCK_BUSY:
-                lock.clear_stale(session, self.app, r.stdout, self.force_unlock)
-                send(prepare)
-            locked = True
-            # The host may have named the release later than proposed (see rel.release_after).
-            if seen[rel.RELEASE] != self.release:
-                d = replace(self, release=seen[rel.RELEASE])
-            _, release, publish, restart, finish = d.phases(holder)
-            report.release = d.release
-            if self.archive is not None:
-                with out.stage(report, "upload"):
-                    session.put(self.archive, d._remote_archive(), "upload")
-            send(release)
-            if rel.REVISION in seen:
-                report.revision = seen[rel.REVISION]
-            published = True
-            send(publish)
-            if restart.stages:
-                with self.restart_gate or contextlib.nullcontext():
-                    send(restart)
-        except HostError as e:
-            report.status, report.error = "failed", out.redact(str(e))
-            if locked:
-                d._recover(session, report, out, seen.get(rel.PREVIOUS, ""), published)
-            return
-        try:
-            send(finish)
-        except HostError as e:
-            # The release is live and its workers run; only cleanup, the log or the unlock failed.
-            report.status, report.error = "failed", out.redact(str(e))
-            with contextlib.suppress(HostError):
-                session.run(join(rel.unlock(self.app)), "unlock")
-
-    def _recover(self, session: Session, report: HostReport, out: Reporter, previous: str,
-                 published: bool) -> None:
-        """Put the host back as it was, in one round trip: `current` on the previous release, the units
-        as the inventory wants them, workers running (never left quiet or stopped), the failed release
-        removed, the lock released."""
-        app, w = self.app, self.workers
-        steps: list[str] = []
-        if published:
-            steps += [rel.switch_back(app, self.release, previous), w.install_script(self.template_dirs)]
-            if w.units:
-                steps.append(ops.recover_script(w))
-        steps += [rel.remove_release(app, self.release), join(rel.unlock(app))]
-        with out.stage(report, "recover") as st:
-            r = session.run(script(*steps), "recover", check=False)
-            if r.exited != 0:
-                st.status = "failed"
-                report.error = f"{report.error}; recovery failed: {r.stderr.strip()}"
-
-
-@dataclass(frozen=True)
-class Phase:
-    """Stages sent in one round trip; each announces itself so its duration is measured on its own."""
-
-    name: str
-    stages: list[tuple[str, str]]
-
-    def script(self) -> str:
-        commands: list[str] = []
-        last = None
-        for stage, command in self.stages:
-            if stage != last:
-                commands.append(rel.stage(stage))
-                last = stage
-            commands.append(command)
-        return script(*commands)
+        if not ex.run(build) and any(st.name.startswith("after_restart") and st.status == "failed"
+                                     for st in report.stages):
+            report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
 
 
 def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: Reporter) -> bool:
     """A host's deploys (one per app) over one connection; False if any failed."""
     first = deploys[0]
-    return on_host(first.inv.hosts[first.host], deploys, reports, out, lambda s, d, r: d.run(s, r, out))
+    timeout = first.timeout or max(d.app.timeout for d in deploys)
+    return on_host(first.inv.hosts[first.host], deploys, reports, out, lambda s, d, r: d.run(s, r, out), timeout)
 
 
 def unit_changes(d: Deploy) -> list[str]:
     """Read the host's current units (read only) and diff them with the rendered ones."""
-    session = connect(d.inv.hosts[d.host])
+    session = connect(d.inv.hosts[d.host], d.timeout or d.app.timeout)
     try:
         return ops.changes(session, d.workers, d.template_dirs)
     finally:

@@ -7,19 +7,19 @@ from typing import TypeVar
 
 from deploytool.errors import HostError
 from deploytool.inventory import Host
-from deploytool.remote import Session, connect
+from deploytool.remote import DEFAULT_TIMEOUT, Session, connect
 from deploytool.report import HostReport, Reporter
 
 T = TypeVar("T")
 
 
 def on_host(host: Host, items: Sequence[T], reports: Sequence[HostReport], out: Reporter,
-            work: Callable[[Session, T, HostReport], None]) -> bool:
+            work: Callable[[Session, T, HostReport], None], timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Connect once and run `work` for each item; a HostError fails only that item's report, a failed
     connection fails them all. True if every report is ok."""
     try:
         with out.stage(reports[0], "connect"):
-            session = connect(host)
+            session = connect(host, timeout)
     except HostError as e:
         for r in reports:
             r.status, r.error = "failed", str(e)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import socket
 from collections.abc import Sequence
@@ -10,13 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploytool import lock
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
+from deploytool.execute import Execution
 from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
+from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock
 from deploytool.remote import Session
 from deploytool.report import HostReport, Reporter
 from deploytool.workers import Workers
@@ -66,47 +66,55 @@ def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
     return str(older[0])
 
 
-def rollback_host(
-    inv: Inventory, host: str, apps: Sequence[App], wanted: str | None, template_dirs: Sequence[Path],
-    reports: Sequence[HostReport], out: Reporter, force_unlock: bool = False,
-) -> bool:
-    def work(session: Session, app: App, report: HostReport) -> None:
-        with out.stage(report, "lock"):
-            lock.acquire(session, app, Holder.me("", wanted or "previous"), force_unlock)
-        try:
-            _rollback(session, inv, host, app, wanted, template_dirs, report, out)
-        finally:
-            lock.release(session, app)
-
-    return on_host(inv.hosts[host], apps, reports, out, work)
-
-
-def _rollback(session: Session, inv: Inventory, host: str, app: App, wanted: str | None,
-              template_dirs: Sequence[Path], report: HostReport, out: Reporter) -> None:
+def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
+                  facts: Facts, holder: Holder, force_unlock: bool = False) -> Plan:
+    """Lock, read the releases, then (once the host listed them) switch `current` to the chosen one,
+    sync the units, quiet and restart the workers, log it. On failure: `current` back where it was,
+    units as the inventory wants them, workers running."""
     w = Workers(inv, host, app)
-    with out.stage(report, "check"):
-        rows = listing(session, app)
+    actions: list[Action] = [Lock(app, holder, force_unlock), Script((Step("check", rel.list_releases(app)),))]
+    recovery: tuple[Recovery, ...] = ()
+    if "output:check" in facts:
+        rows = parse_listing(facts["output:check"])
         try:
             target = choose(rows, wanted)
         except HostError as e:
             raise HostError(f"{host}: rollback: {e}") from None
-        report.release = target
-        report.revision = next(r["revision"] for r in rows if r["release"] == target) or None
-    try:
-        # As in a deploy: switch first, then quiet each worker right before it stops (ops.restart).
-        with out.stage(report, "switch"):
-            session.run(rel.switch_current(app, target), "switch")
-        with out.stage(report, "units"):
-            ops.install(session, w, template_dirs)
-        with out.stage(report, "restart"):
-            ops.restart(session, w)
-    except HostError:
-        # Whatever `current` is now, its workers must not stay quiet or stopped.
-        with contextlib.suppress(HostError):
-            ops.recover(session, w)
-        raise
-    with out.stage(report, "log"):
+        before = next((r["release"] for r in rows if r["current"]), "")
+        # As in a deploy: switch first, then quiet each worker right before it stops.
+        steps = [Step("switch", rel.switch_current(app, target), arms=("switch back", "units", "workers")),
+                 Step("units", w.install_script(template_dirs), arms=("units", "workers"))]
+        if w.units:
+            steps += [Step("restart", c, arms=("workers",)) for c in w.quiet_commands()]
+            steps.append(Step("restart", ops.restart_script(w), arms=("workers",)))
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         line = f"{datetime.now(UTC).isoformat(timespec='seconds')} {who} rolled back to release {target}"
-        session.run(rel.log_revision(app, line), "log")
-    report.details["rolled_back_to"] = target
+        actions += [Script(tuple(steps), commits=True), Script((Step("log", rel.log_revision(app, line)),)),
+                    Unlock()]
+        recovery = (Recovery("switch back", rel.switch_back(app, target, before)),
+                    Recovery("units", w.install_script(template_dirs)),
+                    *((Recovery("workers", ops.recover_script(w)),) if w.units else ()))
+    return Plan(tuple(actions), recovery)
+
+
+def rollback_host(
+    inv: Inventory, host: str, apps: Sequence[App], wanted: str | None, template_dirs: Sequence[Path],
+    reports: Sequence[HostReport], out: Reporter, force_unlock: bool = False, timeout: float | None = None,
+) -> bool:
+    def work(session: Session, app: App, report: HostReport) -> None:
+        holder = Holder.me("", wanted or "previous")
+        ex = Execution(session, host, report, out, timeout=timeout or app.timeout)
+
+        def build(facts: Facts) -> Plan:
+            plan = rollback_plan(inv, host, app, wanted, template_dirs, facts, holder, force_unlock)
+            if "output:check" in facts and report.release is None:
+                rows = parse_listing(facts["output:check"])
+                report.release = choose(rows, wanted)
+                report.revision = next(r["revision"] for r in rows if r["release"] == report.release) or None
+                report.details["rolled_back_to"] = report.release
+            return plan
+
+        if not ex.run(build):
+            raise HostError(report.error or f"{host}: rollback failed")
+
+    return on_host(inv.hosts[host], apps, reports, out, work, timeout or max(a.timeout for a in apps))

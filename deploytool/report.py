@@ -1,7 +1,8 @@
 """What the user sees: one progress line per host per stage, a summary table, or one JSON report.
 
-Values of the inventory's environment are redacted from everything printed, since environments hold
-secrets; env files are never read by deploytool at all (they are sourced on the hosts)."""
+Values of the inventory's environment, in every quoted form, and URL passwords are redacted from
+everything printed (deploytool.redact); env files are never read by deploytool at all (they are
+sourced on the hosts)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
+
+from deploytool.redact import redact
 
 
 @dataclass
@@ -47,17 +50,14 @@ class Reporter:
     """Thread-safe progress output; quiet when a JSON report will be printed instead."""
 
     def __init__(self, secrets: Iterable[str] = (), quiet: bool = False, out: TextIO | None = None) -> None:
-        # Short values would redact ordinary words; they are not secrets worth the noise.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = list(secrets)
         self.quiet = quiet
         self.out = out or sys.stderr
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
 
     def redact(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
+        return redact(text, self.secrets)
 
     def line(self, text: str) -> None:
         if self.quiet:

@@ -36,6 +36,10 @@ def batches(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+# Set when the user interrupts (Ctrl-C, or SIGTERM from a cancelled CI job): hosts already started
+# finish the action they are in, start nothing new and are put back (deploytool.execute).
+CANCELLED = threading.Event()
+
 TOO_MANY_FAILED = "not started: too many hosts failed"
 INTERRUPTED = "not started: interrupted"
 
@@ -51,8 +55,9 @@ def run(
 ) -> None:
     """`work` returns False when its host failed; hosts never started get `skipped` with the reason.
 
-    Interrupted (Ctrl-C, or SIGTERM from a cancelled CI job), hosts already started are finished,
-    never abandoned half-way with a lock held or workers quiet; the others are not started."""
+    Interrupted (Ctrl-C, or SIGTERM from a cancelled CI job), hosts already started stop at their next
+    step and are put back (never abandoned half-way with a lock held or workers quiet); the others are
+    not started."""
     size = batch_size(batch, len(items), default_batch)
     groups = batches(list(enumerate(items)), size)
     started: set[int] = set()
@@ -77,6 +82,7 @@ def run(
         try:
             failed += sum(1 for ok in pool.map(start, group) if not ok)
         except KeyboardInterrupt:
+            CANCELLED.set()
             pool.shutdown(wait=True, cancel_futures=True)
             skip_rest(i, INTERRUPTED)
             return

@@ -18,6 +18,7 @@ from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_r
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Quiet
+from deploytool.plan import Plan, Recovery, Script, Step
 from deploytool.remote import Session, join
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
@@ -134,17 +135,13 @@ def recover_script(w: Workers) -> str:
     ])
 
 
-def recover(session: Session, w: Workers, stage: str = "recover") -> None:
-    if w.units:
-        session.run(recover_script(w), stage)
-
-
-def restart(session: Session, w: Workers, stage: str = "restart") -> None:
-    """Quiet where supported, then stop and start again."""
+def restart_plan(w: Workers, stage: str = "restart") -> Plan:
+    """Quiet where supported, then stop and start again; on failure the workers are brought back."""
     if not w.units:
-        return
-    quiet(session, w, stage)
-    session.run(restart_script(w), stage)
+        return Plan(())
+    steps = [Step(stage, c, arms=("workers",)) for c in w.quiet_commands()]
+    steps.append(Step(stage, restart_script(w), arms=("workers",)))
+    return Plan((Script(tuple(steps), commits=True),), (Recovery("workers", recover_script(w)),))
 
 
 def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), stage: str = "units") -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from deploytool import context
+from deploytool.commands import config
 from deploytool.inventory import App, Inventory
 from deploytool.remote import join
 
@@ -55,6 +56,10 @@ class Layout:
         return f"{self.deploy_to}/.deploy.lock"
 
     @property
+    def flock(self) -> str:
+        return f"{self.deploy_to}/.deploy.flock"
+
+    @property
     def revisions_log(self) -> str:
         return f"{self.deploy_to}/revisions.log"
 
@@ -67,23 +72,61 @@ def check(app: App) -> str:
     lay = Layout(app)
     dirs = [lay.releases, lay.shared, *(f"{lay.shared}/{d}" for d in app.linked_dirs)]
     dirs += sorted({f"{lay.shared}/{f.rsplit('/', 1)[0]}" for f in app.linked_files if "/" in f})
-    files = " ".join(q(f) for f in app.linked_files)
-    return (
-        f"mkdir -p {' '.join(q(d) for d in dirs)}\n"
-        f"missing=''; for f in {files}; do [ -e {q(lay.shared)}/\"$f\" ] || missing=\"$missing $f\"; done\n"
-        f'[ -z "$missing" ] || {{ echo "linked files missing in {lay.shared}/:$missing" >&2; exit 1; }}'
-        if app.linked_files
-        else f"mkdir -p {' '.join(q(d) for d in dirs)}"
-    )
+    lines = [f"mkdir -p {' '.join(q(d) for d in dirs)}"]
+    if app.linked_files:
+        # Every missing file named at once, each with the command that puts it in place.
+        lines.append("missing=0")
+        lines += [f"[ -e {q(lay.shared + '/' + f)} ] || {{ missing=1; printf '%s\\n' {q(missing_text(app, f))} >&2; }}"
+                  for f in app.linked_files]
+        lines.append('[ "$missing" = 0 ] || exit 1')
+    return "\n".join(lines)
 
 
-def lock(app: App, holder_json: str) -> str:
-    """Take the lock atomically (mkdir), recording the holder; if held, print the holder and exit 75."""
-    lock_dir = Layout(app).lock
-    return (
-        f"if mkdir {q(lock_dir)} 2>/dev/null; then printf '%s\\n' {q(holder_json)} > {q(lock_dir)}/holder; "
-        f"else cat {q(lock_dir)}/holder 2>/dev/null || echo '{{}}'; exit {LOCK_BUSY}; fi"
-    )
+def missing_text(app: App, name: str) -> str:
+    return (f"linked file missing: {app.shared_path}/{name} (upload it: "
+            f"{config.invocation(app, name)})")
+
+
+LEGACY_LOCK = 76  # a lock directory left by an older deploytool (mkdir lock): its holder may still run
+LOCKED = "@@deploytool-locked"  # the holder took the lock
+
+
+def hold_lock(app: App, record: str, token: str, bound: float) -> str:
+    """The lock holder, a bash script fed on stdin that keeps reading it: it takes `flock` on
+    `.deploy.flock`, writes the human-readable record `.deploy.lock`, then waits for heartbeat lines.
+    It lets go when told (`release`), when its SSH session ends (EOF: the controller died, even by
+    SIGKILL) or after `bound` seconds without a heartbeat (the controller or its network vanished);
+    the kernel frees the flock with the process, so a dead deploy can never wedge the lock. It removes
+    the record only if the record still carries its own `token`. If the lock is held, it prints the
+    holder's record and exits 75.
+
+    The script is one `{ ... }` group: bash parses all of it before running it, so its `read` gets the
+    heartbeat lines that follow it on stdin, not the script's own last lines."""
+    lay = Layout(app)
+    return "{\n" + "\n".join([
+        f"mkdir -p {q(lay.deploy_to)} || exit 1",
+        f"r={q(lay.lock)}; f={q(lay.flock)}",
+        f'if [ -d "$r" ]; then cat "$r/holder" 2>/dev/null || echo "{{}}"; exit {LEGACY_LOCK}; fi',
+        'exec 9>>"$f" || exit 1',
+        f'if ! flock -n 9; then cat "$r" 2>/dev/null || echo "{{}}"; exit {LOCK_BUSY}; fi',
+        f'printf \'%s\\n\' {q(record)} > "$r.$$" && mv -f "$r.$$" "$r" || exit 1',
+        f"echo {LOCKED}",
+        f'while IFS= read -r -t {bound:g} line; do [ "$line" = release ] && break; done',
+        f'if grep -qF {q(token)} "$r" 2>/dev/null; then rm -f "$r"; fi',
+        "exit 0",  # not back to reading stdin for more script
+    ]) + "\n}"
+
+
+def lock_is_ours(app: App, token: str) -> str:
+    """Fails unless the lock is held and its record is ours: a deploy whose holder let go (its host was
+    out of reach longer than the heartbeat bound) must not carry on under another deploy's lock."""
+    lay = Layout(app)
+    return (f"grep -qF {q(token)} {q(lay.lock)} 2>/dev/null && ! flock -n {q(lay.flock)} true || "
+            "{ echo 'the deploy lock was lost (no heartbeat reached the host); stopping' >&2; exit 75; }")
+
+
+def clear_legacy_lock(app: App) -> list[str]:
+    return ["rm", "-rf", Layout(app).lock]
 
 
 def release_after(app: App, proposed: str) -> str:
@@ -97,11 +140,6 @@ def release_after(app: App, proposed: str) -> str:
         "UTC + 1 second\" +%Y%m%d%H%M%S); fi; "
         f'echo {RELEASE} "$r"'
     )
-
-
-def unlock(app: App) -> list[str]:
-    return ["rm", "-rf", Layout(app).lock]
-
 
 
 def unpack_archive(app: App, release: str, archive: str, revision: str) -> str:

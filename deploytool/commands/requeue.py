@@ -17,8 +17,11 @@ END = "DEPLOYTOOL_REQUEUE_END"
 # Run inside the context: the worker's program ($1) is a script of the app's own interpreter (a venv's
 # or the system's), named by its shebang, looked up in the units' PATH. `$py` stays unquoted so a
 # `#!/usr/bin/env python3` shebang works too. The program's source arrives on stdin.
-_RUN = ('py=$(sed -n "1s/^#! *//p" "$(command -v "$1")"); url=${2:-$REDIS_URL}; shift 2; '
-        'exec ${py:-python3} - "$url" "$@"')
+# The Redis URL (it may hold a password) never travels in an argv: the program reads it from
+# DEPLOYTOOL_REDIS_URL, set here from REDIS_URL of the group's environment files (the app's first Redis,
+# the one the worker's own --url names, unless the inventory sets REDIS_URL itself).
+_RUN = ('py=$(sed -n "1s/^#! *//p" "$(command -v "$1")"); shift; '
+        'DEPLOYTOOL_REDIS_URL=$REDIS_URL exec ${py:-python3} - - "$@"')
 
 
 def requeue(inv: Inventory, host: str, app: App, group: WorkerGroup) -> str | None:
@@ -31,9 +34,7 @@ def requeue(inv: Inventory, host: str, app: App, group: WorkerGroup) -> str | No
         return None
     source = (PROGRAMS / kind.requeue).read_text()
     queues = [x.name for x in group.queues] or ["default"]
-    # The worker's own --url (the app's first Redis), else REDIS_URL from the environment files.
-    url = app.redis[0] if app.redis else ""
-    run = in_context(inv, host, app, ["/bin/sh", "-c", _RUN, "sh", program(app, group)[0], url, *queues], group)
+    run = in_context(inv, host, app, ["/bin/sh", "-c", _RUN, "sh", program(app, group)[0], *queues], group)
     failed = f"could not requeue unfinished {group.kind} jobs of {app.name}-{group.name}"
     return (f"{{ {join(run)} <<'{END}' || echo {shlex.quote(failed)}\n{source}\n{END}\n}} "
             f"</dev/null 2>&1 | logger -t deploytool-requeue &")

@@ -193,6 +193,58 @@ class WorkerGroup(_Model):
         return self.timeout if self.timeout is not None else KINDS[self.kind].default_timeout
 
 
+def _hook_shorthand(value: Any) -> Any:
+    # A hook is `{command: ..., once: true}`, or just its command.
+    return {"command": value} if isinstance(value, str) else value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class Hook(_Model):
+    """A command run in the new release with the app's environment, like a build step."""
+
+    command: Annotated[Text, AfterValidator(_not_blank)]
+    # Only on one host of the app (migrations): the first host in inventory order that is deployed.
+    once: Annotated[bool, Field(strict=True)] = False
+
+
+HookList = tuple[Annotated[Hook, BeforeValidator(_hook_shorthand)], ...]
+
+
+class Hooks(_Model):
+    """Commands at named points of a deploy. Before the switch a failing hook fails the host like a build
+    step (nothing changed); after the restart the release is live and the failure is reported."""
+
+    after_build: HookList = ()
+    before_switch: HookList = ()
+    after_restart: HookList = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_points(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if key not in cls.model_fields:
+                    raise ValueError(f"unknown hook point {key!r} (known: {', '.join(cls.model_fields)})")
+        return value
+
+    def at(self, point: str, once: bool) -> list[Hook]:
+        """The hooks of `point` this host runs: all of them on the `once` host, else those not `once`."""
+        hooks: tuple[Hook, ...] = getattr(self, point)
+        return [h for h in hooks if once or not h.once]
+
+    def at_once(self) -> list[Hook]:
+        """Every `once: true` hook, of any point."""
+        return [h for point in HOOK_POINTS for h in getattr(self, point) if h.once]
+
+
+HOOK_POINTS = tuple(Hooks.model_fields)
+
+
 class Source(_Model):
     strategy: Literal["archive", "git"] = "archive"
     # A git repository: a path on the machine running fab (a work tree, a subdirectory of one, or a
@@ -238,6 +290,7 @@ class App(_Model):
     linked_files: tuple[RelPath, ...] = ()
     linked_dirs: tuple[RelPath, ...] = ()
     build: tuple[Text, ...] = ()
+    hooks: Hooks = Field(default_factory=Hooks)
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     # Relative to shared/ unless absolute; loaded by the worker units and by build commands.
     env_file: Text | None = None
@@ -245,6 +298,8 @@ class App(_Model):
     redis: Annotated[tuple[RedisURL, ...], BeforeValidator(_one_or_many)] = ()
     redis_namespace: Name | None = None
     systemd: Literal["system", "user"] = "system"
+    # Seconds each stage of a deploy or worker task may take on a host (a build included).
+    timeout: Annotated[float, Field(strict=True, gt=0, le=86400)] = 600.0
     workers: dict[Name, WorkerGroup] = Field(default_factory=dict)
 
     @field_validator("workers", mode="before")
@@ -278,6 +333,10 @@ class Host(_Model):
     known_hosts: Text | None = None
     identity: Text | None = None
     connect_timeout: Annotated[float, Field(strict=True, gt=0, le=600)] = 10.0
+    # Seconds between keepalives; a host that answers none for three of them counts as lost.
+    keepalive: Annotated[float, Field(strict=True, ge=0.5, le=60)] = 5.0
+    # Apply ~/.ssh/config and /etc/ssh/ssh_config (ProxyCommand, ...): off unless asked for.
+    ssh_config: Annotated[bool, Field(strict=True)] = False
 
 
 @dataclass(frozen=True)

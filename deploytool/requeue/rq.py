@@ -8,8 +8,13 @@ A job popped by a live worker elsewhere at this very moment may be requeued too:
 never a loss (workers are at-least-once anyway). Needs Redis >= 6.0.6 (LPOS).
 
 Usage: python rq.py REDIS_URL QUEUE [QUEUE...]   prints one line: requeued N
+REDIS_URL `-` reads the URL from the environment variable DEPLOYTOOL_REDIS_URL (so a password in it
+never shows in the process list).
+
+It reads job hashes field by field and never unpickles job data.
 """
 
+import os
 import sys
 import time
 
@@ -43,9 +48,13 @@ def orphans(redis, queue):
     alive = {w.name for w in Worker.all(connection=redis)}
     found = []
     for job_id in StartedJobRegistry(queue.name, connection=redis).get_job_ids():
-        job = Job.fetch(job_id, connection=redis) if redis.exists(Job.key_for(job_id)) else None
-        if job is not None and job.worker_name not in alive:
-            found.append(job_id)
+        # Only the hash fields needed, never Job.fetch: that unpickles job data, and whoever can write
+        # to Redis could make an unpickling process run code of their choice.
+        key = Job.key_for(job_id)
+        if redis.exists(key):
+            worker = redis.hget(key, "worker_name")
+            if (worker.decode() if worker else None) not in alive:
+                found.append(job_id)
     waiting = set(queue.get_job_ids())
     keys = [k for k in redis.scan_iter(match="rq:job:*", count=1000) if k.count(b":") == 2]
     for start in range(0, len(keys), 1000):
@@ -77,4 +86,4 @@ def main(url, names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    main(os.environ["DEPLOYTOOL_REDIS_URL"] if sys.argv[1] == "-" else sys.argv[1], sys.argv[2:])

@@ -18,6 +18,7 @@ from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
 from deploytool.project import project_dir, project_templates
+from deploytool.redact import inventory_secrets, redact
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
 from deploytool.source import pack, resolve
@@ -29,19 +30,13 @@ DEPLOY_HELP = {
     "batch": "rolling batches: N hosts or P% of them at a time (default: all at once)",
     "restart_batch": "hosts whose workers restart at once, N or P% (default 1: rolling, the others keep working)",
     "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
-    "force_unlock": "clear a deploy lock left behind by a deploy that died (the holder is reported)",
+    "force_unlock": "clear a lock directory left by an older deploytool whose deploy died (a live "
+                    "deploy's lock is never broken; a dead one's frees itself within the heartbeat bound)",
 }
 
 
 def secrets(inv: Inventory) -> list[str]:
-    """Environment values never printed: the inventory's, for every app and group."""
-    values: list[str] = []
-    for apps in inv.resolved.values():
-        for app in apps.values():
-            values += app.environment.values()
-            for g in app.workers.values():
-                values += g.environment.values()
-    return values
+    return inventory_secrets(inv)
 
 
 def by_host(targets: list[Target]) -> dict[str, list[Target]]:
@@ -49,6 +44,17 @@ def by_host(targets: list[Target]) -> dict[str, list[Target]]:
     for t in targets:
         hosts[t.host].append(t)
     return dict(hosts)
+
+
+def once_hosts(inv: Inventory, targets: list[Target]) -> dict[str, str]:
+    """Per app, the host that runs its `once: true` hooks: the first in inventory order of those this
+    deploy covers (whatever the order of --host), so the choice is the same on every run."""
+    chosen: dict[str, str] = {}
+    for h in inv.hosts:
+        for t in targets:
+            if t.host == h:
+                chosen.setdefault(t.app.name, h)
+    return chosen
 
 
 def finish(out: Reporter, reports: list[HostReport], json: bool, **extra: object) -> None:
@@ -73,6 +79,7 @@ def deploy(
     batch: str | None = None,
     restart_batch: str | None = None,
     max_fail: int = 0,
+    timeout: float | None = None,
     force_unlock: bool = False,
     dry_run: bool = False,
     json: bool = False,
@@ -92,9 +99,10 @@ def deploy(
         }
         grouped = by_host(targets)
         gate = threading.Semaphore(batch_size(restart_batch, len(grouped), default=1))
+        once = once_hosts(inv, targets)
         hosts = {
             h: [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates,
-                       force_unlock, gate) for t in ts]
+                       force_unlock, gate, timeout, once_host=once[t.app.name] == h) for t in ts]
             for h, ts in grouped.items()
         }
         if dry_run:
@@ -117,8 +125,9 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
     ok = True
     for h, deploys in hosts.items():
         for d in deploys:
+            once = ", runs the app's once hooks" if d.once_host and d.app.hooks.at_once() else ""
             lines.append(f"\n{h}: {d.app.name}: release {d.release}, revision {d.revision.ref} "
-                         f"({d.revision.commit or 'resolved on the host'})")
+                         f"({d.revision.commit or 'resolved on the host'}){once}")
             try:
                 changes = unit_changes(d)
             except HostError as e:
@@ -129,6 +138,8 @@ def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
                 lines.append(f"  [{stage}]")
                 for cmd in commands:
                     lines += [f"    {ln}" for ln in elide_programs(cmd).splitlines()]
+            lines.append("  [on failure] each on its own, whatever fails: "
+                         "switch back, units, workers (restarted, never left quiet), remove release, unlock")
     return "\n".join(lines), ok
 
 
@@ -146,6 +157,7 @@ def rollback(
     host: str | None = None,
     app: str | None = None,
     release: str | None = None,
+    timeout: float | None = None,
     force_unlock: bool = False,
     json: bool = False,
 ) -> None:
@@ -157,7 +169,7 @@ def rollback(
     templates = project_templates(project_dir(c.config))
     run(list(reports),
         lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
-                                        reports[h], out, force_unlock),
+                                        reports[h], out, force_unlock, timeout),
         lambda h, reason: mark_skipped(reports[h], reason), default_batch=1)
     finish(out, [r for rs in reports.values() for r in rs], json)
 
@@ -176,11 +188,11 @@ def releases(
         lambda h, reason: mark_skipped(reports[h], reason))
     all_reports = [r for rs in reports.values() for r in rs]
     if json:
-        print(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
-                                        **r.details} for r in all_reports]}, indent=2))
+        print(redact(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
+                                        **r.details} for r in all_reports]}, indent=2)))
     else:
         for r in all_reports:
-            print(f"{r.host}: {r.app}" + (f": error: {r.error}" if r.error else ""))
+            print(redact(f"{r.host}: {r.app}" + (f": error: {r.error}" if r.error else "")))
             for item in r.details.get("releases", []):
                 mark = "*" if item["current"] else " "
                 print(f"  {mark} {item['release']}  {item['revision'][:12]}")

@@ -9,6 +9,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 
 from deploytool.inventory import Inventory
+from deploytool.redact import redact
 from deploytool.tasks.options import command, load
 
 
@@ -53,7 +54,7 @@ def _lines(data: dict[str, Any]) -> list[str]:
 def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     """Validate an inventory and print what runs where."""
     data = summary(load(c, inventory))
-    print(jsonlib.dumps(data, indent=2) if json else "\n".join(_lines(data)))
+    print(redact(jsonlib.dumps(data, indent=2) if json else "\n".join(_lines(data))))
 
 
 inventory = Collection("inventory", check)

@@ -17,6 +17,7 @@ from invoke.tasks import task
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory, load_inventory
 from deploytool.project import project_dir
+from deploytool.redact import inventory_secrets, redact, remember
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +34,7 @@ HELP = {
     "dry_run": "print the plan and change nothing",
     "json": "print one JSON report on stdout",
     "group": "only this worker group",
+    "timeout": "seconds each stage may take on a host (default: the app's `timeout`, 600)",
 }
 
 
@@ -48,7 +50,7 @@ def exit_codes(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except (InputError, HostError) as e:
-            raise Exit(f"error: {e}", code=e.exit_code) from None
+            raise Exit(f"error: {redact(str(e))}", code=e.exit_code) from None
 
     return wrapper
 
@@ -62,7 +64,9 @@ def inventory_name(c: Context, inventory: str | None) -> str:
 
 def load(c: Context, inventory: str | None) -> Inventory:
     """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/."""
-    return load_inventory(inventory_name(c, inventory), project_dir(c.config))
+    inv = load_inventory(inventory_name(c, inventory), project_dir(c.config))
+    remember(inventory_secrets(inv))
+    return inv
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,73 @@ def not_yet(task: str, issue: str) -> None:
     raise Exit(f"error: {task} is not implemented yet ({issue})", code=1)
 
 
+@dataclass(frozen=True)
+class Number:
+    """A numeric option: its type and the smallest value allowed (`above`: strictly greater)."""
+
+    kind: type[int] | type[float]
+    least: float
+    above: bool = False
+    most: float = 10**9
+
+    def parse(self, name: str, value: Any) -> int | float:
+        flag = "--" + name.replace("_", "-")
+        what = "a whole number" if self.kind is int else "a number"
+        bound = (f"> {self.least:g}" if self.above else f">= {self.least:g}") + f" and <= {self.most:g}"
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{flag} {value}: expected {what} {bound}") from None
+        if not self.least <= number <= self.most or (self.above and number == self.least):
+            raise InputError(f"{flag} {value}: expected {what} {bound}")
+        return number
+
+
+# Every numeric option of every task, checked like the inventory: bad values are bad input (exit 2).
+NUMBERS = {
+    "lines": Number(int, 1),
+    "max_fail": Number(int, 0),
+    "parallel": Number(int, 0),
+    "timeout": Number(float, 0, above=True, most=86400),
+}
+BATCHES = ("batch", "restart_batch")
+
+
+def check_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Options as given on the command line (strings) → typed and range-checked, or InputError."""
+    from deploytool.rolling import batch_size
+
+    checked = dict(values)
+    for name, value in values.items():
+        if name in NUMBERS and value is not None:
+            checked[name] = NUMBERS[name].parse(name, value)
+        elif name in BATCHES and value is not None:
+            try:
+                batch_size(str(value), 1, 1)
+            except InputError as e:
+                raise InputError(f"--{name.replace('_', '-')} {e}") from None
+    return checked
+
+
 def command(**extra_help: str) -> Callable[[Callable[..., None]], Any]:
-    """An Invoke task with exit codes and the shared help texts of the options it actually has."""
+    """An Invoke task with exit codes, checked options and the shared help texts of the options it has.
+
+    Invoke would convert a numeric option itself and fail with a traceback on `--lines abc`; here
+    Invoke sees such options as text (their defaults as strings) and `check_options` converts them."""
 
     def wrap(func: Callable[..., None]) -> Any:
-        params = inspect.signature(func).parameters
+        sig = inspect.signature(func)
+        params = sig.parameters
+
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> None:
+            func(*args, **check_options(kwargs))
+
+        checked.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
+            p.replace(default=str(p.default)) if p.name in NUMBERS and p.default is not None else p
+            for p in params.values()
+        ])
         texts = {**HELP, **extra_help}
-        return task(help={k: v for k, v in texts.items() if k in params})(exit_codes(func))
+        return task(help={k: v for k, v in texts.items() if k in params})(exit_codes(checked))
 
     return wrap

@@ -16,10 +16,12 @@ from invoke.exceptions import Exit
 from deploytool import workers as ops
 from deploytool.commands import systemctl as sc
 from deploytool.errors import HostError, InputError
+from deploytool.execute import Execution
 from deploytool.hostwork import on_host
 from deploytool.inventory import Inventory
 from deploytool.kinds import KINDS
 from deploytool.project import project_dir, project_templates
+from deploytool.redact import redact
 from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
@@ -33,9 +35,11 @@ ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)
 Op = Callable[[Session, Workers, HostReport], None]
 
 
-def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage: str, batch: str | None = None,
-             default_batch: int = 0, max_fail: int = 0, group: str | None = None) -> list[HostReport]:
-    """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches."""
+def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage: str | None,
+             batch: str | None = None, default_batch: int = 0, max_fail: int = 0, group: str | None = None,
+             timeout: float | None = None) -> list[HostReport]:
+    """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches; `stage`
+    names the op's one stage (None: the op reports its own stages)."""
     hosts: dict[str, list[Target]] = {}
     for t in targets:
         hosts.setdefault(t.host, []).append(t)
@@ -43,10 +47,11 @@ def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage
 
     def work(h: str) -> bool:
         def one(session: Session, t: Target, r: HostReport) -> None:
-            with out.stage(r, stage):
+            with out.stage(r, stage) if stage else contextlib.nullcontext():
                 op(session, Workers(inv, h, t.app, group), r)
 
-        return on_host(inv.hosts[h], hosts[h], reports[h], out, one)
+        return on_host(inv.hosts[h], hosts[h], reports[h], out, one,
+                       timeout or max(t.app.timeout for t in hosts[h]))
 
     run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason),
         batch=batch, default_batch=default_batch, max_fail=max_fail)
@@ -59,14 +64,15 @@ def check_group(inv: Inventory, targets: list[Target], group: str | None) -> Non
 
 
 def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool, *,
-           stage: str, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
-           group: str | None = None, notes: list[str] | None = None) -> None:
+           stage: str | None, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
+           group: str | None = None, timeout: float | None = None, out: Reporter | None = None,
+           notes: list[str] | None = None) -> None:
     """Run op on the targets and report; `notes` (filled by op) are printed before the summary."""
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
-    out = Reporter(quiet=json)
-    reports = on_hosts(inv, targets, op, out, stage, batch, default_batch, max_fail, group)
+    out = out or Reporter(quiet=json)
+    reports = on_hosts(inv, targets, op, out, stage, batch, default_batch, max_fail, group, timeout)
     if json:
         out.json(reports)
     else:
@@ -226,19 +232,18 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
 
 @command(**ROLLING_HELP)
 def restart(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-            group: str | None = None, batch: str | None = None, max_fail: int = 0, json: bool = False) -> None:
+            group: str | None = None, batch: str | None = None, max_fail: int = 0, timeout: float | None = None,
+            json: bool = False) -> None:
     """Quiet, stop and start the workers, rolling host by host."""
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
-        try:
-            ops.restart(s, w)
-        except HostError:
-            # Never leave workers quiet or stopped: try to bring them back before reporting.
-            with contextlib.suppress(HostError):
-                ops.start(s, w, stage="recover")
-            raise
+        # One executor for every operation: on failure the workers are brought back, never left quiet.
+        if not Execution(s, w.host, r, out, timeout=timeout or w.app.timeout).run(lambda _: ops.restart_plan(w)):
+            raise HostError(r.error or f"{w.host}: restart failed")
+
+    out = Reporter(quiet=json)
     simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail, group=group,
-           stage="restart")
+           stage=None, timeout=timeout, out=out)
 
 
 @command()
@@ -258,14 +263,14 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
             raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
     reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status", group=group)
     if json:
-        print(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
+        print(redact(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
                              "units": [asdict(u) for u in units],
-                             "errors": [r.error for r in reports if r.error]}, indent=2))
+                             "errors": [r.error for r in reports if r.error]}, indent=2)))
     else:
         print(status_table(units))
         for r in reports:
             if r.error:
-                print(f"error: {r.error}")
+                print(redact(f"error: {r.error}"))
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
 

@@ -7,19 +7,17 @@ CI runs as root, and a skipped integration test would hide exactly what these te
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import APP_HOSTS, DEPLOY_TO, RABBIT_HOST, REDIS_URL, fab
+from helpers import APP_HOSTS, RABBIT_HOST, REDIS_URL, fab
 
 from deploytool import sandbox
 from deploytool.sandbox import Fleet
 from deploytool.sandbox.lock import SESSION_LOCK, held
 from deploytool.sandbox.services import amqp_url
-from deploytool.sandbox.ssh import ssh_argv
 
 SANDBOX_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml"
 
@@ -59,17 +57,20 @@ def fleet() -> Iterator[Fleet]:
             assert not left, f"sandbox.down() left: {left}"
 
 
-@pytest.fixture(scope="session")
-def sample_shared(fleet: Fleet) -> None:
-    """The sample app's linked file, put in shared/ the way an operator provisions it once per host.
+def sample_env() -> str:
+    """The sample app's env file; RabbitMQ's URL (with the sandbox's password) exists once the fleet is up."""
+    return f"REDIS_URL={REDIS_URL}\nRABBITMQ_URL={amqp_url(RABBIT_HOST)}\nSAMPLE_JOB_SECONDS=0.05\n"
 
-    It holds RabbitMQ's password: sent on stdin (never in an argv), written readable by the deploy user only.
-    """
-    env = f"REDIS_URL={REDIS_URL}\nRABBITMQ_URL={amqp_url(RABBIT_HOST)}\nSAMPLE_JOB_SECONDS=0.05\n"
-    for host in APP_HOSTS:
-        path = f"{DEPLOY_TO}/shared/config/app.env"
-        command = f"mkdir -p {DEPLOY_TO}/shared/config && (umask 077 && cat > {path})"
-        subprocess.run(ssh_argv(fleet.address(host), command), input=env, text=True, check=True, timeout=60)
+
+@pytest.fixture(scope="session")
+def sample_shared(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The sample app's linked file, put in shared/ as an operator does: `fab config.upload` (mode 0600 there;
+    it holds RabbitMQ's password, so the local copy is private too)."""
+    source = tmp_path_factory.mktemp("shared") / "app.env"
+    source.touch(mode=0o600)
+    source.write_text(sample_env())
+    r = fab("config.upload", "--file", "config/app.env", "--from", str(source), "--host", ",".join(APP_HOSTS))
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.fixture(scope="session")

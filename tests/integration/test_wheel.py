@@ -128,9 +128,14 @@ def test_init_check_render_and_deploy_from_the_apps_directory(
     unit = (tmp_path / "units" / f"{APP}-work@.service").read_text()
     assert f"ExecStart={DEPLOY_TO}/current/bin/work" in unit
 
-    # The linked file, as an operator provisions it (until the inventory's hosts get it from a task).
-    ssh(HOST, f"mkdir -p {DEPLOY_TO}/shared/config && "
-              f"printf 'WHEELAPP_GREETING=hello\\n' > {DEPLOY_TO}/shared/config/app.env")
+    # Before the linked file is there, the check names it with the command that uploads it.
+    checked = run(app, fab, "check", "--host", HOST)
+    assert checked.returncode == 1 and "fab config.upload --app wheelapp --file config/app.env" in checked.stdout, \
+        checked.stdout + checked.stderr
+    env_file = tmp_path / "app.env"
+    env_file.write_text("WHEELAPP_GREETING=hello\n")
+    assert ok(run(app, fab, "config.upload", "--file", "config/app.env", "--from", env_file)).endswith(": changed\n")
+    ok(run(app, fab, "check", "--host", HOST))
     ok(run(app, fab, "deploy", "--host", HOST))
     head = ok(run(app, "git", "rev-parse", "HEAD")).strip()
     current = ssh(HOST, f"readlink {DEPLOY_TO}/current").stdout.strip()

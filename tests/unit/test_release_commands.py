@@ -68,6 +68,8 @@ def test_check_lists_every_missing_linked_file(app: App) -> None:
     r = sh(rel.check(two))
     assert r.returncode == 1
     assert "config/app.env" in r.stderr and "config/master.key" in r.stderr
+    # Each missing file names the task that puts it in place, ready to run.
+    assert "fab config.upload --app shop --file config/master.key --from PATH" in r.stderr
     assert Path(app.deploy_to, "shared/log").is_dir() and Path(app.deploy_to, "shared/tmp/pids").is_dir()
 
 
@@ -126,17 +128,61 @@ def test_listing_and_rollback_choice(app: App, tmp_path: Path) -> None:
         choose(parse_listing("20260101000002 x\ncurrent 20260101000002\n"), None)
 
 
-def test_lock_is_exclusive_and_names_the_holder(app: App) -> None:
+def hold(app: App, holder: Holder, bound: float = 60) -> subprocess.Popen[str]:
+    """The lock holder as the host runs it: bash reading the script, then heartbeats, on its stdin."""
+    proc = subprocess.Popen(["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(rel.hold_lock(app, holder.json(), holder.token, bound) + "\n")
+    proc.stdin.flush()
+    return proc
+
+
+def test_lock_is_exclusive_names_the_holder_and_frees_itself(app: App) -> None:
     ok(rel.check(app.model_copy(update={"linked_files": ()})))
-    holder = Holder("ann", "ci-7", 4242, "abc123", "20260101000000", "2026-01-01T00:00:00+00:00")
-    ok(rel.lock(app, holder.json()))
-    second = sh(rel.lock(app, Holder("bob", "ci-8", 1, "def", "x", "y").json()))
+    lay = rel.Layout(app)
+    ann = Holder("ann", "ci-7", 4242, "abc123", "20260101000000", "2026-01-01T00:00:00+00:00", "tok-ann")
+    first = hold(app, ann)
+    assert first.stdout is not None and first.stdout.readline().strip() == rel.LOCKED
+    assert ok(rel.lock_is_ours(app, "tok-ann")) == ""
+    assert sh(rel.lock_is_ours(app, "tok-bob")).returncode == rel.LOCK_BUSY
+    second = hold(app, Holder("bob", "ci-8", 1, "def", "x", "y", "tok-bob"))
+    out, _ = second.communicate(timeout=30)
     assert second.returncode == rel.LOCK_BUSY
-    parsed = Holder.parse(second.stdout)
-    assert parsed == holder
-    assert "ann@ci-7 pid 4242" in parsed.describe()
-    ok(" ".join(rel.unlock(app)))
-    ok(rel.lock(app, holder.json()))
+    parsed = Holder.parse(out)
+    assert parsed == ann and parsed is not None and "ann@ci-7 pid 4242" in parsed.describe()
+    # The controller's session ends (EOF, as when it is killed): the holder lets go and removes its record.
+    first.communicate(timeout=30)
+    assert not Path(lay.lock).exists()
+    assert sh(rel.lock_is_ours(app, "tok-ann")).returncode == rel.LOCK_BUSY
+    third = hold(app, ann)
+    assert third.stdout is not None and third.stdout.readline().strip() == rel.LOCKED
+    assert third.stdin is not None
+    third.stdin.write("release\n")
+    third.stdin.flush()
+    third.wait(timeout=30)
+    assert not Path(lay.lock).exists()
+
+
+def test_lock_without_heartbeat_lets_go_and_removes_only_its_own_record(app: App) -> None:
+    ok(rel.check(app.model_copy(update={"linked_files": ()})))
+    lay = rel.Layout(app)
+    proc = hold(app, Holder("ann", "ci-7", 1, "", "", "", "tok-ann"), bound=0.5)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == rel.LOCKED
+    Path(lay.lock).write_text('{"token": "tok-someone-else"}\n')  # not ours any more
+    proc.wait(timeout=30)  # no heartbeat arrives: it lets go by itself
+    assert Path(lay.lock).read_text() == '{"token": "tok-someone-else"}\n'
+    again = hold(app, Holder("bob", "ci-8", 2, "", "", "", "tok-bob"))
+    assert again.stdout is not None and again.stdout.readline().strip() == rel.LOCKED
+    again.communicate(timeout=30)
+
+
+def test_lock_directory_of_an_older_deploytool_is_respected(app: App) -> None:
+    lay = rel.Layout(app)
+    Path(lay.lock).mkdir(parents=True)
+    Path(lay.lock, "holder").write_text(Holder("ann", "old", 7, "", "", "").json() + "\n")
+    proc = hold(app, Holder.me("", ""))
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == rel.LEGACY_LOCK and "old" in out
 
 
 def test_holder_of_a_dead_local_process_is_gone() -> None:
@@ -177,7 +223,7 @@ def test_script_names_the_failing_command() -> None:
 
 def test_holder_json_round_trip() -> None:
     h = Holder.me("abc", "20260101000000")
-    assert Holder.parse(h.json()) == h
+    assert Holder.parse(h.json()) == h and Holder.parse(h.json()).token == h.token != ""  # type: ignore[union-attr]
     assert json.loads(h.json())["pid"] == h.pid
     assert Holder.parse("not json") is None
 

@@ -1,0 +1,172 @@
+"""`fab check`: is a host ready for a deploy of an app? Read only, every problem listed.
+
+What is checked is derived from what deploytool would send: the sudo rights are the programs the
+builders run with `sudo -n`, the remote programs are those the builders call, so a new builder is
+checked without anyone remembering to add it here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploytool import context
+from deploytool import workers as ops
+from deploytool.commands import check as probes
+from deploytool.commands import config as config_cmd
+from deploytool.commands import release as rel
+from deploytool.commands import systemctl as sc
+from deploytool.commands import unitfiles
+from deploytool.deploy import Deploy
+from deploytool.inventory import App, Inventory
+from deploytool.lock import Holder
+from deploytool.plan import Script
+from deploytool.remote import Session, join, script
+from deploytool.shared_files import shared_file
+from deploytool.source import Revision
+from deploytool.workers import Workers
+
+# Programs a host may be asked to run; those that occur as a command word in the builders' output are
+# the ones checked (git only for the git strategy, loginctl only for user-mode units, ...).
+VOCABULARY = (
+    "git", "tar", "gzip", "flock", "systemd-run", "base64", "cmp", "sha256sum", "mktemp", "stat", "logger",
+    "awk", "sed", "grep", "cut", "sort", "tail", "head", "date", "expr", "readlink", "basename", "dirname",
+    "ln", "mv", "rm", "mkdir", "chmod", "chown", "tee", "ls", "cat", "du", "df", "sudo", "systemctl",
+    "journalctl", "loginctl",
+)
+# Programs a builder needs without naming them: `tar -z` runs gzip.
+IMPLIED = {"tar -xzf": "gzip"}
+SUDO = re.compile(r"\bsudo -n (?:-- )?([\w./-]+)")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # host key, sudo, program, deploy_to, linked file, disk, units, worker program
+    ok: bool
+    detail: str
+    note: bool = False  # informational only: never a problem (units a deploy will sync anyway)
+
+
+def host_commands(inv: Inventory, host: str, app: App, template_dirs: Sequence[Path] = ()) -> list[str]:
+    """Shell text of everything deploytool may send for `app` to `host`: a deploy's phases and its
+    recovery, the worker tasks, and `config.upload` of every linked file."""
+    w = Workers(inv, host, app)
+    release = "20000101000000"
+    d = Deploy(inv, host, app, Revision(app.source.revision, "0" * 40), release, None, template_dirs,
+               once_host=True)
+    holder = Holder.me("", release)
+    plan = d.build_plan({}, holder)
+    texts = [step.command for action in plan.actions if isinstance(action, Script) for step in action.steps]
+    texts += [r.command for r in plan.recovery]
+    texts += [rel.hold_lock(app, holder.json(), holder.token, 1), rel.lock_is_ours(app, holder.token),
+              join(rel.clear_legacy_lock(app))]
+    texts += [
+        rel.switch_back(app, release, "19990101000000"), ops.recover_script(w), ops.restart_script(w),
+        unitfiles.remove_all(app), unitfiles.read_all(app), join(sc.logs(app, w.units, 10, None, False)),
+        join(sc.enable(app, w.units)), join(sc.disable(app, w.units)), join(sc.show(app, w.units)),
+        join(sc.enable_linger(inv.hosts[host].user)) if app.systemd == "user" else "",
+    ]
+    for name in app.linked_files:
+        f = shared_file(inv, host, app, name)
+        texts += [config_cmd.state(f), config_cmd.make_temp(f), script(*config_cmd.install(f, "/tmp/x"))]
+    return texts
+
+
+def sudo_programs(texts: Sequence[str]) -> list[str]:
+    return sorted({m for t in texts for m in SUDO.findall(t)})
+
+
+def remote_programs(texts: Sequence[str]) -> list[str]:
+    text = "\n".join(texts)
+    used = {p for p in VOCABULARY if re.search(rf"(?<![\w./-]){re.escape(p)}(?![\w.-])", text)}
+    used |= {program for marker, program in IMPLIED.items() if marker in text}
+    return sorted(used)
+
+
+def needed_kb(archive_bytes: int | None, current_kb: int) -> int:
+    """Room a deploy needs under deploy_to: the uploaded archive plus the unpacked release, taken as
+    the size of the current release (or of the archive on a first deploy)."""
+    archive_kb = -(-(archive_bytes or 0) // 1024)
+    return archive_kb + max(current_kb, archive_kb)
+
+
+def _kib(kb: int) -> str:
+    if kb < 1024:
+        return f"{kb} KiB"
+    return f"{kb / 1024:.1f} MiB" if kb < 1024 * 1024 else f"{kb / 1024 / 1024:.1f} GiB"
+
+
+def findings(rows: list[tuple[str, str, bool, list[str]]], app: App, archive_bytes: int | None,
+             user: str) -> list[Finding]:
+    """The probe lines, worded for the operator: each problem says what to do."""
+    out: list[Finding] = []
+    for kind, name, ok, detail in rows:
+        if kind == "sudo":
+            out.append(Finding("sudo", ok, f"sudo -n {name}" + ("" if ok else
+                               f": not allowed for {user} without a password (deploytool runs it)")))
+        elif kind == "program":
+            out.append(Finding("program", ok, name + ("" if ok else ": not found on the host")))
+        elif kind == "writable":
+            where = app.deploy_to if name == app.deploy_to else f"{name} (to create {app.deploy_to})"
+            out.append(Finding("deploy_to", ok, f"{where}: " + ("writable" if ok else f"not writable by {user}")))
+        elif kind == "linked":
+            out.append(Finding("linked file", ok, f"{app.shared_path}/{name}" + (
+                "" if ok else f": missing; upload it: {config_cmd.invocation(app, name)}")))
+        elif kind == "disk":
+            free, size = (int(x) if x.isdigit() else 0 for x in [*detail, "0", "0"][:2])
+            need = needed_kb(archive_bytes, size)
+            enough = free >= need
+            out.append(Finding("disk", enough, f"{_kib(free)} free under {name}, a deploy needs about "
+                                               f"{_kib(need)}" + ("" if enough else ": not enough")))
+    return out
+
+
+def check_units(session: Session, w: Workers, template_dirs: Sequence[Path]) -> Finding:
+    """Units as the dry run compares them (deploytool.workers.changes); a note, since a deploy syncs them."""
+    diff = ops.changes(session, w, template_dirs)
+    if diff == ["(no unit changes)"]:
+        return Finding("units", True, "installed units match the inventory", note=True)
+    names = sorted({ln[4:].split(" ")[0] for ln in diff if ln.startswith(("+++ ", "--- "))} - {"/dev/null"})
+    names += [ln.split(":")[0] for ln in diff if ln.endswith("(environment file changed)")]
+    return Finding("units", False, f"differ from the inventory (a deploy syncs them): {', '.join(names)}",
+                   note=True)
+
+
+def worker_programs(session: Session, inv: Inventory, host: str, app: App, released: bool) -> list[Finding]:
+    """Per worker group, the file its program resolves to in the group's runtime context
+    (deploytool.context: the units' user, PATH, environment files); a problem where it is nothing.
+    Before a first deploy a program inside the release cannot be looked at yet: that is a note."""
+    r = session.run(context.resolve_programs(inv, host, app, skip_release=not released), "check", check=False)
+    found = context.parse_programs(r.stdout)
+    out = []
+    for g in inv.groups_on(host, app):
+        program = context.program(app, g)[0]
+        path = found.get(g.name, "")
+        if g.name not in found:
+            out.append(Finding("worker program", True, f"{g.name}: {program}: in the release, not deployed yet",
+                               note=True))
+        elif path is None:
+            out.append(Finding("worker program", False, f"{g.name}: {program}: resolves to nothing in the "
+                                                        "group's runtime context (docs/runtime.md)"))
+        else:
+            out.append(Finding("worker program", True, f"{g.name}: {program} -> {path}"))
+    return out
+
+
+def check_app(session: Session, inv: Inventory, host: str, app: App, template_dirs: Sequence[Path],
+              archive_bytes: int | None) -> list[Finding]:
+    texts = host_commands(inv, host, app, template_dirs)
+    # The check's own probes (df, du, dirname) and the program lookup are needed too.
+    texts += [*probes.writable(app), *probes.disk(app), context.resolve_programs(inv, host, app)]
+    probe = probes.probe(app, sudo_programs(texts), remote_programs(texts))
+    rows = probes.parse(session.run(probe, "check").stdout)
+    user = inv.hosts[host].user
+    released = any(kind == "current" and ok for kind, _, ok, _ in rows)
+    return [Finding("host key", True, "known (strict checking)"), *findings(rows, app, archive_bytes, user),
+            *worker_programs(session, inv, host, app, released),
+            check_units(session, Workers(inv, host, app), template_dirs)]
+
+
+def problems(found: Sequence[Finding]) -> list[Finding]:
+    return [f for f in found if not f.ok and not f.note]

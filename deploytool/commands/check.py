@@ -1,0 +1,77 @@
+"""The read-only probes of `fab check`, as one shell script per host and app. Each probe prints one line,
+`@@deploytool-check KIND NAME ok|missing [DETAIL...]`, which deploytool.check parses. Nothing here
+writes: `sudo --list` only asks the policy, `command -v` only looks, `df`/`du` only measure."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from deploytool.inventory import App
+
+q = shlex.quote
+
+MARK = "@@deploytool-check"
+
+
+def _line(kind: str, name: str, test: str, detail: str = "") -> str:
+    # `name` is shell text (a quoted word or a "$var"): what the host reports back.
+    ok = f"echo {MARK} {kind} {name} ok{(' ' + detail) if detail else ''}"
+    missing = f"echo {MARK} {kind} {name} missing{(' ' + detail) if detail else ''}"
+    return f"if {test}; then {ok}; else {missing}; fi"
+
+
+def sudo_rights(programs: Sequence[str]) -> list[str]:
+    """May the SSH user run each program with `sudo -n` (no password)? `sudo -l PROGRAM` asks the policy
+    without running anything."""
+    return [_line("sudo", q(p), f"sudo --non-interactive --list {q(p)} >/dev/null 2>&1") for p in programs]
+
+
+def programs(names: Sequence[str]) -> list[str]:
+    return [_line("program", q(p), f"command -v {q(p)} >/dev/null 2>&1") for p in names]
+
+
+def _nearest_existing(path: str) -> str:
+    # deploy_to may not exist before a first deploy: then its nearest existing parent must let the SSH
+    # user create it (the deploy's check stage runs `mkdir -p` as that user).
+    return f'd={q(path)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done'
+
+
+def writable(app: App) -> list[str]:
+    return [_nearest_existing(app.deploy_to), _line("writable", '"$d"', '[ -d "$d" ] && [ -w "$d" ]')]
+
+
+def linked_files(app: App) -> list[str]:
+    return [_line("linked", q(f), f"[ -e {q(app.shared_path + '/' + f)} ]") for f in app.linked_files]
+
+
+def disk(app: App) -> list[str]:
+    """Kilobytes free on the filesystem holding deploy_to, and the size of the current release (0 if
+    there is none)."""
+    cur = q(app.current_path)
+    return [
+        _nearest_existing(app.deploy_to),
+        "free=$(df -Pk \"$d\" | awk 'NR==2 {print $4}')",
+        f"size=0; if [ -d {cur}/ ]; then size=$(du -sk \"$(readlink -f {cur})\" | cut -f1); fi",
+        f'echo {MARK} disk "$d" ok "$free" "$size"',
+    ]
+
+
+def probe(app: App, sudo: Sequence[str], needed: Sequence[str]) -> str:
+    return "\n".join([*sudo_rights(sudo), *programs(needed), *writable(app), *linked_files(app), *disk(app),
+                      released(app)])
+
+
+def released(app: App) -> str:
+    """Is there a current release (a deploy happened)?"""
+    return _line("current", "release", f"[ -d {q(app.current_path)}/ ]")
+
+
+def parse(text: str) -> list[tuple[str, str, bool, list[str]]]:
+    """(kind, name, ok, detail words) per probe line; other output is ignored."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] == MARK:
+            rows.append((parts[1], parts[2], parts[3] == "ok", parts[4:]))
+    return rows

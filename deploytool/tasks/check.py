@@ -1,0 +1,98 @@
+"""`fab check`: per host, is it ready for a deploy? Read only; every problem listed; exit 1 if any."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from deploytool import check as checks
+from deploytool.check import Finding
+from deploytool.hostwork import on_host
+from deploytool.inventory import App
+from deploytool.project import project_dir, project_templates
+from deploytool.remote import Session
+from deploytool.report import HostReport, Reporter, mark_skipped
+from deploytool.rolling import run
+from deploytool.source import pack, resolve
+from deploytool.tasks.deploy import by_host
+from deploytool.tasks.options import command, load, select_targets
+
+# Checks whose passing results are shown as one line listing their names.
+LISTED = ("sudo", "program")
+
+
+def archive_sizes(apps: dict[str, App], revision: str | None) -> dict[str, int | None]:
+    """The packed release of each archive-strategy app, as a deploy would upload it (bytes)."""
+    sizes: dict[str, int | None] = {}
+    with tempfile.TemporaryDirectory(prefix="deploytool-check-") as tmp:
+        for name, app in apps.items():
+            if app.source.strategy == "archive":
+                sizes[name] = pack(app, resolve(app, revision), Path(tmp)).stat().st_size
+            else:
+                sizes[name] = None
+    return sizes
+
+
+def lines(report: HostReport) -> list[str]:
+    found = [Finding(**f) for f in report.details.get("findings", [])]
+    bad = checks.problems(found)
+    head = f"{report.host}: {report.app}: " + (f"{len(bad)} problem{'s' * (len(bad) != 1)}" if bad else "ok")
+    out = [head]
+    passed: dict[str, list[str]] = defaultdict(list)
+    for f in found:
+        if f.ok and f.check in LISTED:
+            passed[f.check].append(f.detail.removeprefix("sudo -n "))
+            continue
+        mark = "note" if f.note else "ok" if f.ok else "PROBLEM"
+        out.append(f"  {mark:<8} {f.check:<15} {f.detail}")
+    for check, names in passed.items():
+        out.append(f"  {'ok':<8} {check:<15} {' '.join(names)}")
+    return out
+
+
+@command(revision="git revision whose packed size is compared with the free disk (default: the app's)")
+def check(
+    c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
+    role: str | None = None, revision: str | None = None, json: bool = False,
+) -> None:
+    """Check that hosts are ready for a deploy (host key, sudo, deploy_to, linked files, programs, disk,
+    units); changes nothing; exit 1 if any problem."""
+    inv = load(c, inventory)
+    targets = select_targets(inv, host, app, role)
+    templates = project_templates(project_dir(c.config))
+    sizes = archive_sizes({t.app.name: t.app for t in targets}, revision)
+    grouped = by_host(targets)
+    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in grouped.items()}
+
+    def work(h: str) -> bool:
+        def one(session: Session, a: App, report: HostReport) -> None:
+            found = checks.check_app(session, inv, h, a, templates, sizes[a.name])
+            report.details["findings"] = [asdict(f) for f in found]
+            bad = checks.problems(found)
+            if bad:
+                report.status, report.error = "failed", "; ".join(f"{f.check}: {f.detail}" for f in bad)
+
+        return on_host(inv.hosts[h], [t.app for t in grouped[h]], reports[h], Reporter(quiet=True), one)
+
+    run(list(reports), work, lambda h, reason: mark_skipped(reports[h], reason))
+    done = [r for rs in reports.values() for r in rs]
+    for r in done:
+        if r.status == "failed" and "findings" not in r.details:
+            # Not connected: an unknown or changed host key, or an unreachable host.
+            what = "host key" if "host key" in (r.error or "") else "connect"
+            r.details["findings"] = [asdict(Finding(what, False, r.error or ""))]
+    if json:
+        print(jsonlib.dumps({"ok": all(r.status == "ok" for r in done), "hosts": [
+            {"host": r.host, "app": r.app, "status": r.status, "error": r.error,
+             "findings": r.details.get("findings", [])} for r in done]}, indent=2))
+    else:
+        for r in done:
+            print("\n".join(lines(r)))
+    if any(r.status != "ok" for r in done):
+        raise Exit(code=1)

@@ -1,0 +1,115 @@
+"""The executor's policy with a local bash standing in for the host's shell: recovery runs every armed
+step even when one fails, each reported; a committed plan is not undone; an interruption starts
+nothing new."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploytool.execute import Execution
+from deploytool.plan import Plan, Recovery, Script, Step
+from deploytool.remote import Result, Session
+from deploytool.report import HostReport, Reporter
+from deploytool.rolling import CANCELLED
+
+
+class LocalShell:
+    """Runs scripts with bash here, passing stdout lines as they come, as the host's session does."""
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> Result:
+        self.scripts.append(command)
+        r = subprocess.run(["bash", "-s"], input=command, capture_output=True, text=True, timeout=60, check=False)
+        for line in r.stdout.splitlines():
+            if on_line:
+                on_line(line)
+        return Result(r.stdout, r.stderr, r.returncode)
+
+    def put(self, local: Path, remote: str, stage: str, timeout: float | None = None) -> None:
+        raise AssertionError("no uploads here")
+
+    def real(self) -> Session:
+        raise AssertionError("no lock here")
+
+
+@pytest.fixture(autouse=True)
+def not_cancelled() -> Iterator[None]:
+    CANCELLED.clear()
+    yield
+    CANCELLED.clear()
+
+
+def execute(plan: Plan) -> tuple[bool, HostReport, LocalShell]:
+    shell = LocalShell()
+    report = HostReport("h", "app")
+    ok = Execution(shell, "h", report, Reporter(out=io.StringIO())).run(lambda facts: plan)
+    return ok, report, shell
+
+
+def test_every_armed_recovery_step_runs_even_after_one_fails(tmp_path: Path) -> None:
+    done = tmp_path / "workers-back"
+    plan = Plan(
+        (Script((Step("switch", "true", arms=("switch back", "workers")),
+                 Step("restart", "echo boom >&2; exit 7", arms=("workers",)))),),
+        (Recovery("switch back", "echo cannot >&2; exit 3"), Recovery("units", f"touch {tmp_path}/never"),
+         Recovery("workers", f"touch {done}")),
+    )
+    ok, report, _ = execute(plan)
+    assert not ok and report.status == "failed"
+    assert report.error is not None and report.error.startswith("h: restart: exit 7: boom")
+    assert "recovery failed: switch back: exit 3: cannot" in report.error
+    assert done.exists(), "the workers step ran although the step before it failed"
+    assert not (tmp_path / "never").exists(), "units were never armed"
+    results = {s.name: s.status for s in report.stages if s.name.startswith("recover:")}
+    assert results == {"recover:switch back": "failed", "recover:workers": "ok"}
+    assert [s.name for s in report.stages if not s.name.startswith("recover:")] == ["switch", "restart"]
+
+
+def test_only_stages_that_started_arm_their_recovery(tmp_path: Path) -> None:
+    plan = Plan(
+        (Script((Step("code", "exit 1", arms=("remove release",)),)),
+         Script((Step("switch", "true", arms=("switch back",)),))),
+        (Recovery("switch back", f"touch {tmp_path}/switched-back"),
+         Recovery("remove release", f"touch {tmp_path}/removed")),
+    )
+    ok, _, shell = execute(plan)
+    assert not ok and len(shell.scripts) == 2  # the failing round trip, then the recovery
+    assert (tmp_path / "removed").exists() and not (tmp_path / "switched-back").exists()
+
+
+def test_a_committed_plan_is_not_undone_by_a_later_failure(tmp_path: Path) -> None:
+    plan = Plan(
+        (Script((Step("restart", "true", arms=("workers",)),), commits=True),
+         Script((Step("cleanup", "exit 2"),))),
+        (Recovery("workers", f"touch {tmp_path}/recovered"),),
+    )
+    ok, report, shell = execute(plan)
+    assert not ok and report.error is not None and "cleanup: exit 2" in report.error
+    assert len(shell.scripts) == 2 and not (tmp_path / "recovered").exists()
+
+
+def test_interrupted_run_starts_nothing_new() -> None:
+    CANCELLED.set()
+    ok, report, shell = execute(Plan((Script((Step("check", "true"),)),)))
+    assert not ok and shell.scripts == [] and report.error is not None and "interrupted" in report.error
+
+
+def test_facts_from_markers_reach_the_next_plan() -> None:
+    seen: list[dict[str, str]] = []
+
+    def build(facts: dict[str, str]) -> Plan:
+        seen.append(dict(facts))
+        first = Script((Step("check", "echo @@deploytool-release 20260101000009; echo listing"),))
+        return Plan((first, Script((Step("code", "true"),))))
+
+    report = HostReport("h", "app")
+    assert Execution(LocalShell(), "h", report, Reporter(out=io.StringIO())).run(build)
+    assert seen[1]["release"] == "20260101000009" and seen[1]["output:check"] == "listing"
