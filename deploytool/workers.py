@@ -14,7 +14,7 @@ from pathlib import Path
 from deploytool import context
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.commands.quiet import celery_cancel_consumer
+from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Quiet
@@ -86,11 +86,11 @@ class Workers:
                 # In the group's own context (user, release, PATH, environment): the broker URL and
                 # the app's Celery module are there, and `celery` is the units' celery.
                 program = context.program(self.app, g)
-                for i in range(1, g.processes + 1):
+                for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    cmds += [join(context.in_context(self.inv, self.host, self.app,
-                                                     celery_cancel_consumer(program, q.name, node), g))
+                    cmds += [if_active(sc.is_active(self.app, [unit]), until_replied(join(context.in_context(
+                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g))))
                              for q in g.queues]
         return cmds
 

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import APP_HOSTS, REDIS_URL, fab
+from helpers import APP_HOSTS, RABBIT_HOST, REDIS_URL, fab
 
 from deploytool import sandbox
 from deploytool.sandbox import Fleet
 from deploytool.sandbox.lock import SESSION_LOCK, held
+from deploytool.sandbox.services import amqp_url
 
 SANDBOX_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml"
 
@@ -56,14 +57,18 @@ def fleet() -> Iterator[Fleet]:
             assert not left, f"sandbox.down() left: {left}"
 
 
-SAMPLE_ENV = f"REDIS_URL={REDIS_URL}\nSAMPLE_JOB_SECONDS=0.05\n"
+def sample_env() -> str:
+    """The sample app's env file; RabbitMQ's URL (with the sandbox's password) exists once the fleet is up."""
+    return f"REDIS_URL={REDIS_URL}\nRABBITMQ_URL={amqp_url(RABBIT_HOST)}\nSAMPLE_JOB_SECONDS=0.05\n"
 
 
 @pytest.fixture(scope="session")
 def sample_shared(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The sample app's linked file, put in shared/ as an operator does: `fab config.upload`."""
+    """The sample app's linked file, put in shared/ as an operator does: `fab config.upload` (mode 0600 there;
+    it holds RabbitMQ's password, so the local copy is private too)."""
     source = tmp_path_factory.mktemp("shared") / "app.env"
-    source.write_text(SAMPLE_ENV)
+    source.touch(mode=0o600)
+    source.write_text(sample_env())
     r = fab("config.upload", "--file", "config/app.env", "--from", str(source), "--host", ",".join(APP_HOSTS))
     assert r.returncode == 0, r.stdout + r.stderr
 

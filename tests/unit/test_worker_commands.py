@@ -32,12 +32,16 @@ def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inv
 def test_celery_quiet_cancels_each_queue_on_each_node_in_the_group_context(inv: Inventory) -> None:
     commands = workers(inv, "shop", "celery").quiet_commands()
     assert len(commands) == 4 * 2  # four processes, two queues
+    # Only while the node's unit runs, tried until the node replies, in the group's context.
     assert commands[4] == (
+        "if sudo -n systemctl is-active --quiet shop-celery@3.service; then "
+        "for attempt in $(seq 10); do if "
         "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
         "--property=WorkingDirectory=/srv/shop/current "
         "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
         "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
         "-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer mail -d shop-celery-3@w1"
+        '; then break; fi; if [ "$attempt" -eq 10 ]; then false; else sleep 1; fi; done; fi'
     )
     # The group's environment values come from its file, never from the command line.
     assert not any("production" in c or "C_FORCE_ROOT" in c for c in commands)
