@@ -89,7 +89,8 @@ class Workers:
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    cmds += [if_active(sc.is_active(self.app, [unit]), until_replied(join(context.in_context(
+                    running = sc.systemctl(self.app, "is-active", "--quiet", unit)
+                    cmds += [if_active(running, until_replied(join(context.in_context(
                                  self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g))))
                              for q in g.queues]
         return cmds
