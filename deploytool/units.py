@@ -22,7 +22,7 @@ import jinja2
 
 from deploytool import systemd_quote as q
 from deploytool.errors import InputError
-from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.inventory import NAMESPACE_ENV, App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "systemd"
@@ -118,6 +118,10 @@ def _environment(app: App, group: WorkerGroup) -> dict[str, str]:
     env = {**app.environment, **group.environment}
     if app.redis and "REDIS_URL" not in env:
         env["REDIS_URL"] = app.redis[0]
+    if app.redis_namespace is not None:
+        # The key prefix for kinds that take one (Celery global_keyprefix, Dramatiq namespace): the
+        # app reads it where it builds its broker (see README, "Sharing one Redis").
+        env.setdefault(NAMESPACE_ENV, app.redis_namespace)
     return env
 
 

@@ -9,6 +9,9 @@ one-line errors).
 """
 
 from deploytool.inventory.load import INVENTORY_DIR, load_inventory, resolve_path
-from deploytool.inventory.model import App, Host, Inventory, Source, WorkerGroup
+from deploytool.inventory.model import NAMESPACE_ENV, App, Host, Inventory, Source, WorkerGroup
 
-__all__ = ["INVENTORY_DIR", "App", "Host", "Inventory", "Source", "WorkerGroup", "load_inventory", "resolve_path"]
+__all__ = [
+    "INVENTORY_DIR", "NAMESPACE_ENV", "App", "Host", "Inventory", "Source", "WorkerGroup", "load_inventory",
+    "resolve_path",
+]
