@@ -17,6 +17,7 @@ from deploytool.commands.requeue import END
 from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
+from deploytool.jobs import ownership
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
 from deploytool.source import pack, resolve
@@ -83,6 +84,10 @@ def deploy(
     out = Reporter(secrets(inv), quiet=json)
     name = release_name()
     templates = project_templates(inv.path)
+    # Before anything is touched: no other app's workers or queues in the apps' Redis DBs.
+    checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out)
+    if any(r.status != "ok" for r in checked):
+        finish(out, checked, json)
     apps = {t.app.name: t.app for t in targets}
     revisions = {n: resolve(a, revision) for n, a in apps.items()}
     with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:

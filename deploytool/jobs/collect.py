@@ -1,0 +1,122 @@
+"""Readings of each app's systems, through one host of the app per system (the first that answers),
+turned into `jobs.status` rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from deploytool.errors import HostError
+from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.jobs import expected, probe
+from deploytool.jobs.model import QueueStatus, Reading
+from deploytool.jobs.systems import SYSTEMS
+from deploytool.remote import Session, connect
+
+
+@dataclass
+class Sessions:
+    """One connection per host, opened on first use and reused; a host that cannot be reached is
+    remembered so it is not tried again."""
+
+    inv: Inventory
+    open: dict[str, Session] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    def get(self, host: str) -> Session | None:
+        if host in self.open:
+            return self.open[host]
+        if host in self.unreachable:
+            return None
+        try:
+            self.open[host] = connect(self.inv.hosts[host])
+        except HostError as e:
+            self.unreachable[host] = str(e)
+            return None
+        return self.open[host]
+
+    def close(self) -> None:
+        for s in self.open.values():
+            s.close()
+
+
+@contextmanager
+def sessions(inv: Inventory) -> Iterator[Sessions]:
+    pool = Sessions(inv)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def read(pool: Sessions, app: str, system: str, hosts: list[str] | None = None) -> Reading:
+    """The system's reading for the app, through the first of its hosts that can be reached.
+
+    Raises HostError naming the host when the probe fails there, or every host when none answers."""
+    inv = pool.inv
+    candidates = [(h, g) for h, g in expected.groups(inv, app, system) if hosts is None or h in hosts]
+    if not candidates:
+        raise HostError(f"{app}: {system}: no selected host runs it")
+    names = expected.queues(inv, app, system)
+    tried: list[str] = []
+    first: dict[str, WorkerGroup] = {}
+    for h, g in candidates:
+        first.setdefault(h, g)
+    for host, group in first.items():
+        session = pool.get(host)
+        if session is None:
+            tried.append(pool.unreachable[host])
+            continue
+        return read_on(session, inv.apps_on(host)[app], group, system, names)
+    raise HostError(f"{app}: {system}: no host answered: {'; '.join(tried)}")
+
+
+def read_on(session: Session, app: App, group: WorkerGroup, system: str, queues: list[str]) -> Reading:
+    """Run the system's probe on this host, with this group's interpreter and environment."""
+    stage = f"jobs {system}"
+    r = session.run(probe.command(app, group, SYSTEMS[system], queues), stage, check=False)
+    if r.exited != 0:
+        raise session.error(f"{system} probe", stage, r)
+    try:
+        return probe.parse(session.host.name, r.stdout)
+    except probe.ProbeOutputError as e:
+        raise HostError(f"{session.host.name}: {stage}: {e}") from None
+
+
+def rows(inv: Inventory, app: str, reading: Reading) -> list[QueueStatus]:
+    want = expected.workers(inv, app, reading.system)
+    out = []
+    for counts in reading.queues:
+        on_queue = [w for w in reading.workers if counts.name in w.queues]
+        out.append(QueueStatus(
+            app=app, system=reading.system, host=reading.host, counts=counts,
+            workers=sum(w.concurrency for w in on_queue), workers_expected=want.get(counts.name, 0),
+            quiet=sum(1 for w in on_queue if w.quiet),
+        ))
+    return out
+
+
+SEPARATOR = "@@deploytool-probe-end"
+
+
+def read_here(session: Session, inv: Inventory, app: App, groups: list[WorkerGroup]) -> list[Reading]:
+    """Every system among `groups`, read through this host in one round trip. A probe that fails
+    (Redis unreachable, no release yet) is left out: callers show what they could read."""
+    commands = []
+    for system in SYSTEMS:
+        group = next((g for g in groups if g.kind == system), None)
+        if group is not None:
+            queues = expected.queues(inv, app.name, system)
+            commands.append(f"( {probe.command(app, group, SYSTEMS[system], queues)}\n) 2>/dev/null; "
+                            f"echo {SEPARATOR}")
+    if not commands:
+        return []
+    out = session.run("\n".join(commands), "status processes", check=False).stdout
+    readings = []
+    for chunk in out.split(SEPARATOR)[:-1]:
+        try:
+            readings.append(probe.parse(session.host.name, chunk))
+        except probe.ProbeOutputError:
+            continue
+    return readings

@@ -1,0 +1,63 @@
+"""What a worker system reports about its queues and its workers, as plain frozen objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """One queue as its system sees it."""
+
+    name: str
+    queued: int  # waiting to be taken
+    latency: float  # seconds the oldest waiting job has waited (0 when none waits)
+    running: int  # taken by a worker, not finished
+    scheduled: int  # to run later (Sidekiq's schedule set, RQ's scheduled registry, Dramatiq's delay queue)
+    retrying: int | None  # failed, to be retried (Sidekiq's retry set); None: the system keeps no such count
+    dead: int  # failed for good: Sidekiq's dead set, RQ's failed registry, Dramatiq's dead-letter queue
+    deferred: int | None = None  # waiting on other jobs (RQ)
+
+
+@dataclass(frozen=True)
+class SeenWorker:
+    """A worker process as its system records it (Sidekiq's process hash, RQ's worker hash)."""
+
+    name: str
+    hostname: str
+    pid: int | None
+    tag: str  # Sidekiq's -g tag (deploytool passes app-group-N); empty for systems without one
+    queues: tuple[str, ...]
+    concurrency: int
+    busy: int
+    quiet: bool
+    unit: str | None  # its systemd unit, known when read on its own host (from /proc/PID/cgroup)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One probe's output: a system's queues and workers, read through one host."""
+
+    system: str
+    host: str  # the inventory host the probe ran on
+    hostname: str  # that machine's own hostname, as workers record theirs
+    queues: tuple[QueueCounts, ...]
+    other_queues: tuple[tuple[str, int], ...]  # queues the system knows that were not asked for, with jobs
+    workers: tuple[SeenWorker, ...]
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """One row of `jobs.status`: an app's queue, its counts and its workers seen versus expected."""
+
+    app: str
+    system: str
+    host: str
+    counts: QueueCounts
+    workers: int  # concurrency (threads, or processes) of live workers on this queue, as the system sees it
+    workers_expected: int  # from the inventory: processes x threads per host, summed
+    quiet: int  # processes on this queue that are quiet (take no new jobs)
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}/{self.system}/{self.counts.name}"

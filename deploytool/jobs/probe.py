@@ -1,0 +1,97 @@
+"""The command that runs a system's probe on a host, and the probe's JSON turned into a Reading.
+
+A probe runs in the app's release, with the interpreter of the worker's own program (the shebang of
+`sidekiq` or `rq`: the Ruby or Python, and the libraries, the workers use) and the workers' environment
+(the inventory's, then the env file, which wins as it does in the units). It is sent on stdin, so
+nothing is installed on the host, and prints one JSON line."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from deploytool.inventory import NAMESPACE_ENV, App, WorkerGroup
+from deploytool.jobs.model import QueueCounts, Reading, SeenWorker
+from deploytool.jobs.systems import System
+from deploytool.kinds import KINDS
+
+q = shlex.quote
+END = "DEPLOYTOOL_PROBE_END"
+
+
+def environment(app: App, group: WorkerGroup) -> dict[str, str]:
+    """The worker's environment as the inventory gives it (the env file is read on the host)."""
+    env = {**app.environment, **group.environment}
+    if app.redis:
+        env.setdefault("REDIS_URL", app.redis[0])
+    if app.redis_namespace is not None:
+        env.setdefault(NAMESPACE_ENV, app.redis_namespace)
+    return env
+
+
+def queue_names(group: WorkerGroup) -> list[str]:
+    return [x.name for x in group.queues] or [KINDS[group.kind].default_queue]
+
+
+def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str]) -> str:
+    """Shell text running the probe for `queues` with the group's interpreter and environment."""
+    program = (group.command or KINDS[group.kind].program)[0]
+    missing = f"cannot find the interpreter of {program} (for the {system.name} probe)"
+    lines = [
+        # Before a first deploy there is no release yet (the check before a deploy runs then too).
+        f"cd {q(app.current_path)} 2>/dev/null || cd",
+        # The shebang may be `/usr/bin/env ruby`: left unquoted below, so it splits into its words.
+        f'py=$(sed -n "1s/^#! *//p" "$(command -v {q(program)})" 2>/dev/null)',
+        f'[ -n "$py" ] || {{ echo {q(missing)} >&2; exit 1; }}',
+        *(f"export {k}={q(v)}" for k, v in environment(app, group).items()),
+    ]
+    if app.env_file_path:
+        env_file = q(app.env_file_path)
+        lines.append(f"if [ -f {env_file} ]; then set -a && . {env_file} && set +a || exit 1; fi")
+    args = " ".join(q(n) for n in queues)
+    lines.append(f"exec $py - {args} <<'{END}'\n{system.source()}\n{END}")
+    return "\n".join(lines)
+
+
+class ProbeOutputError(ValueError):
+    pass
+
+
+def parse(host: str, stdout: str) -> Reading:
+    """The probe's last output line (earlier ones may be a library's warnings) as a Reading."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    try:
+        data = json.loads(lines[-1])
+        return reading(host, data)
+    except (IndexError, ValueError, KeyError, TypeError) as e:
+        shown = lines[-1][:200] if lines else "(no output)"
+        raise ProbeOutputError(f"unreadable probe output ({type(e).__name__}): {shown}") from None
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+def _opt(data: Mapping[str, Any], key: str) -> int | None:
+    return int(data[key]) if data.get(key) is not None else None
+
+
+def reading(host: str, data: Mapping[str, Any]) -> Reading:
+    queues = tuple(
+        QueueCounts(name=str(x["name"]), queued=_int(x["queued"]), latency=float(x.get("latency") or 0.0),
+                    running=_int(x.get("running")), scheduled=_int(x.get("scheduled")),
+                    retrying=_opt(x, "retrying"), dead=_int(x.get("dead")), deferred=_opt(x, "deferred"))
+        for x in data["queues"]
+    )
+    workers = tuple(
+        SeenWorker(name=str(w["name"]), hostname=str(w.get("hostname") or ""),
+                   pid=_opt(w, "pid"), tag=str(w.get("tag") or ""),
+                   queues=tuple(str(n) for n in w.get("queues") or ()), concurrency=_int(w.get("concurrency")),
+                   busy=_int(w.get("busy")), quiet=bool(w.get("quiet")), unit=w.get("unit") or None)
+        for w in data.get("workers", ())
+    )
+    others = tuple((str(x["name"]), _int(x.get("queued"))) for x in data.get("other_queues", ()))
+    return Reading(system=str(data["system"]), host=host, hostname=str(data.get("hostname") or ""),
+                   queues=queues, other_queues=others, workers=workers)
