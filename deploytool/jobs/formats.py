@@ -36,8 +36,9 @@ def table(o: Outcome) -> str:
     for r in o.rows:
         c = r.counts
         workers = f"{r.workers}/{r.workers_expected}" + (f" ({r.quiet} quiet)" if r.quiet else "")
-        rows.append((r.app, r.system, c.name, str(c.queued), _num(round(c.latency, 1), "s"), str(c.running),
-                     _num(c.retrying), _num(c.scheduled), str(c.dead), _num(o.increase.get(r.key)), workers,
+        latency = None if c.latency is None else round(c.latency, 1)
+        rows.append((r.app, r.system, c.name, str(c.queued), _num(latency, "s"), _num(c.running),
+                     _num(c.retrying), _num(c.scheduled), _num(c.dead), _num(o.increase.get(r.key)), workers,
                      r.host))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -66,6 +67,7 @@ METRICS: list[tuple[str, str, Callable[[QueueStatus, Mapping[str, int]], float |
     ("scheduled", "Jobs to run later.", lambda r, i: r.counts.scheduled),
     ("retrying", "Failed jobs waiting for a retry.", lambda r, i: r.counts.retrying),
     ("deferred", "Jobs waiting on other jobs.", lambda r, i: r.counts.deferred),
+    ("reserved", "Jobs prefetched by a worker and not started.", lambda r, i: r.counts.reserved),
     ("dead", "Jobs failed for good (dead set, failed registry, dead-letter queue).", lambda r, i: r.counts.dead),
     ("failed_increase", "New dead/failed jobs since the last run.", lambda r, i: i.get(r.key)),
     ("workers", "Concurrency of the live workers on the queue, as the system sees it.", lambda r, i: r.workers),

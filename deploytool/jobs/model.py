@@ -9,14 +9,18 @@ from dataclasses import dataclass
 class QueueCounts:
     """One queue as its system sees it."""
 
+    # None wherever the system keeps no such record (a message broker cannot be peeked at for the age
+    # of its oldest message without taking it; Celery keeps no dead jobs).
     name: str
     queued: int  # waiting to be taken
-    latency: float  # seconds the oldest waiting job has waited (0 when none waits)
-    running: int  # taken by a worker, not finished
-    scheduled: int  # to run later (Sidekiq's schedule set, RQ's scheduled registry, Dramatiq's delay queue)
-    retrying: int | None  # failed, to be retried (Sidekiq's retry set); None: the system keeps no such count
-    dead: int  # failed for good: Sidekiq's dead set, RQ's failed registry, Dramatiq's dead-letter queue
+    latency: float | None  # seconds the oldest waiting job has waited (0 when none waits)
+    running: int | None  # taken by a worker, not finished
+    scheduled: int | None  # to run later (Sidekiq's schedule set, RQ's scheduled registry, Dramatiq's delay
+    # queue, Celery tasks with an eta held by workers)
+    retrying: int | None  # failed, to be retried (Sidekiq's retry set)
+    dead: int | None  # failed for good: Sidekiq's dead set, RQ's failed registry, Dramatiq's dead-letter queue
     deferred: int | None = None  # waiting on other jobs (RQ)
+    reserved: int | None = None  # prefetched by a worker, not started (Celery)
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,10 @@ def _opt(data: Mapping[str, Any], key: str) -> int | None:
 
 def reading(host: str, data: Mapping[str, Any]) -> Reading:
     queues = tuple(
-        QueueCounts(name=str(x["name"]), queued=_int(x["queued"]), latency=float(x.get("latency") or 0.0),
-                    running=_int(x.get("running")), scheduled=_int(x.get("scheduled")),
-                    retrying=_opt(x, "retrying"), dead=_int(x.get("dead")), deferred=_opt(x, "deferred"))
+        QueueCounts(name=str(x["name"]), queued=_int(x["queued"]),
+                    latency=float(x["latency"]) if x.get("latency") is not None else None,
+                    running=_opt(x, "running"), scheduled=_opt(x, "scheduled"), retrying=_opt(x, "retrying"),
+                    dead=_opt(x, "dead"), deferred=_opt(x, "deferred"), reserved=_opt(x, "reserved"))
         for x in data["queues"]
     )
     workers = tuple(

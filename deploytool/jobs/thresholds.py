@@ -48,16 +48,18 @@ class Violation:
 def increases(rows: Sequence[QueueStatus], previous: Mapping[str, int]) -> dict[str, int]:
     """New dead/failed jobs per queue since the last run (queues without a last run are left out).
     A count that went down (jobs deleted or retried by hand) is no increase."""
-    return {r.key: max(r.counts.dead - previous[r.key], 0) for r in rows if r.key in previous}
+    return {r.key: max(r.counts.dead - previous[r.key], 0) for r in rows
+            if r.key in previous and r.counts.dead is not None}
 
 
 def check(rows: Sequence[QueueStatus], limits: Thresholds, increase: Mapping[str, int]) -> list[Violation]:
     found: list[Violation] = []
     for r in rows:
-        if limits.max_latency is not None and r.counts.latency > limits.max_latency:
-            found.append(Violation(r.key, "latency", r.counts.latency, limits.max_latency))
-        if limits.max_dead is not None and r.counts.dead > limits.max_dead:
-            found.append(Violation(r.key, "dead", r.counts.dead, limits.max_dead))
+        latency, dead = r.counts.latency, r.counts.dead
+        if limits.max_latency is not None and latency is not None and latency > limits.max_latency:
+            found.append(Violation(r.key, "latency", latency, limits.max_latency))
+        if limits.max_dead is not None and dead is not None and dead > limits.max_dead:
+            found.append(Violation(r.key, "dead", dead, limits.max_dead))
         grown = increase.get(r.key)
         if limits.max_failed_increase is not None and grown is not None and grown > limits.max_failed_increase:
             found.append(Violation(r.key, "failed_increase", grown, limits.max_failed_increase))
@@ -85,7 +87,7 @@ def load_state(path: Path) -> dict[str, int]:
 
 def save_state(path: Path, rows: Sequence[QueueStatus], previous: Mapping[str, int]) -> None:
     """Record this run's counts (queues not read this time keep their last count); written atomically."""
-    dead = {**previous, **{r.key: r.counts.dead for r in rows}}
+    dead = {**previous, **{r.key: r.counts.dead for r in rows if r.counts.dead is not None}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
