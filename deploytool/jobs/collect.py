@@ -75,7 +75,7 @@ def read(pool: Sessions, app: str, system: str, hosts: list[str] | None = None) 
 def read_on(session: Session, app: App, group: WorkerGroup, system: str, queues: list[str]) -> Reading:
     """Run the system's probe on this host, with this group's interpreter and environment."""
     stage = f"jobs {system}"
-    r = session.run(probe.command(app, group, SYSTEMS[system], queues), stage, check=False)
+    r = session.run(probe.command(app, group, SYSTEMS[system], queues, session.host.name), stage, check=False)
     if r.exited != 0:
         raise session.error(f"{system} probe", stage, r)
     try:
@@ -89,9 +89,12 @@ def rows(inv: Inventory, app: str, reading: Reading) -> list[QueueStatus]:
     out = []
     for counts in reading.queues:
         on_queue = [w for w in reading.workers if counts.name in w.queues]
+        seen: int | None = sum(w.concurrency for w in on_queue) if reading.workers_known else None
+        if counts.consumers is not None:
+            seen = counts.consumers
         out.append(QueueStatus(
             app=app, system=reading.system, host=reading.host, counts=counts,
-            workers=sum(w.concurrency for w in on_queue), workers_expected=want.get(counts.name, 0),
+            workers=seen, workers_expected=want.get(counts.name, 0),
             quiet=sum(1 for w in on_queue if w.quiet),
         ))
     return out
@@ -108,7 +111,8 @@ def read_here(session: Session, inv: Inventory, app: App, groups: list[WorkerGro
         group = next((g for g in groups if g.kind == system), None)
         if group is not None:
             queues = expected.queues(inv, app.name, system)
-            commands.append(f"( {probe.command(app, group, SYSTEMS[system], queues)}\n) 2>/dev/null; "
+            text = probe.command(app, group, SYSTEMS[system], queues, session.host.name)
+            commands.append(f"( {text}\n) 2>/dev/null; "
                             f"echo {SEPARATOR}")
     if not commands:
         return []

@@ -34,9 +34,9 @@ def queues(inv: Inventory, app: str, system: str) -> list[str]:
 
 def workers(inv: Inventory, app: str, system: str) -> dict[str, int]:
     """Queue → the concurrency the app's workers of this system should show on it."""
-    default = SYSTEMS[system].default_threads
+    s = SYSTEMS[system]
     expected: dict[str, int] = defaultdict(int)
     for _, g in groups(inv, app, system):
         for name in queue_names(g):
-            expected[name] += g.processes * (g.threads or default)
+            expected[name] += g.processes * (1 if s.per_process else g.threads or s.default_threads)
     return dict(expected)

@@ -35,7 +35,7 @@ def table(o: Outcome) -> str:
              "WORKERS", "READ ON")]
     for r in o.rows:
         c = r.counts
-        workers = f"{r.workers}/{r.workers_expected}" + (f" ({r.quiet} quiet)" if r.quiet else "")
+        workers = f"{_num(r.workers)}/{r.workers_expected}" + (f" ({r.quiet} quiet)" if r.quiet else "")
         latency = None if c.latency is None else round(c.latency, 1)
         rows.append((r.app, r.system, c.name, str(c.queued), _num(latency, "s"), _num(c.running),
                      _num(c.retrying), _num(c.scheduled), _num(c.dead), _num(o.increase.get(r.key)), workers,

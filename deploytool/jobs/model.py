@@ -21,6 +21,7 @@ class QueueCounts:
     dead: int | None  # failed for good: Sidekiq's dead set, RQ's failed registry, Dramatiq's dead-letter queue
     deferred: int | None = None  # waiting on other jobs (RQ)
     reserved: int | None = None  # prefetched by a worker, not started (Celery)
+    consumers: int | None = None  # the broker's own count of the queue's consumers (RabbitMQ)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Reading:
     queues: tuple[QueueCounts, ...]
     other_queues: tuple[tuple[str, int], ...]  # queues the system knows that were not asked for, with jobs
     workers: tuple[SeenWorker, ...]
+    workers_known: bool = True  # False: the system does not record its workers where the probe can see them
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,11 @@ class QueueStatus:
     system: str
     host: str
     counts: QueueCounts
-    workers: int  # concurrency (threads, or processes) of live workers on this queue, as the system sees it
-    workers_expected: int  # from the inventory: processes x threads per host, summed
+    # Concurrency of the live workers on this queue as the system sees it (threads, or processes for
+    # systems whose broker sees one consumer per process), and as the inventory expects it, summed over
+    # the hosts (processes x threads, or processes).
+    workers: int | None  # None: the system does not tell
+    workers_expected: int
     quiet: int  # processes on this queue that are quiet (take no new jobs)
 
     @property

@@ -35,22 +35,25 @@ def queue_names(group: WorkerGroup) -> list[str]:
     return [x.name for x in group.queues] or [KINDS[group.kind].default_queue]
 
 
-def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str]) -> str:
-    """Shell text running the probe for `queues` with the group's interpreter and environment."""
-    program = (group.command or KINDS[group.kind].program)[0]
+def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str], host: str = "") -> str:
+    """Shell text running the probe for `queues` with the group's interpreter and environment (and the
+    inventory's name of the host, which Celery node names carry)."""
+    argv = list(group.command or KINDS[group.kind].program)
+    program = argv[0]
     missing = f"cannot find the interpreter of {program} (for the {system.name} probe)"
     lines = [
         # Before a first deploy there is no release yet (the check before a deploy runs then too).
         f"cd {q(app.current_path)} 2>/dev/null || cd",
         # The shebang may be `/usr/bin/env ruby`: left unquoted below, so it splits into its words.
         f'py=$(sed -n "1s/^#! *//p" "$(command -v {q(program)})" 2>/dev/null)',
-        f'[ -n "$py" ] || {{ echo {q(missing)} >&2; exit 1; }}',
-        *(f"export {k}={q(v)}" for k, v in environment(app, group).items()),
+        f'case "$py" in *{system.language.rstrip("0123456789")}*) ;; *) py={q(system.language)} ;; esac',
+        f'command -v ${{py%% *}} >/dev/null || {{ echo {q(missing)} >&2; exit 1; }}',
+        *(f"export {k}={q(v)}" for k, v in {**environment(app, group), "DEPLOYTOOL_HOST": host}.items()),
     ]
     if app.env_file_path:
         env_file = q(app.env_file_path)
         lines.append(f"if [ -f {env_file} ]; then set -a && . {env_file} && set +a || exit 1; fi")
-    args = " ".join(q(n) for n in queues)
+    args = " ".join(q(a) for a in [*system.probe_args(argv), *queues])
     lines.append(f"exec $py - {args} <<'{END}'\n{system.source()}\n{END}")
     return "\n".join(lines)
 
@@ -83,7 +86,8 @@ def reading(host: str, data: Mapping[str, Any]) -> Reading:
         QueueCounts(name=str(x["name"]), queued=_int(x["queued"]),
                     latency=float(x["latency"]) if x.get("latency") is not None else None,
                     running=_opt(x, "running"), scheduled=_opt(x, "scheduled"), retrying=_opt(x, "retrying"),
-                    dead=_opt(x, "dead"), deferred=_opt(x, "deferred"), reserved=_opt(x, "reserved"))
+                    dead=_opt(x, "dead"), deferred=_opt(x, "deferred"), reserved=_opt(x, "reserved"),
+                    consumers=_opt(x, "consumers"))
         for x in data["queues"]
     )
     workers = tuple(
@@ -91,8 +95,9 @@ def reading(host: str, data: Mapping[str, Any]) -> Reading:
                    pid=_opt(w, "pid"), tag=str(w.get("tag") or ""),
                    queues=tuple(str(n) for n in w.get("queues") or ()), concurrency=_int(w.get("concurrency")),
                    busy=_int(w.get("busy")), quiet=bool(w.get("quiet")), unit=w.get("unit") or None)
-        for w in data.get("workers", ())
+        for w in data.get("workers") or ()
     )
     others = tuple((str(x["name"]), _int(x.get("queued"))) for x in data.get("other_queues", ()))
     return Reading(system=str(data["system"]), host=host, hostname=str(data.get("hostname") or ""),
-                   queues=queues, other_queues=others, workers=workers)
+                   queues=queues, other_queues=others, workers=workers,
+                   workers_known=data.get("workers", ()) is not None)

@@ -146,7 +146,7 @@ def test_json_report() -> None:
     assert data["queues"][0] == {
         "app": "sample", "system": "rq", "queue": "high", "read_on": "prod-a", "queued": 3, "latency": 12.25,
         "running": 1, "scheduled": 0, "retrying": None, "dead": 2, "deferred": None, "reserved": None,
-        "failed_increase": 1,
+        "consumers": None, "failed_increase": 1,
         "workers": 2, "workers_expected": 4, "workers_quiet": 0,
     }
     assert data["errors"] == [{"app": "sample", "system": "sidekiq", "error": "prod-a: timed out"}]
@@ -208,3 +208,23 @@ def test_workers_status_matches_a_unit_to_its_process() -> None:
     # Seen from prod-b (its hostname), the tag finds the process when its unit is unknown.
     from_b = probe.parse("prod-b", json.dumps({**SIDEKIQ_OUTPUT, "hostname": "prod-b"}))
     assert _with_process(unit("sample-sidekiq@1.service", 7), [from_b]).quiet is True
+
+
+def test_probe_arguments_come_from_the_workers_command() -> None:
+    assert SYSTEMS["celery"].probe_args(["celery", "-A", "celery_redis", "worker"]) == ["celery_redis"]
+    assert SYSTEMS["celery"].probe_args(["celery", "--app=proj.celery:app"]) == ["proj.celery:app"]
+    assert SYSTEMS["dramatiq"].probe_args(["/venv/bin/dramatiq", "-v", "app.tasks:broker"]) == ["app.tasks"]
+    assert SYSTEMS["rq"].probe_args(["rq", "worker"]) == []
+
+
+def test_broker_consumers_count_processes_and_unknown_workers_stay_unknown() -> None:
+    data = {"system": "dramatiq", "hostname": "prod-a", "workers": None,
+            "queues": [{"name": "dramatiq", "queued": 2, "latency": None, "running": None, "scheduled": 1,
+                        "dead": 0, "consumers": 2}, {"name": "other", "queued": 0}]}
+    reading = probe.parse("prod-a", json.dumps(data))
+    assert not reading.workers_known
+    inv = load_inventory(Path(__file__).parent / "inventories" / "basic.yml")
+    [with_consumers, without] = collect.rows(inv, "shop", reading)
+    assert (with_consumers.workers, without.workers) == (2, None)
+    line = formats.table(formats.Outcome([without], [("shop", "dramatiq")], {})).splitlines()[1]
+    assert line.split()[-2:] == ["-/0", "prod-a"] and line.split()[4] == "-"
