@@ -7,6 +7,9 @@ cgroup) is one of the app's units `<app>-<group>@N.service`; elsewhere, when its
 tell (an RQ worker of another app working exactly this app's queue names from a machine that is not
 probed cannot be told apart). A queue holding jobs that no group of the app works is another app's.
 
+Checked for the kinds whose keys take no prefix (Sidekiq, RQ): Celery and Dramatiq keep apps apart
+with the app's redis_namespace (a key prefix) instead.
+
 An app with `redis_shared: true` shares its DB knowingly: there only another app's workers on one of
 this app's queues are refused (they would take its jobs)."""
 
@@ -17,9 +20,11 @@ from collections.abc import Sequence
 
 from deploytool.errors import HostError
 from deploytool.hostwork import on_host
-from deploytool.inventory import App, Inventory
+from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect, expected
 from deploytool.jobs.model import Reading, SeenWorker
+from deploytool.jobs.systems import SYSTEMS
+from deploytool.kinds import KINDS, RedisKeys
 from deploytool.remote import Session
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
@@ -60,10 +65,8 @@ def check_host(session: Session, inv: Inventory, app: App) -> None:
     workers or queues."""
     host = session.host.name
     found: list[str] = []
-    for system in expected.systems_of(inv, app.name):
-        group = next((g for g in inv.groups_on(host, app) if g.kind == system), None)
-        if group is None:
-            continue
+    for group in checked_groups(inv, host, app):
+        system = group.kind
         reading = collect.read_on(session, app, group, system, expected.queues(inv, app.name, system))
         found += foreign(inv, app.name, reading, shared=app.redis_shared)
     if found:
@@ -75,11 +78,22 @@ def check_host(session: Session, inv: Inventory, app: App) -> None:
         )
 
 
+def checked_groups(inv: Inventory, host: str, app: App) -> list[WorkerGroup]:
+    """One group per system whose keys take no prefix (Sidekiq, RQ) on this host: where another app in
+    the same DB takes or wipes this app's jobs. Kinds with a prefix are kept apart by redis_namespace."""
+    first: dict[str, WorkerGroup] = {}
+    for g in inv.groups_on(host, app):
+        if g.kind in SYSTEMS and KINDS[g.kind].redis_keys is RedisKeys.UNPREFIXED:
+            first.setdefault(g.kind, g)
+    return list(first.values())
+
+
 def preflight(inv: Inventory, targets: Sequence[tuple[str, App]], out: Reporter) -> list[HostReport]:
     """The check on every selected (host, app) at once, before anything is deployed; one report each."""
     hosts: dict[str, list[App]] = {}
     for host, app in targets:
-        hosts.setdefault(host, []).append(app)
+        if checked_groups(inv, host, app):  # else nothing to check: no connection
+            hosts.setdefault(host, []).append(app)
     reports = {h: [HostReport(h, a.name) for a in apps] for h, apps in hosts.items()}
 
     def work(h: str) -> bool:

@@ -228,3 +228,13 @@ def test_broker_consumers_count_processes_and_unknown_workers_stay_unknown() -> 
     assert (with_consumers.workers, without.workers) == (2, None)
     line = formats.table(formats.Outcome([without], [("shop", "dramatiq")], {})).splitlines()[1]
     assert line.split()[-2:] == ["-/0", "prod-a"] and line.split()[4] == "-"
+
+
+def test_the_redis_check_covers_kinds_without_a_key_prefix_only() -> None:
+    assert [g.name for g in ownership.checked_groups(INV, "prod-a", INV.apps_on("prod-a")["sample"])] == [
+        "sidekiq", "rq"]
+    basic = load_inventory(Path(__file__).parent / "inventories" / "basic.yml")
+    # shop's Sidekiq group is checked, its Celery group (prefixed by redis_namespace) is not.
+    assert [g.name for g in ownership.checked_groups(basic, "worker-1", basic.apps_on("worker-1")["shop"])] == [
+        "jobs"]
+    assert ownership.checked_groups(basic, "worker-1", basic.apps_on("worker-1")["stats"]) == []
