@@ -107,6 +107,10 @@ class Kind:
     def timeout_stop_sec(self, timeout: int) -> int:
         return timeout + self.stop_margin
 
+    @property
+    def can_quiet(self) -> bool:
+        return self.quiet is not Quiet.NONE
+
 
 KINDS: dict[str, Kind] = {
     k.name: k

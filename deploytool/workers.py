@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.commands.quiet import celery_cancel_consumer, in_release
+from deploytool.commands.quiet import celery_cancel_consumer, if_active, in_release
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
@@ -78,10 +78,14 @@ class Workers:
                 cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
                 program = list(g.command or kind.program)
-                for i in range(1, g.processes + 1):
+                env = {**self.app.environment, **g.environment,
+                       **({"REDIS_URL": self.app.redis[0]} if self.app.redis else {})}
+                for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    cmds += [in_release(self.app, celery_cancel_consumer(program, q.name, node)) for q in g.queues]
+                    cmds += [if_active(sc.is_active(self.app, [unit]),
+                                       in_release(self.app, celery_cancel_consumer(program, q.name, node), env))
+                             for q in g.queues]
         return cmds
 
 

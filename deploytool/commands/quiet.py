@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from deploytool.commands.release import with_app_env
 from deploytool.inventory import App
 
 
@@ -13,6 +14,14 @@ def celery_cancel_consumer(program: Sequence[str], queue: str, node: str) -> lis
     return [*program, "control", "cancel_consumer", queue, "-d", node]
 
 
-def in_release(app: App, argv: Sequence[str]) -> str:
-    # The app's own code (its Celery app module) is importable only from the release.
-    return f"cd {shlex.quote(app.current_path)} && {shlex.join(argv)}"
+def in_release(app: App, argv: Sequence[str], env: Mapping[str, str]) -> str:
+    # The app's own code (its Celery app module) is importable only from the release, and its broker
+    # URL is in the environment the units get (the env file, the inventory's environment). A subshell:
+    # nothing leaks into the commands after it.
+    return f"( cd {shlex.quote(app.current_path)} && {with_app_env(app, shlex.join(argv), env)} )"
+
+
+def if_active(guard: Sequence[str], command: str) -> str:
+    """Run command only while the worker's unit is active: a stopped node fetches nothing (already
+    quiet), and Celery's remote control fails (exit 69) when no node replies, e.g. before a first start."""
+    return f"if {shlex.join(guard)}; then {command}; fi"

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from deploytool.errors import HostError, InputError
-from deploytool.sandbox import cgroup, host, network, process
+from deploytool.sandbox import cgroup, host, network, process, services
 from deploytool.sandbox.layout import HOSTS_DIR, STATE_DIR, HostPaths
 from deploytool.sandbox.lock import held
 from deploytool.sandbox.run import run
@@ -176,6 +176,27 @@ def wait_ready(h: SandboxHost, timeout: float = BOOT_TIMEOUT) -> str:
         delay = min(delay * 2, 0.5)
 
 
+def wait_services(h: SandboxHost, started: float, report: Report, timeout: float = BOOT_TIMEOUT) -> None:
+    """Wait until each service of the host's roles answers its own readiness check; report how long
+    after `started` (a time.monotonic()) it did. RabbitMQ (Erlang) can take long to boot on 2 busy cores."""
+    deadline = started + timeout
+    for service in services.of(h):
+        if service.ready is None:
+            continue
+        argv = ssh_argv(h.address, service.ready, connect_timeout=5)
+        delay = 0.2
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HostError(f"{service.role} not ready {timeout:g}s after boot ({service.ready})")
+            with contextlib.suppress(HostError):  # a check that hangs counts as not ready yet
+                if run(argv, check=False, timeout=left).returncode == 0:
+                    break
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        report(h.name, f"{service.role} ready {time.monotonic() - started:.1f}s after boot")
+
+
 def _ready_line(h: SandboxHost, state: str) -> str:
     if state == "running":
         return "ready"
@@ -232,8 +253,11 @@ def _up(hosts: Sequence[SandboxHost], report: Report, timeout: float) -> None:
 
 
 def wait_all(hosts: Sequence[SandboxHost], report: Report = _silent, timeout: float = BOOT_TIMEOUT) -> None:
+    started = time.monotonic()
+
     def wait(h: SandboxHost) -> None:
         report(h.name, _ready_line(h, wait_ready(h, timeout)))
+        wait_services(h, started, report, timeout)
 
     _each(hosts, wait, lambda h: h.name)
 
@@ -290,6 +314,8 @@ def _reboot(hosts: list[SandboxHost], report: Report, timeout: float) -> None:
         report(h.name, "rebooting")
         if not process.wait_gone(before, timeout):
             raise HostError(f"systemd-nspawn {before} still running {timeout:g}s after systemctl reboot")
+        booted = time.monotonic()
         report(h.name, _ready_line(h, wait_ready(h, timeout)))
+        wait_services(h, booted, report, timeout)
 
     _each(hosts, one, lambda h: h.name)

@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from deploytool.sandbox import services
 from deploytool.sandbox.layout import DEPLOY_USER, STATE_DIR, HostPaths
 from deploytool.sandbox.run import Argv, run
 from deploytool.sandbox.spec import SandboxHost
 
-REDIS_ROLE = "redis"
-REDIS_SERVICE = "redis-server.service"
 # Units that are enabled on the controller but must not run on a bare host, besides its *.wants/.
 ALWAYS_MASKED = ("console-getty.service", "getty@tty1.service")
 KEEP_ENABLED = ("ssh.service",)
@@ -29,12 +28,6 @@ SUDOERS = """\
 # Arguments are not restricted: sudoers wildcards cannot restrict paths safely, and this is a sandbox.
 {user} ALL=(root) NOPASSWD: /usr/bin/systemctl, /usr/bin/journalctl, /usr/bin/loginctl, \\
     /usr/bin/install, /usr/bin/rm, /usr/bin/mkdir, /usr/bin/chown, /usr/bin/tee
-"""
-
-REDIS_CONF = """
-# deploytool sandbox: serve the other sandbox hosts on this host's own address (last `bind` wins).
-bind {address} 127.0.0.1
-protected-mode no
 """
 
 
@@ -100,15 +93,13 @@ def prepare_root(root: Path, host: SandboxHost, peers: Sequence[SandboxHost], au
     # A machine id of its own: journald, D-Bus and logind key their state on it.
     _write(root / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
 
-    masked = [u for u in units_to_mask() if not (REDIS_ROLE in host.roles and u == REDIS_SERVICE)]
-    for unit in masked:
+    kept = services.kept_units(host)  # the services of the host's own roles (Redis, RabbitMQ)
+    for unit in (u for u in units_to_mask() if u not in kept):
         link = root / "etc/systemd/system" / unit
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to("/dev/null")
-    if REDIS_ROLE in host.roles:
-        with (root / "etc/redis/redis.conf").open("a") as conf:
-            conf.write(REDIS_CONF.format(address=host.address))
+    services.configure(root, host)
 
     # Own SSH host keys: with the controller's copied keys every host would share one identity.
     for old in (root / "etc/ssh").glob("ssh_host_*"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json as jsonlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from deploytool.commands import systemctl as sc
 from deploytool.errors import HostError, InputError
 from deploytool.hostwork import on_host
 from deploytool.inventory import Inventory
+from deploytool.kinds import KINDS
 from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
@@ -64,7 +65,8 @@ def check_group(inv: Inventory, targets: list[Target], group: str | None) -> Non
 
 def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool, *,
            stage: str, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
-           group: str | None = None) -> None:
+           group: str | None = None, notes: list[str] | None = None) -> None:
+    """Run op on the targets and report; `notes` (filled by op) are printed before the summary."""
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
@@ -73,6 +75,8 @@ def simple(c: Context, inventory: str | None, host: str | None, app: str | None,
     if json:
         out.json(reports)
     else:
+        for note in sorted(notes or []):
+            out.line(f"note: {note}")
         out.summary(reports)
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
@@ -173,18 +177,36 @@ def stop(c: Context, inventory: str | None = None, host: str | None = None, app:
     simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group, stage="stop")
 
 
-@command()
+def quiet_shortfall(quieted: Sequence[str], unsupported: Sequence[str], strict: bool) -> str | None:
+    """Why a quiet failed on one host, or None. Kinds without a quiet mechanism fail it only when nothing
+    else was quieted (nothing asked for happened) or with --strict; otherwise they are reported."""
+    if not unsupported:
+        return None
+    why = f"quiet: not supported by {', '.join(unsupported)} (no per-worker quiet mechanism)"
+    if not quieted:
+        return f"{why}; nothing was quieted"
+    return f"{why}; the other kinds were quieted" if strict else None
+
+
+@command(strict="exit 1 if a selected kind has no quiet mechanism (default: report it; exit 0 when every "
+                "kind that can be quieted was)")
 def quiet(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          group: str | None = None, json: bool = False) -> None:
-    """Make the workers stop fetching new jobs (kinds that support it); exit 1 for kinds that cannot."""
+          group: str | None = None, strict: bool = False, json: bool = False) -> None:
+    """Make the workers stop fetching new jobs, each kind its own way; kinds without a way are reported."""
+    notes: list[str] = []
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
         ops.quiet(s, w)
         unsupported = w.unsupported_quiet()
+        quieted = sorted({g.kind for g in w.groups if KINDS[g.kind].can_quiet})
+        r.details.update(quieted=quieted, quiet_not_supported=unsupported)
+        shortfall = quiet_shortfall(quieted, unsupported, strict)
+        if shortfall:
+            raise HostError(f"{w.host}: {shortfall}")
         if unsupported:
-            raise HostError(f"{w.host}: quiet: not supported by {', '.join(unsupported)} "
-                            "(no per-worker quiet mechanism); the other kinds were quieted")
-    simple(c, inventory, host, app, op, json, group=group, stage="quiet")
+            notes.append(f"{w.host}: {w.app.name}: quiet not supported by {', '.join(unsupported)}: those "
+                         f"workers keep fetching jobs; quieted: {', '.join(quieted)}")
+    simple(c, inventory, host, app, op, json, group=group, stage="quiet", notes=notes)
 
 
 @command(**ROLLING_HELP)

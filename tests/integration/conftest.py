@@ -7,16 +7,19 @@ CI runs as root, and a skipped integration test would hide exactly what these te
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import APP_HOSTS, DEPLOY_TO, REDIS_URL, fab, ssh
+from helpers import APP_HOSTS, DEPLOY_TO, RABBIT_HOST, REDIS_URL, fab
 
 from deploytool import sandbox
 from deploytool.sandbox import Fleet
 from deploytool.sandbox.lock import SESSION_LOCK, held
+from deploytool.sandbox.services import amqp_url
+from deploytool.sandbox.ssh import ssh_argv
 
 SANDBOX_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml"
 
@@ -58,13 +61,15 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture(scope="session")
 def sample_shared(fleet: Fleet) -> None:
-    """The sample app's linked file, put in shared/ the way an operator provisions it once per host."""
+    """The sample app's linked file, put in shared/ the way an operator provisions it once per host.
+
+    It holds RabbitMQ's password: sent on stdin (never in an argv), written readable by the deploy user only.
+    """
+    env = f"REDIS_URL={REDIS_URL}\nRABBITMQ_URL={amqp_url(RABBIT_HOST)}\nSAMPLE_JOB_SECONDS=0.05\n"
     for host in APP_HOSTS:
-        ssh(
-            host,
-            f"mkdir -p {DEPLOY_TO}/shared/config && "
-            f"printf 'REDIS_URL={REDIS_URL}\\nSAMPLE_JOB_SECONDS=0.05\\n' > {DEPLOY_TO}/shared/config/app.env",
-        )
+        path = f"{DEPLOY_TO}/shared/config/app.env"
+        command = f"mkdir -p {DEPLOY_TO}/shared/config && (umask 077 && cat > {path})"
+        subprocess.run(ssh_argv(fleet.address(host), command), input=env, text=True, check=True, timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,10 @@ FAB = ROOT / ".venv" / "bin" / "fab"
 SANDBOX = ROOT / "inventories" / "sandbox.yml"
 CLIENT = ROOT / "examples" / "sample-app" / "client.py"
 REDIS_URL = "redis://10.213.0.21:6379/0"
+RABBIT_HOST = "rabbit-a"
 APP_HOSTS = ("prod-a", "prod-b")
+# The sample app's venv (scripts/bootstrap): Dramatiq from PyPI, and Debian's rq, redis, celery, pika.
+SAMPLE_PYTHON = "/opt/deploytool-sample/venv/bin/python"
 DEPLOY_TO = "/srv/sample"
 
 
@@ -59,15 +62,21 @@ def variant(tmp_path: Path, mutate: Callable[[dict[str, Any]], None], name: str 
     return str(path)
 
 
+def client_argv(*args: str) -> list[str]:
+    return [SAMPLE_PYTHON, str(CLIENT), "--redis", REDIS_URL, *args]
+
+
+def client_env() -> dict[str, str]:
+    """The client's environment: RabbitMQ's URL holds a password, so it never goes in an argv."""
+    from deploytool.sandbox.services import amqp_url
+
+    return {"PATH": "/usr/bin:/bin", "RABBITMQ_URL": amqp_url(RABBIT_HOST)}
+
+
 def client(*args: str, timeout: float = 300) -> dict[str, Any]:
-    # The system python has Debian's python3-rq, the same rq the hosts run.
-    r = subprocess.run(
-        ["/usr/bin/python3", str(CLIENT), "--redis", REDIS_URL, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    # The same rq, celery and pika the hosts run (Debian's), seen through the sample venv.
+    r = subprocess.run(client_argv(*args), env=client_env(), capture_output=True, text=True, timeout=timeout,
+                       check=False)
     assert r.stdout, r.stderr
     result: dict[str, Any] = json.loads(r.stdout)
     return result

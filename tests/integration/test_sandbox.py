@@ -15,7 +15,7 @@ from deploytool.sandbox.run import run
 
 pytestmark = pytest.mark.integration
 
-HOSTS = ("prod-a", "prod-b", "redis-a")
+HOSTS = ("prod-a", "prod-b", "redis-a", "rabbit-a")
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "sample-app"
 SYSTEM_PYTHON = "/usr/bin/python3"  # has Debian's python3-redis and python3-rq, as the hosts do
 
@@ -63,6 +63,21 @@ def test_redis_a_serves_redis_on_its_address(fleet: Fleet) -> None:
     assert fleet.ssh("prod-b", f"redis-cli -h {redis} ping").stdout.strip() == "PONG"
     # The controller's enabled services are masked on the other hosts, redis-server included.
     assert fleet.ssh("prod-a", "systemctl is-enabled redis-server", check=False).stdout.strip() == "masked"
+
+
+def test_rabbit_a_serves_amqp_on_its_address_to_the_sample_user(fleet: Fleet) -> None:
+    from deploytool.sandbox.services import amqp_url
+
+    # From an app host, as the sample app connects; the URL (with its password) travels on stdin.
+    probe = ("import pika, sys; c = pika.BlockingConnection(pika.URLParameters(sys.stdin.readline().strip())); "
+             "print(c.channel().queue_declare('', exclusive=True).method.queue.startswith('amq.gen-')); c.close()")
+    r = subprocess.run(sandbox.ssh_argv(fleet.address("prod-a"), [SYSTEM_PYTHON, "-c", probe]),
+                       input=amqp_url("rabbit-a") + "\n", capture_output=True, text=True, timeout=60, check=False)
+    assert r.stdout.strip() == "True", r.stderr
+    assert fleet.ssh("rabbit-a", "systemctl is-active rabbitmq-server").stdout.strip() == "active"
+    # guest stays loopback-only, and the broker runs on rabbit-a alone.
+    assert "guest" not in fleet.ssh("rabbit-a", "sudo -n rabbitmqctl -q list_users").stdout.split()
+    assert fleet.ssh("prod-a", "systemctl is-enabled rabbitmq-server", check=False).stdout.strip() == "masked"
 
 
 def test_deploy_user_is_plain_and_can_sudo_systemctl(fleet: Fleet) -> None:

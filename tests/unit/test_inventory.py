@@ -112,9 +112,9 @@ def layered() -> Inventory:
 
 def test_shipped_sandbox_loads(sandbox: Inventory) -> None:
     assert sandbox.path == INVENTORY_DIR / "sandbox.yml"
-    assert list(sandbox.hosts) == ["prod-a", "prod-b", "redis-a"]
+    assert list(sandbox.hosts) == ["prod-a", "prod-b", "redis-a", "rabbit-a"]
     assert set(sandbox.apps_on("prod-a")) == {"sample"}
-    assert dict(sandbox.apps_on("redis-a")) == {}
+    assert dict(sandbox.apps_on("redis-a")) == {} == dict(sandbox.apps_on("rabbit-a"))
     assert sandbox.hosts_for_app("sample") == ["prod-a", "prod-b"]
     sidekiq = sandbox.apps["sample"].workers["sidekiq"]
     assert (sidekiq.kind, sidekiq.threads, sidekiq.queues) == (

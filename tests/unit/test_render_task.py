@@ -18,14 +18,15 @@ def test_render_writes_units_and_enabled_instances(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     assert render("prod-a", a).returncode == 0 and render("prod-b", b).returncode == 0
     names = sorted(p.name for p in a.iterdir())
-    assert names == ["sample-rq@.service", "sample-sidekiq@.service", "sample-workers.target",
-                     "sample-workers.target.wants"]
+    single = ["celery-rabbit", "celery-redis", "consumer", "dramatiq"]  # one process on each host
+    assert names == [*(f"sample-{g}@.service" for g in single), "sample-rq@.service", "sample-sidekiq@.service",
+                     "sample-workers.target", "sample-workers.target.wants"]
     wants_a = sorted(p.name for p in (a / "sample-workers.target.wants").iterdir())
     wants_b = sorted(p.name for p in (b / "sample-workers.target.wants").iterdir())
-    assert wants_a == ["sample-rq@1.service", "sample-rq@2.service", "sample-sidekiq@1.service",
-                       "sample-sidekiq@2.service", "sample-sidekiq@3.service"]
-    assert wants_b == ["sample-rq@1.service", "sample-rq@2.service", "sample-sidekiq@1.service",
-                       "sample-sidekiq@2.service"]
+    assert wants_a == [*(f"sample-{g}@1.service" for g in single), "sample-rq@1.service", "sample-rq@2.service",
+                       "sample-sidekiq@1.service", "sample-sidekiq@2.service", "sample-sidekiq@3.service"]
+    assert wants_b == [*(f"sample-{g}@1.service" for g in single), "sample-rq@1.service", "sample-rq@2.service",
+                       "sample-sidekiq@1.service", "sample-sidekiq@2.service"]
     link = a / "sample-workers.target.wants" / "sample-sidekiq@3.service"
     assert link.readlink() == Path("../sample-sidekiq@.service")
     # prod-b's own threads setting shows in its unit; prod-a's does not have it.

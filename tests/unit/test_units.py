@@ -187,7 +187,8 @@ def test_sandbox_hosts_differ_where_their_settings_differ(sandbox: Inventory) ->
     assert instances(a_app, sidekiq_a) == [f"sample-sidekiq@{i}.service" for i in (1, 2, 3)]
     assert instances(b_app, sidekiq_b) == [f"sample-sidekiq@{i}.service" for i in (1, 2)]
     a, b = _by_name(render_host(sandbox, "prod-a")), _by_name(render_host(sandbox, "prod-b"))
-    assert sorted(a) == sorted(b) == ["sample-rq@.service", "sample-sidekiq@.service", "sample-workers.target"]
+    groups = ["celery-rabbit", "celery-redis", "consumer", "dramatiq", "rq", "sidekiq"]
+    assert sorted(a) == sorted(b) == [*(f"sample-{g}@.service" for g in groups), "sample-workers.target"]
     # The process count lives in the instance list; threads (prod-b's own 3) in the unit.
     assert _lines(a["sample-sidekiq@.service"], "ExecStart")[0].split(" -c ")[1].startswith("5 ")
     assert _lines(b["sample-sidekiq@.service"], "ExecStart")[0].split(" -c ")[1].startswith("3 ")

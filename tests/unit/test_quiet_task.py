@@ -1,0 +1,29 @@
+"""`fab workers.quiet`'s policy for kinds without a quiet mechanism (RQ, Dramatiq, Sneakers, command)."""
+
+from __future__ import annotations
+
+from deploytool.kinds import KINDS
+from deploytool.tasks.workers import quiet_shortfall
+
+
+def test_kinds_that_can_be_quieted() -> None:
+    assert sorted(k.name for k in KINDS.values() if k.can_quiet) == ["celery", "sidekiq"]
+
+
+def test_every_kind_quieted_is_fine() -> None:
+    assert quiet_shortfall(["celery", "sidekiq"], [], strict=True) is None
+
+
+def test_a_mixed_app_reports_the_rest_without_failing() -> None:
+    assert quiet_shortfall(["sidekiq"], ["rq"], strict=False) is None
+
+
+def test_strict_fails_a_mixed_app_naming_the_kinds() -> None:
+    why = quiet_shortfall(["sidekiq"], ["dramatiq", "rq"], strict=True)
+    assert why == ("quiet: not supported by dramatiq, rq (no per-worker quiet mechanism); "
+                   "the other kinds were quieted")
+
+
+def test_nothing_quietable_fails_even_without_strict() -> None:
+    why = quiet_shortfall([], ["rq"], strict=False)
+    assert why is not None and why.endswith("nothing was quieted")
