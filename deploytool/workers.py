@@ -211,8 +211,9 @@ def _with_process(u: UnitStatus, readings: Sequence[Reading]) -> UnitStatus:
     cgroup, else by the `-g app-group-N` tag deploytool passes (preferring the unit's main PID)."""
     name, _, instance = u.unit.removesuffix(".service").partition("@")
     tag = f"{name}-{instance}"
+    # A process's unit is known only when the probe saw it on its own host.
     mine = [p for r in readings for p in r.workers
-            if p.hostname == r.hostname and (p.unit == u.unit or (p.unit is None and p.tag == tag))]
+            if p.unit == u.unit or (p.unit is None and p.hostname == r.hostname and p.tag == tag)]
     if not instance or not mine:
         return u
     p = next((p for p in mine if p.pid == u.main_pid), mine[0])

@@ -50,26 +50,24 @@ def sessions(inv: Inventory) -> Iterator[Sessions]:
         pool.close()
 
 
-def read(pool: Sessions, app: str, system: str, hosts: list[str] | None = None) -> Reading:
-    """The system's reading for the app, through the first of its hosts that can be reached.
+def read(pool: Sessions, app: str, source: expected.Source, hosts: list[str] | None = None) -> Reading:
+    """The source's reading for the app, through the first of its hosts that can be reached.
 
     Raises HostError naming the host when the probe fails there, or every host when none answers."""
-    inv = pool.inv
-    candidates = [(h, g) for h, g in expected.groups(inv, app, system) if hosts is None or h in hosts]
-    if not candidates:
-        raise HostError(f"{app}: {system}: no selected host runs it")
-    names = expected.queues(inv, app, system)
-    tried: list[str] = []
     first: dict[str, WorkerGroup] = {}
-    for h, g in candidates:
-        first.setdefault(h, g)
+    for h, g in source.groups:
+        if hosts is None or h in hosts:
+            first.setdefault(h, g)
+    if not first:
+        raise HostError(f"no selected host runs {source.system} for {app}")
+    tried: list[str] = []
     for host, group in first.items():
         session = pool.get(host)
         if session is None:
             tried.append(pool.unreachable[host])
             continue
-        return read_on(session, inv.apps_on(host)[app], group, system, names)
-    raise HostError(f"{app}: {system}: no host answered: {'; '.join(tried)}")
+        return read_on(session, pool.inv.apps_on(host)[app], group, source.system, source.queues)
+    raise HostError(f"no host answered: {'; '.join(tried)}")
 
 
 def read_on(session: Session, app: App, group: WorkerGroup, system: str, queues: list[str]) -> Reading:
@@ -104,23 +102,27 @@ SEPARATOR = "@@deploytool-probe-end"
 
 
 def read_here(session: Session, inv: Inventory, app: App, groups: list[WorkerGroup]) -> list[Reading]:
-    """Every system among `groups`, read through this host in one round trip. A probe that fails
-    (Redis unreachable, no release yet) is left out: callers show what they could read."""
+    """Every source among `groups`, read through this host in one round trip, the probes side by side
+    (Celery's waits for its nodes' replies). A probe that fails (Redis unreachable, no release yet) is
+    left out: callers show what they could read."""
+    host = session.host.name
+    names = {g.name for g in groups}
     commands = []
-    for system in SYSTEMS:
-        group = next((g for g in groups if g.kind == system), None)
+    for source in expected.sources(inv, app.name):
+        group = next((g for h, g in source.groups if h == host and g.name in names), None)
         if group is not None:
-            queues = expected.queues(inv, app.name, system)
-            text = probe.command(app, group, SYSTEMS[system], queues, session.host.name)
-            commands.append(f"( {text}\n) 2>/dev/null; "
-                            f"echo {SEPARATOR}")
+            commands.append(probe.command(app, group, SYSTEMS[source.system], source.queues, host))
     if not commands:
         return []
-    out = session.run("\n".join(commands), "status processes", check=False).stdout
+    lines = ['d=$(mktemp -d) || exit 1']
+    lines += [f"( {text}\n) >\"$d/{i}\" 2>/dev/null &" for i, text in enumerate(commands)]
+    lines += ["wait"] + [f'cat "$d/{i}"; echo; echo {SEPARATOR}' for i in range(len(commands))]
+    lines.append('rm -rf "$d"')
+    out = session.run("\n".join(lines), "status processes", check=False).stdout
     readings = []
     for chunk in out.split(SEPARATOR)[:-1]:
         try:
-            readings.append(probe.parse(session.host.name, chunk))
+            readings.append(probe.parse(host, chunk))
         except probe.ProbeOutputError:
             continue
     return readings

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from deploytool.inventory import Inventory, WorkerGroup
 from deploytool.jobs.probe import queue_names
 from deploytool.jobs.systems import SYSTEMS
+from deploytool.kinds import KINDS
 
 
 def groups(inv: Inventory, app: str, system: str) -> list[tuple[str, WorkerGroup]]:
@@ -16,6 +18,29 @@ def groups(inv: Inventory, app: str, system: str) -> list[tuple[str, WorkerGroup
         resolved = inv.apps_on(host)[app]
         found += [(host, g) for g in inv.groups_on(host, resolved) if g.kind == system]
     return found
+
+
+@dataclass(frozen=True)
+class Source:
+    """Groups of one system that one probe reads: those sharing the probe's arguments (one Celery app, one
+    Dramatiq broker module), since two Celery apps of one app may use two brokers."""
+
+    system: str
+    args: tuple[str, ...]
+    groups: tuple[tuple[str, WorkerGroup], ...]  # (host, group), host by host
+
+    @property
+    def queues(self) -> list[str]:
+        return list(dict.fromkeys(n for _, g in self.groups for n in queue_names(g)))
+
+
+def sources(inv: Inventory, app: str) -> list[Source]:
+    found: dict[tuple[str, tuple[str, ...]], list[tuple[str, WorkerGroup]]] = {}
+    for system in systems_of(inv, app):
+        for host, g in groups(inv, app, system):
+            args = tuple(SYSTEMS[system].probe_args(g.command or KINDS[g.kind].program))
+            found.setdefault((system, args), []).append((host, g))
+    return [Source(system, args, tuple(gs)) for (system, args), gs in found.items()]
 
 
 def systems_of(inv: Inventory, app: str) -> list[str]:

@@ -55,12 +55,14 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
     errors: dict[tuple[str, str], str] = {}
     with collect.sessions(inv) as pool:
         for name in apps:
-            for system in expected.systems_of(inv, name):
+            for source in expected.sources(inv, name):
+                key = (name, source.system)
+                read.append(key)
                 try:
-                    rows += collect.rows(inv, name, collect.read(pool, name, system, only))
-                    read.append((name, system))
+                    rows += collect.rows(inv, name, collect.read(pool, name, source, only))
                 except HostError as e:
-                    errors[(name, system)] = str(e)
+                    errors[key] = f"{errors[key]}; {e}" if key in errors else str(e)
+    read = [k for k in dict.fromkeys(read) if k not in errors]
     increase: dict[str, int] = {}
     if limits.max_failed_increase is not None:
         path = Path(state) if state else thresholds.default_state_path(inv.path)

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import REDIS_URL, fab, fab_json, ssh, variant, wait_for
+from helpers import REDIS_URL, SAMPLE_PYTHON, client, client_env, fab, fab_json, ssh, variant, wait_for
 
 pytestmark = pytest.mark.integration
 
-BACKLOG = "jobs-test-backlog"  # a queue the inventory variant lists but no running worker works
+BACKLOG = "jobs-test-backlog"  # queues the inventory variant lists but no running worker works
+CELERY_BACKLOG = "jobs-test-celery"
 FAILING_RQ = ("/usr/bin/python3", "-c", "import sys; from redis import Redis; from rq import Queue; "
               "Queue('high', connection=Redis.from_url(sys.argv[1])).enqueue('jobs.no_such_job')")
 
@@ -26,8 +27,30 @@ def r() -> redis.Redis:
     return redis.Redis.from_url(REDIS_URL, socket_timeout=10)
 
 
+# Through the app's own brokers, with the sample app's Python (Debian's celery and pika, Dramatiq).
+BROKER = """
+import os, dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+broker = RabbitmqBroker(url=os.environ["RABBITMQ_URL"])
+broker.declare_queue("dramatiq")
+broker.channel.queue_purge("dramatiq.XQ")
+"""
+# A message for an actor the app lacks: a real Dramatiq worker moves it to the dead-letter queue (XQ).
+DRAMATIQ_DEAD = BROKER + """
+broker.enqueue(dramatiq.Message(queue_name="dramatiq", actor_name="no_such_actor", args=(), kwargs={}, options={}))
+"""
+RABBIT_CLEANUP = BROKER + f"""
+broker.channel.queue_delete("{CELERY_BACKLOG}")
+"""
+
+
+def rabbit(script: str) -> None:
+    subprocess.run([SAMPLE_PYTHON, "-c", script], env=client_env(), check=True, timeout=60)
+
+
 def with_backlog_queue(data: dict[str, Any]) -> None:
     data["apps"]["sample"]["workers"]["sidekiq"]["queues"].append(BACKLOG)
+    data["apps"]["sample"]["workers"]["celery-rabbit"]["queues"].append(CELERY_BACKLOG)
 
 
 def rows(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -62,6 +85,7 @@ def parse_prometheus(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 
 
 def test_jobs_status_reports_failed_dead_and_backlog(deployed: None, r: redis.Redis, tmp_path: Path) -> None:
+    """Sidekiq, RQ, Celery (on RabbitMQ) and Dramatiq (on RabbitMQ), each with numbers made here."""
     inv = variant(tmp_path, with_backlog_queue)
     state = str(tmp_path / "jobs-state.json")
     # Start from empty dead/failed records, so the numbers below are exactly what this test makes.
@@ -73,15 +97,29 @@ def test_jobs_status_reports_failed_dead_and_backlog(deployed: None, r: redis.Re
         # An RQ job whose function does not exist: a real worker puts it in the failed registry.
         subprocess.run([*FAILING_RQ, REDIS_URL], check=True, timeout=60)
         wait_for(lambda: r.zcard("dead") == 1 and r.zcard("rq:failed:high") == 1, 60, "the dead and failed jobs")
+        rabbit(DRAMATIQ_DEAD)
+        # 3 Celery tasks on a queue no node consumes.
+        client("enqueue", "celery-rabbit", "--count", "3", "--queue", CELERY_BACKLOG)
         # A backlog of 7 jobs enqueued two minutes ago, on a queue no running worker works.
         old = time.time() - 120
         for i in range(7):
             r.lpush(f"queue:{BACKLOG}", json.dumps({"class": "SampleJob", "args": [f"b{i}"], "queue": BACKLOG,
                                                    "jid": f"backlog{i}", "enqueued_at": old + i}))
 
+        def dramatiq_dead() -> int:
+            dead: int = rows(fab_json("jobs.status", "--inventory", inv, "--app", "sample")[1])[
+                ("dramatiq", "dramatiq")]["dead"]
+            return dead
+
+        wait_for(lambda: dramatiq_dead() == 1, 60, "the Dramatiq message in the dead-letter queue")
         code, report = fab_json("jobs.status", "--inventory", inv)
         assert code == 0 and report["ok"], report
         got = rows(report)
+        celery = got[("celery", CELERY_BACKLOG)]
+        assert (celery["queued"], celery["workers"], celery["workers_expected"]) == (3, 0, 4), celery
+        # Each Celery node (one per host) answers with its pool of 2; Dramatiq: a consumer per process.
+        assert (got[("celery", "celery-redis")]["workers"], got[("celery", "celery-rabbit")]["workers"]) == (4, 4)
+        assert got[("dramatiq", "dramatiq")]["workers"] == got[("dramatiq", "dramatiq")]["workers_expected"] == 2
         assert got[("sidekiq", "default")]["dead"] == 1
         assert got[("rq", "high")]["dead"] == 1
         backlog = got[("sidekiq", BACKLOG)]
@@ -117,6 +155,7 @@ def test_jobs_status_reports_failed_dead_and_backlog(deployed: None, r: redis.Re
     finally:
         r.delete("dead", "rq:failed:high", f"queue:{BACKLOG}")
         r.srem("queues", BACKLOG)
+        rabbit(RABBIT_CLEANUP)
 
 
 def test_workers_status_shows_quiet_sidekiq_and_busy(deployed: None) -> None:

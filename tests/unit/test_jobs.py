@@ -61,7 +61,22 @@ def test_expected_workers_are_processes_times_threads_per_host() -> None:
     # prod-a: 3 processes x 5 threads, prod-b: 2 x 3; RQ: 2 processes of one job each per host.
     assert expected.workers(INV, "sample", "sidekiq") == {"critical": 21, "default": 21}
     assert expected.workers(INV, "sample", "rq") == {"high": 4, "default": 4}
-    assert expected.systems_of(INV, "sample") == ["sidekiq", "rq"]
+    # Celery: processes x concurrency; Dramatiq: the broker sees one consumer per process.
+    assert expected.workers(INV, "sample", "celery") == {"celery-redis": 4, "celery-rabbit": 4}
+    assert expected.workers(INV, "sample", "dramatiq") == {"dramatiq": 2}
+    assert expected.systems_of(INV, "sample") == ["sidekiq", "rq", "celery", "dramatiq"]
+
+
+def test_each_celery_app_is_read_on_its_own() -> None:
+    # Two Celery apps of one app may use two brokers: one probe each, with its own -A.
+    found = {(s.system, s.args): (s.queues, {h for h, _ in s.groups}) for s in expected.sources(INV, "sample")}
+    assert found == {
+        ("sidekiq", ()): (["critical", "default"], {"prod-a", "prod-b"}),
+        ("rq", ()): (["high", "default"], {"prod-a", "prod-b"}),
+        ("celery", ("celery_redis",)): (["celery-redis"], {"prod-a", "prod-b"}),
+        ("celery", ("celery_rabbit",)): (["celery-rabbit"], {"prod-a", "prod-b"}),
+        ("dramatiq", ("dramatiq_app",)): (["dramatiq"], {"prod-a", "prod-b"}),
+    }
 
 
 def test_rows_count_live_workers_and_quiet_ones_per_queue() -> None:
