@@ -166,13 +166,17 @@ def test_workers_start_at_boot_without_deploytool(deployed: None, fleet: Any) ->
     try:
         assert fab("workers.status", "--host", "prod-b").returncode == 1
         fleet.reboot("prod-a")
-        # No deploytool command from here on: systemd alone must bring the workers back.
+        # No deploytool command from here on: systemd alone must bring the workers back: 3 Sidekiq, 2 RQ,
+        # and one each of Celery on Redis, Celery on RabbitMQ, Dramatiq and the RabbitMQ consumer.
         wait_for(lambda: ssh("prod-a", "systemctl is-active 'sample-*@*.service'", check=False).returncode == 0
                  and ssh("prod-a", "systemctl list-units --plain --no-legend --state=active 'sample-*@*' "
-                                   "| wc -l").stdout.strip() == "5", 120, "prod-a's workers after reboot")
-        for kind in ("sidekiq", "rq"):
+                                   "| wc -l").stdout.strip() == "9", 120, "prod-a's workers after reboot")
+        # Every kind works jobs again, all of them on prod-a.
+        kinds = ("sidekiq", "rq", "celery-redis", "celery-rabbit", "dramatiq", "consumer")
+        for kind in kinds:
             client("reset", kind)
             client("enqueue", kind, "--count", "50")
+        for kind in kinds:
             c = client("count", kind, "--wait", "90")
             assert c["missing"] == 0, c
     finally:
