@@ -12,7 +12,7 @@ from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import expected, probe
 from deploytool.jobs.model import QueueStatus, Reading
 from deploytool.jobs.systems import SYSTEMS
-from deploytool.remote import Session, connect
+from deploytool.remote import Session, connect, last_lines
 
 
 @dataclass
@@ -50,24 +50,73 @@ def sessions(inv: Inventory) -> Iterator[Sessions]:
         pool.close()
 
 
-def read(pool: Sessions, app: str, source: expected.Source, hosts: list[str] | None = None) -> Reading:
-    """The source's reading for the app, through the first of its hosts that can be reached.
-
-    Raises HostError naming the host when the probe fails there, or every host when none answers."""
-    first: dict[str, WorkerGroup] = {}
-    for h, g in source.groups:
-        if hosts is None or h in hosts:
-            first.setdefault(h, g)
-    if not first:
-        raise HostError(f"no selected host runs {source.system} for {app}")
-    tried: list[str] = []
-    for host, group in first.items():
+def read(pool: Sessions, app: str, sources: list[expected.Source], hosts: list[str] | None = None
+         ) -> tuple[list[Reading], list[tuple[expected.Source, str]]]:
+    """Each source's reading for the app, through the first of its hosts that can be reached (every
+    source a host can read in one round trip, side by side); the sources that could not be read, with
+    why."""
+    inv = pool.inv
+    pending = list(sources)
+    readings: list[Reading] = []
+    errors: list[tuple[expected.Source, str]] = []
+    for host in inv.hosts_for_app(app):
+        here = [(src, g) for src in pending if (g := _group_on(src, host)) is not None]
+        if (hosts is not None and host not in hosts) or not here:
+            continue
         session = pool.get(host)
         if session is None:
-            tried.append(pool.unreachable[host])
             continue
-        return read_on(session, pool.inv.apps_on(host)[app], group, source.system, source.queues)
-    raise HostError(f"no host answered: {'; '.join(tried)}")
+        resolved = inv.apps_on(host)[app]
+        commands = [probe.command(resolved, g, SYSTEMS[src.system], src.queues, host) for src, g in here]
+        out = session.run(side_by_side(commands), "jobs", check=False)
+        for (src, _), result in zip(here, split_side_by_side(host, out.stdout, len(here)), strict=True):
+            if isinstance(result, Reading):
+                readings.append(result)
+            else:
+                errors.append((src, result))
+            pending.remove(src)
+    for src in pending:
+        tried = [pool.unreachable[h] for h, _ in src.groups if h in pool.unreachable]
+        errors.append((src, f"no host answered: {'; '.join(dict.fromkeys(tried))}" if tried
+                       else "no selected host runs it"))
+    return readings, errors
+
+
+def _group_on(source: expected.Source, host: str) -> WorkerGroup | None:
+    return next((g for h, g in source.groups if h == host), None)
+
+
+PROBE = "@@deploytool-probe"
+
+
+def side_by_side(commands: list[str]) -> str:
+    """Shell text running the probes at once (Celery's waits for its nodes' replies), then printing
+    each one's exit code, output and the end of its stderr, in order."""
+    lines = ["d=$(mktemp -d) || exit 1"]
+    lines += [f'( {text}\n) >"$d/{i}" 2>"$d/{i}.err" &\np{i}=$!' for i, text in enumerate(commands)]
+    for i in range(len(commands)):
+        lines.append(f'wait "$p{i}"; echo "{PROBE} $?"; cat "$d/{i}"; echo; echo {PROBE}-stderr; '
+                     f'tail -n 3 "$d/{i}.err"')
+    lines.append('rm -rf "$d"')
+    return "\n".join(lines)
+
+
+def split_side_by_side(host: str, out: str, count: int) -> list[Reading | str]:
+    """Each probe's Reading, or why it failed (exit code and stderr, or unreadable output)."""
+    chunks = out.split(PROBE + " ")[1:]
+    results: list[Reading | str] = []
+    for chunk in chunks[:count]:
+        code, _, rest = chunk.partition("\n")
+        stdout, _, stderr = rest.partition(PROBE + "-stderr\n")
+        if code.strip() != "0":
+            results.append(f"{host}: exit {code.strip()}: {last_lines(stderr or stdout)}")
+            continue
+        try:
+            results.append(probe.parse(host, stdout))
+        except probe.ProbeOutputError as e:
+            results.append(f"{host}: {e}")
+    results += [f"{host}: no output from the probe"] * (count - len(results))
+    return results
 
 
 def read_on(session: Session, app: App, group: WorkerGroup, system: str, queues: list[str]) -> Reading:
@@ -98,13 +147,9 @@ def rows(inv: Inventory, app: str, reading: Reading) -> list[QueueStatus]:
     return out
 
 
-SEPARATOR = "@@deploytool-probe-end"
-
-
 def read_here(session: Session, inv: Inventory, app: App, groups: list[WorkerGroup]) -> list[Reading]:
-    """Every source among `groups`, read through this host in one round trip, the probes side by side
-    (Celery's waits for its nodes' replies). A probe that fails (Redis unreachable, no release yet) is
-    left out: callers show what they could read."""
+    """Every source among `groups`, read through this host in one round trip. A probe that fails (Redis
+    unreachable, no release yet) is left out: callers show what they could read."""
     host = session.host.name
     names = {g.name for g in groups}
     commands = []
@@ -114,15 +159,5 @@ def read_here(session: Session, inv: Inventory, app: App, groups: list[WorkerGro
             commands.append(probe.command(app, group, SYSTEMS[source.system], source.queues, host))
     if not commands:
         return []
-    lines = ['d=$(mktemp -d) || exit 1']
-    lines += [f"( {text}\n) >\"$d/{i}\" 2>/dev/null &" for i, text in enumerate(commands)]
-    lines += ["wait"] + [f'cat "$d/{i}"; echo; echo {SEPARATOR}' for i in range(len(commands))]
-    lines.append('rm -rf "$d"')
-    out = session.run("\n".join(lines), "status processes", check=False).stdout
-    readings = []
-    for chunk in out.split(SEPARATOR)[:-1]:
-        try:
-            readings.append(probe.parse(host, chunk))
-        except probe.ProbeOutputError:
-            continue
-    return readings
+    out = session.run(side_by_side(commands), "status processes", check=False).stdout
+    return [r for r in split_side_by_side(host, out, len(commands)) if isinstance(r, Reading)]

@@ -9,7 +9,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from deploytool.errors import HostError, InputError
+from deploytool.errors import InputError
 from deploytool.jobs import collect, expected, formats, thresholds
 from deploytool.jobs.model import QueueStatus
 from deploytool.tasks.options import command, load, select_targets, split_names
@@ -55,13 +55,14 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
     errors: dict[tuple[str, str], str] = {}
     with collect.sessions(inv) as pool:
         for name in apps:
-            for source in expected.sources(inv, name):
-                key = (name, source.system)
-                read.append(key)
-                try:
-                    rows += collect.rows(inv, name, collect.read(pool, name, source, only))
-                except HostError as e:
-                    errors[key] = f"{errors[key]}; {e}" if key in errors else str(e)
+            sources = expected.sources(inv, name)
+            read += [(name, src.system) for src in sources]
+            readings, failed = collect.read(pool, name, sources, only)
+            for reading in readings:
+                rows += collect.rows(inv, name, reading)
+            for src, error in failed:
+                key = (name, src.system)
+                errors[key] = f"{errors[key]}; {error}" if key in errors else error
     read = [k for k in dict.fromkeys(read) if k not in errors]
     increase: dict[str, int] = {}
     if limits.max_failed_increase is not None:

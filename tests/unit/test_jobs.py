@@ -253,3 +253,16 @@ def test_the_redis_check_covers_kinds_without_a_key_prefix_only() -> None:
     assert [g.name for g in ownership.checked_groups(basic, "worker-1", basic.apps_on("worker-1")["shop"])] == [
         "jobs"]
     assert ownership.checked_groups(basic, "worker-1", basic.apps_on("worker-1")["stats"]) == []
+
+
+def test_probes_side_by_side_in_a_real_shell() -> None:
+    # Three stand-ins for probes: one prints a reading after a library's warning, one fails, one prints junk.
+    good = json.dumps({**SIDEKIQ_OUTPUT, "system": "rq"})
+    commands = [f"echo 'a warning' >&2; echo {good!r}", "echo 'Redis refused' >&2; exit 3", "echo not-json"]
+    out = subprocess.run(["sh", "-c", collect.side_by_side(commands)], capture_output=True, text=True,
+                         check=True).stdout
+    reading, failed, junk = collect.split_side_by_side("prod-a", out, 3)
+    assert isinstance(reading, Reading) and reading.system == "rq" and len(reading.queues) == 2
+    assert failed == "prod-a: exit 3: Redis refused"
+    assert junk == "prod-a: unreadable probe output (JSONDecodeError): not-json"
+    assert collect.split_side_by_side("prod-a", "", 1) == ["prod-a: no output from the probe"]
