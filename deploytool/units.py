@@ -15,6 +15,7 @@ import hashlib
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,7 +26,9 @@ from deploytool.errors import InputError
 from deploytool.inventory import NAMESPACE_ENV, App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "systemd"
+# Inside the package: in a checkout `deploytool/templates` links to the top-level templates/ (their
+# source), and a wheel holds copies (package data), so this one lookup serves both.
+BUILTIN_TEMPLATES = Path(str(resources.files("deploytool") / "templates" / "systemd"))
 WORKER_TEMPLATE = "worker@.service.j2"
 TARGET_TEMPLATE = "workers.target.j2"
 SYSTEM_UNIT_DIR = "/etc/systemd/system"

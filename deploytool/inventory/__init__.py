@@ -8,10 +8,7 @@ Modules: model (the typed objects), layers (YAML files read and merged), load (v
 one-line errors).
 """
 
-from deploytool.inventory.load import INVENTORY_DIR, load_inventory, resolve_path
+from deploytool.inventory.load import load_inventory, resolve_path
 from deploytool.inventory.model import NAMESPACE_ENV, App, Host, Inventory, Source, WorkerGroup
 
-__all__ = [
-    "INVENTORY_DIR", "NAMESPACE_ENV", "App", "Host", "Inventory", "Source", "WorkerGroup", "load_inventory",
-    "resolve_path",
-]
+__all__ = ["NAMESPACE_ENV", "App", "Host", "Inventory", "Source", "WorkerGroup", "load_inventory", "resolve_path"]

@@ -15,22 +15,23 @@ from deploytool.inventory.layers import Layer, Layers, merge, read_layers
 from deploytool.inventory.model import App, Host, Inventory
 from deploytool.kinds import KINDS, Queue, RedisKeys
 
-INVENTORY_DIR = Path(__file__).resolve().parent.parent.parent / "inventories"
 
-
-def resolve_path(name_or_path: str) -> Path:
-    """`sandbox` → inventories/sandbox.yml (or inventories/sandbox/); anything else is a path."""
+def resolve_path(name_or_path: str, project: Path | None = None) -> Path:
+    """`production` → <project>/inventories/production.yml (or inventories/production/); anything that
+    looks like a path (a `/`, a .yml suffix, an existing directory) is taken as one, from the working
+    directory. The project defaults to the working directory (see deploytool.project)."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yml", ".yaml") or candidate.is_dir() or "/" in name_or_path:
         return candidate
-    for path in (INVENTORY_DIR / f"{name_or_path}.yml", INVENTORY_DIR / name_or_path):
+    inventories = (project or Path.cwd()) / "inventories"
+    for path in (inventories / f"{name_or_path}.yml", inventories / name_or_path):
         if path.exists():
             return path
-    raise InputError(f"inventory {name_or_path!r}: no {INVENTORY_DIR}/{name_or_path}.yml nor directory")
+    raise InputError(f"inventory {name_or_path!r}: no {inventories}/{name_or_path}.yml nor directory")
 
 
-def load_inventory(name_or_path: str | Path) -> Inventory:
-    path = resolve_path(str(name_or_path))
+def load_inventory(name_or_path: str | Path, project: Path | None = None) -> Inventory:
+    path = resolve_path(str(name_or_path), project)
     try:
         return _build(path, read_layers(path))
     except InputError as e:
@@ -179,7 +180,7 @@ def _resolve_local_paths(hosts: dict[str, Host], name: str, file: Path) -> None:
 
 def _with_local_source(app: App, inventory_path: Path) -> App:
     repo = app.source.repository
-    if "://" in repo or repo.startswith("/") or ":" in repo.split("/")[0]:
+    if app.source.is_url or repo.startswith("/"):
         return app
     base = inventory_path if inventory_path.is_dir() else inventory_path.parent
     source = app.source.model_copy(update={"repository": str((base / repo).resolve())})

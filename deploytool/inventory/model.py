@@ -138,10 +138,16 @@ class WorkerGroup(_Model):
 
 class Source(_Model):
     strategy: Literal["archive", "git"] = "archive"
-    # A git repository (a path on the machine running fab, or a URL for `git`); relative paths are
-    # resolved against the inventory file's directory. A subdirectory of a repository works too.
+    # A git repository: a path on the machine running fab (a work tree, a subdirectory of one, or a
+    # bare repository; relative paths are resolved against the inventory file's directory) or a URL.
     repository: Text
+    # A branch, tag or commit.
     revision: Text = "HEAD"
+
+    @property
+    def is_url(self) -> bool:
+        """`https://...`, `ssh://...`, `file://...` or scp-like `git@host:path` (a colon before any slash)."""
+        return "://" in self.repository or ":" in self.repository.split("/")[0]
 
 
 def _redis_url(value: str) -> str:

@@ -18,11 +18,11 @@ from deploytool.deploy import Deploy, deploy_host, release_name, unit_changes
 from deploytool.errors import HostError
 from deploytool.inventory import Inventory
 from deploytool.jobs import ownership
+from deploytool.project import project_dir, project_templates
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
 from deploytool.source import pack, resolve
 from deploytool.tasks.options import Target, command, load, select_targets
-from deploytool.tasks.workers import project_templates
 
 DEPLOY_HELP = {
     "revision": "git revision to deploy (default: the app's source.revision)",
@@ -83,7 +83,7 @@ def deploy(
     targets = select_targets(inv, host, app, role)
     out = Reporter(secrets(inv), quiet=json)
     name = release_name()
-    templates = project_templates(inv.path)
+    templates = project_templates(project_dir(c.config))
     # Before anything is touched: no other app's workers or queues in the apps' Redis DBs.
     checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out)
     if any(r.status != "ok" for r in checked):
@@ -159,7 +159,7 @@ def rollback(
     targets = select_targets(inv, host, app)
     out = Reporter(secrets(inv), quiet=json)
     reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in by_host(targets).items()}
-    templates = project_templates(inv.path)
+    templates = project_templates(project_dir(c.config))
     run(list(reports),
         lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
                                         reports[h], out, force_unlock),

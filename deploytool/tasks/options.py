@@ -16,6 +16,7 @@ from invoke.tasks import task
 
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory, load_inventory
+from deploytool.project import project_dir
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,7 +25,8 @@ DEFAULT_INVENTORY = "sandbox"
 
 # Help texts shared by the tasks, so `fab --help TASK` reads the same everywhere.
 HELP = {
-    "inventory": "inventory name (inventories/NAME.yml or inventories/NAME/) or path; default from fabric.yaml",
+    "inventory": "inventory name (the project's inventories/NAME.yml or inventories/NAME/) or path; "
+                 "default from fabric.yaml",
     "host": "host name or comma list; default: every host the task applies to",
     "app": "app name; default: every app on the selected hosts",
     "role": "select the hosts having this role",
@@ -59,7 +61,8 @@ def inventory_name(c: Context, inventory: str | None) -> str:
 
 
 def load(c: Context, inventory: str | None) -> Inventory:
-    return load_inventory(inventory_name(c, inventory))
+    """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/."""
+    return load_inventory(inventory_name(c, inventory), project_dir(c.config))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from invoke.tasks import task
 
 from deploytool import sandbox as fleet
 from deploytool.errors import HostError, InputError
+from deploytool.project import project_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INVENTORY = "sandbox"
 INVENTORY_HELP = "inventory name (inventories/NAME.yml) or path; default: config deploytool.inventory"
 
@@ -28,12 +28,11 @@ def _report(name: str, message: str) -> None:
 
 
 def inventory_path(c: Any, inventory: str | None) -> Path:
-    """A name resolves to inventories/NAME.yml (here, else in the project); anything else is a path."""
+    """A name resolves to the project's inventories/NAME.yml; anything else is a path."""
     value = inventory or c.config.get("deploytool", {}).get("inventory") or DEFAULT_INVENTORY
     if "/" in value or value.endswith((".yml", ".yaml")):
         return Path(value)
-    candidates = [Path("inventories") / f"{value}.yml", PROJECT_ROOT / "inventories" / f"{value}.yml"]
-    return next((p for p in candidates if p.exists()), candidates[0])
+    return project_dir(c.config) / "inventories" / f"{value}.yml"
 
 
 @contextmanager

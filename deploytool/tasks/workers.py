@@ -18,6 +18,7 @@ from deploytool.errors import HostError, InputError
 from deploytool.hostwork import on_host
 from deploytool.inventory import Inventory
 from deploytool.kinds import KINDS
+from deploytool.project import project_dir, project_templates
 from deploytool.remote import Session, connect, join
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
@@ -29,13 +30,6 @@ ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)
                 "max_fail": "hosts that may fail before the rest are left alone (default 0)"}
 
 Op = Callable[[Session, Workers, HostReport], None]
-
-
-def project_templates(inventory_path: Path) -> list[Path]:
-    """A project's own templates/systemd/ (beside its inventories/) overrides the built-in ones."""
-    base = inventory_path.parent if inventory_path.is_file() else inventory_path
-    candidate = base.parent / "templates" / "systemd"
-    return [candidate] if candidate.is_dir() else []
 
 
 def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage: str, batch: str | None = None,
@@ -92,7 +86,7 @@ def render(
     targets = select_targets(inv, host, app)
     many_hosts = len({t.host for t in targets}) > 1
     for t in targets:
-        units = render_app(inv, t.host, t.app, template_dirs=project_templates(inv.path))
+        units = render_app(inv, t.host, t.app, template_dirs=project_templates(project_dir(c.config)))
         if out is None:
             for unit in units:
                 print(f"# --- {t.host}: {unit.name}\n{unit.content}")
@@ -126,7 +120,7 @@ def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled:
 def install(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             json: bool = False) -> None:
     """Upload the units, enable instances 1..N and the target (start at boot); remove surplus ones."""
-    templates = project_templates(load(c, inventory).path)
+    templates = project_templates(project_dir(c.config))
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
         r.details["units_changed"] = ops.install(s, w, templates)

@@ -20,7 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from deploytool.errors import InputError
-from deploytool.inventory import INVENTORY_DIR, Inventory, load_inventory, resolve_path
+from deploytool.inventory import Inventory, load_inventory, resolve_path
 from deploytool.kinds import Queue
 
 HERE = Path(__file__).resolve().parent
@@ -97,7 +97,7 @@ def test_missing_inventory_names_it() -> None:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Inventory:
-    return load_inventory("sandbox")
+    return load_inventory("sandbox", REPO)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def layered() -> Inventory:
 
 
 def test_shipped_sandbox_loads(sandbox: Inventory) -> None:
-    assert sandbox.path == INVENTORY_DIR / "sandbox.yml"
+    assert sandbox.path == REPO / "inventories" / "sandbox.yml"
     assert list(sandbox.hosts) == ["prod-a", "prod-b", "redis-a", "rabbit-a"]
     assert set(sandbox.apps_on("prod-a")) == {"sample"}
     assert dict(sandbox.apps_on("redis-a")) == {} == dict(sandbox.apps_on("rabbit-a"))
@@ -146,11 +146,11 @@ def test_objects_are_frozen(sandbox: Inventory) -> None:
 
 
 def test_resolve_path_takes_a_name_or_a_path() -> None:
-    assert resolve_path("sandbox") == INVENTORY_DIR / "sandbox.yml"
+    assert resolve_path("sandbox", REPO) == REPO / "inventories" / "sandbox.yml"
     assert resolve_path(str(VALID / "basic.yml")) == VALID / "basic.yml"
     assert resolve_path(str(VALID / "layered")) == VALID / "layered"
-    by_name = load_inventory("sandbox")
-    by_path = load_inventory(INVENTORY_DIR / "sandbox.yml")
+    by_name = load_inventory("sandbox", REPO)
+    by_path = load_inventory(REPO / "inventories" / "sandbox.yml")
     assert by_name.hosts == by_path.hosts
     assert by_name.resolved == by_path.resolved
 

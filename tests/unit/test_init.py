@@ -1,0 +1,96 @@
+"""The `deploytool` command: `--version`, and `init` writing a project's files without overwriting any."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from deploytool.init import FILES, app_name
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = REPO / ".venv" / "bin"
+WRITTEN = ["fabfile.py", "fabric.yaml", "inventories/production.yml", ".github/workflows/deploy.yml"]
+
+
+def run(cwd: Path, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / program), *args], cwd=cwd, capture_output=True, text=True, check=False,
+                          timeout=60)
+
+
+def files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    root = tmp_path / "Billing App"
+    root.mkdir()
+    return root
+
+
+def test_version_is_the_package_version(tmp_path: Path) -> None:
+    r = run(tmp_path, "deploytool", "--version")
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"deploytool {metadata.version('deploytool')}"
+
+
+def test_init_writes_a_project_that_fab_can_use(app: Path) -> None:
+    r = run(app, "deploytool", "init")
+    assert r.returncode == 0, r.stderr
+    assert sorted(files(app)) == sorted(WRITTEN) == sorted(FILES)
+    assert "from deploytool.tasks import ns" in (app / "fabfile.py").read_text()
+    # The example inventory is valid as written and is the default of fabric.yaml.
+    check = run(app, "fab", "inventory.check")
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith(f"inventory {app / 'inventories' / 'production.yml'}: ok")
+    assert "billing-app  /srv/billing-app" in check.stdout
+    render = run(app, "fab", "workers.render", "--host", "worker-2", "--out", "units")
+    assert render.returncode == 0, render.stderr
+    assert (app / "units" / "billing-app-jobs@.service").is_file()
+    assert len(list((app / "units" / "billing-app-workers.target.wants").iterdir())) == 4
+
+
+def test_init_refuses_to_overwrite_naming_every_file_and_writes_none(app: Path) -> None:
+    (app / "fabfile.py").write_text("# mine\n")
+    (app / ".github" / "workflows").mkdir(parents=True)
+    (app / ".github" / "workflows" / "deploy.yml").write_text("name: mine\n")
+    before = files(app)
+    r = run(app, "deploytool", "init")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [f"error: {app}: would overwrite fabfile.py, .github/workflows/deploy.yml "
+                                     "(nothing written; --force replaces them)"]
+    assert files(app) == before
+
+
+def test_init_force_replaces_existing_files(app: Path) -> None:
+    (app / "fabfile.py").write_text("# mine\n")
+    r = run(app, "deploytool", "init", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "replaced fabfile.py" in r.stdout.splitlines()
+    assert "wrote fabric.yaml" in r.stdout.splitlines()
+    assert "from deploytool.tasks import ns" in (app / "fabfile.py").read_text()
+    assert sorted(files(app)) == sorted(WRITTEN)
+
+
+def test_init_takes_a_directory_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    assert run(tmp_path, "deploytool", "init", "shop").returncode == 2
+    (tmp_path / "shop").mkdir()
+    r = run(tmp_path, "deploytool", "init", "shop")
+    assert r.returncode == 0, r.stderr
+    assert sorted(files(tmp_path / "shop")) == sorted(WRITTEN)
+
+
+def test_deploytool_without_a_command_shows_usage(tmp_path: Path) -> None:
+    r = run(tmp_path, "deploytool")
+    assert r.returncode == 2 and "init" in r.stderr
+
+
+@pytest.mark.parametrize(("directory", "expected"), [
+    ("shop", "shop"), ("Billing App", "billing-app"), ("my_app.v2", "my_app.v2"), ("--x--", "x"), ("@@@", "app"),
+])
+def test_app_name_from_the_directory(tmp_path: Path, directory: str, expected: str) -> None:
+    assert app_name(tmp_path / directory) == expected
