@@ -16,6 +16,7 @@ from deploytool.inventory import NAMESPACE_ENV, App, WorkerGroup
 from deploytool.jobs.model import QueueCounts, Reading, SeenWorker
 from deploytool.jobs.systems import System
 from deploytool.kinds import KINDS
+from deploytool.remote import join
 
 q = shlex.quote
 END = "DEPLOYTOOL_PROBE_END"
@@ -35,27 +36,43 @@ def queue_names(group: WorkerGroup) -> list[str]:
     return [x.name for x in group.queues] or [KINDS[group.kind].default_queue]
 
 
-def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str], host: str = "") -> str:
-    """Shell text running the probe for `queues` with the group's interpreter and environment (and the
-    inventory's name of the host, which Celery node names carry)."""
-    argv = list(group.command or KINDS[group.kind].program)
-    program = argv[0]
+def launcher(system: System, program: str, host: str) -> str:
+    """sh text, run in the workers' context, that finds the interpreter of the worker's program (its
+    shebang, which may be `/usr/bin/env ruby`: left unquoted, so it splits into its words) and runs the
+    probe read from stdin with it; "$@" are the probe's arguments. DEPLOYTOOL_HOST: the inventory's
+    name of the host, which Celery node names carry."""
     missing = f"cannot find the interpreter of {program} (for the {system.name} probe)"
-    lines = [
-        # Before a first deploy there is no release yet (the check before a deploy runs then too).
-        f"cd {q(app.current_path)} 2>/dev/null || cd",
-        # The shebang may be `/usr/bin/env ruby`: left unquoted below, so it splits into its words.
+    language = system.language.rstrip("0123456789")
+    return "\n".join([
         f'py=$(sed -n "1s/^#! *//p" "$(command -v {q(program)})" 2>/dev/null)',
-        f'case "$py" in *{system.language.rstrip("0123456789")}*) ;; *) py={q(system.language)} ;; esac',
-        f'command -v ${{py%% *}} >/dev/null || {{ echo {q(missing)} >&2; exit 1; }}',
-        *(f"export {k}={q(v)}" for k, v in {**environment(app, group), "DEPLOYTOOL_HOST": host}.items()),
-    ]
+        f'case "$py" in *{language}*) ;; *) py={q(system.language)} ;; esac',
+        f"command -v ${{py%% *}} >/dev/null || {{ echo {q(missing)} >&2; exit 1; }}",
+        f'DEPLOYTOOL_HOST={q(host)} exec $py - "$@"',
+    ])
+
+
+def context(app: App, group: WorkerGroup) -> str:
+    """Shell text giving the probe the workers' context: the release as working directory (before a
+    first deploy, when the check before a deploy runs too, there is none: the home directory), the
+    inventory's environment, then the env file, which wins as it does in the units.
+
+    deploytool.context's systemd-run wrapper gives the units' exact context (user, PATH, environment
+    files); once it is merged, `command` runs the launcher through it instead of this."""
+    lines = [f"cd {q(app.current_path)} 2>/dev/null || cd"]
+    lines += [f"export {k}={q(v)}" for k, v in environment(app, group).items()]
     if app.env_file_path:
         env_file = q(app.env_file_path)
         lines.append(f"if [ -f {env_file} ]; then set -a && . {env_file} && set +a || exit 1; fi")
-    args = " ".join(q(a) for a in [*system.probe_args(argv), *queues])
-    lines.append(f"exec $py - {args} <<'{END}'\n{system.source()}\n{END}")
     return "\n".join(lines)
+
+
+def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str], host: str = "") -> str:
+    """Shell text running the probe for `queues` with the group's interpreter and environment; the
+    probe's source goes on stdin."""
+    argv = list(group.command or KINDS[group.kind].program)
+    args = [*system.probe_args(argv), *queues]
+    run = join(["sh", "-c", launcher(system, argv[0], host), "sh", *args])
+    return f"{context(app, group)}\n{run} <<'{END}'\n{system.source()}\n{END}"
 
 
 class ProbeOutputError(ValueError):

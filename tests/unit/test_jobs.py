@@ -4,7 +4,6 @@ the three output formats, and which workers and queues belong to another app."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -91,8 +90,22 @@ def test_probe_command_runs_the_workers_interpreter_in_the_release_with_their_en
     assert text.startswith("cd /srv/sample/current 2>/dev/null || cd\n")
     assert "command -v sidekiq" in text and "export REDIS_URL=redis://10.213.0.21:6379/0" in text
     assert "/srv/sample/shared/config/app.env" in text
-    assert re.search(r"^exec \$py - critical default <<'DEPLOYTOOL_PROBE_END'$", text, re.MULTILINE)
+    assert "sh -c " in text and " sh critical default <<'DEPLOYTOOL_PROBE_END'\n" in text
     assert text.endswith("puts JSON.generate(report)\n\nDEPLOYTOOL_PROBE_END")
+
+
+@pytest.mark.parametrize("shebang", ["#!/usr/bin/python3", "#! /usr/bin/env python3", "#!/bin/sh"])
+def test_launcher_runs_the_probe_with_the_programs_interpreter(tmp_path: Path, shebang: str) -> None:
+    # A worker program whose shebang names its Python (a venv's, through env, or a shell wrapper like
+    # Debian's /usr/bin/celery, where the language's own interpreter is taken instead).
+    program = tmp_path / "celery"
+    program.write_text(f"{shebang}\n")
+    program.chmod(0o755)
+    script = probe.launcher(SYSTEMS["celery"], "celery", "prod-a")
+    r = subprocess.run(["sh", "-c", script, "sh", "app", "q 1"], input="import os, sys\n"
+                       "print(sys.argv[1:], os.environ['DEPLOYTOOL_HOST'])\n", capture_output=True, text=True,
+                       env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=False)
+    assert (r.returncode, r.stdout) == (0, "['app', 'q 1'] prod-a\n"), r.stderr
 
 
 def test_probe_command_is_valid_shell() -> None:
