@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.commands.quiet import celery_cancel_consumer, if_active, in_release
+from deploytool.commands.quiet import celery_cancel_consumer, if_active, in_release, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
@@ -83,8 +83,8 @@ class Workers:
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    cmds += [if_active(sc.is_active(self.app, [unit]),
-                                       in_release(self.app, celery_cancel_consumer(program, q.name, node), env))
+                    cmds += [if_active(sc.is_active(self.app, [unit]), until_replied(
+                                 in_release(self.app, celery_cancel_consumer(program, q.name, node), env)))
                              for q in g.queues]
         return cmds
 

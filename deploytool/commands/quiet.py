@@ -21,6 +21,15 @@ def in_release(app: App, argv: Sequence[str], env: Mapping[str, str]) -> str:
     return f"( cd {shlex.quote(app.current_path)} && {with_app_env(app, shlex.join(argv), env)} )"
 
 
+def until_replied(command: str, attempts: int = 10) -> str:
+    """Run command until it succeeds, at most `attempts` times a second apart; fail if it never does.
+
+    A Celery node whose unit just started is not listening yet: a control message sent then is lost
+    (no node replies, exit 69), and the node would come up consuming. So a quiet tries again."""
+    return (f"for attempt in $(seq {attempts}); do if {command}; then break; fi; "
+            f'if [ "$attempt" -eq {attempts} ]; then false; else sleep 1; fi; done')
+
+
 def if_active(guard: Sequence[str], command: str) -> str:
     """Run command only while the worker's unit is active: a stopped node fetches nothing (already
     quiet), and Celery's remote control fails (exit 69) when no node replies, e.g. before a first start."""

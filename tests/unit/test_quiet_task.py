@@ -1,7 +1,12 @@
-"""`fab workers.quiet`'s policy for kinds without a quiet mechanism (RQ, Dramatiq, Sneakers, command)."""
+"""`fab workers.quiet`: its policy for kinds without a quiet mechanism (RQ, Dramatiq, Sneakers, command),
+and Celery's retried control command, run in a real shell."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+from deploytool.commands.quiet import until_replied
 from deploytool.kinds import KINDS
 from deploytool.tasks.workers import quiet_shortfall
 
@@ -27,3 +32,13 @@ def test_strict_fails_a_mixed_app_naming_the_kinds() -> None:
 def test_nothing_quietable_fails_even_without_strict() -> None:
     why = quiet_shortfall([], ["rq"], strict=False)
     assert why is not None and why.endswith("nothing was quieted")
+
+
+def test_until_replied_tries_again_and_fails_if_it_never_succeeds(tmp_path: Path) -> None:
+    counter = tmp_path / "tries"
+    succeeds_third = f"[ $(echo x >> {counter}; wc -l < {counter}) -ge 3 ]"
+    ok = subprocess.run(["sh", "-c", until_replied(succeeds_third, 5)], check=False)
+    assert ok.returncode == 0 and counter.read_text().count("x") == 3
+    never = subprocess.run(["sh", "-c", until_replied("false", 2) + "; echo status $?"], capture_output=True,
+                           text=True, check=False)
+    assert never.stdout.strip() == "status 1"

@@ -29,9 +29,11 @@ def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inv
 def test_celery_quiet_cancels_each_queue_on_each_node(inv: Inventory) -> None:
     commands = workers(inv, "shop", "celery").quiet_commands()
     assert len(commands) == 4 * 2  # four processes, two queues
-    # Only while the node's unit runs; in the release, with the app's env file and environment.
-    assert commands[4].startswith("if sudo -n systemctl is-active --quiet shop-celery@3.service; then ( cd "
-                                  "/srv/shop/current && set -a && . /srv/shop/shared/")
+    # Only while the node's unit runs, until the node replies; in the release, with the app's env file
+    # and environment.
+    assert commands[4].startswith("if sudo -n systemctl is-active --quiet shop-celery@3.service; then "
+                                  "for attempt in $(seq 10); do if ( cd /srv/shop/current && set -a && . "
+                                  "/srv/shop/shared/")
     assert "control cancel_consumer mail -d shop-celery-3@w1" in commands[4]
 
 
