@@ -1,5 +1,5 @@
-"""Readings of each app's systems, through one host of the app per system (the first that answers),
-turned into `jobs.status` rows."""
+"""Readings of each app's systems through its hosts (each source through the first host that answers,
+all of a host's probes in one round trip), turned into `jobs.status` rows."""
 
 from __future__ import annotations
 
@@ -48,6 +48,25 @@ def sessions(inv: Inventory) -> Iterator[Sessions]:
         yield pool
     finally:
         pool.close()
+
+
+def gather(inv: Inventory, apps: list[str], hosts: list[str] | None = None
+           ) -> tuple[list[QueueStatus], list[tuple[str, str]], dict[tuple[str, str], str]]:
+    """Every app's rows; the (app, system) pairs read; those that could not be read, with why."""
+    rows: list[QueueStatus] = []
+    tried: list[tuple[str, str]] = []
+    errors: dict[tuple[str, str], str] = {}
+    with sessions(inv) as pool:
+        for name in apps:
+            found = expected.sources(inv, name)
+            tried += [(name, src.system) for src in found]
+            readings, failed = read(pool, name, found, hosts)
+            for reading in readings:
+                rows += rows_of(inv, name, reading)
+            for src, error in failed:
+                key = (name, src.system)
+                errors[key] = f"{errors[key]}; {error}" if key in errors else error
+    return rows, [k for k in dict.fromkeys(tried) if k not in errors], errors
 
 
 def read(pool: Sessions, app: str, sources: list[expected.Source], hosts: list[str] | None = None
@@ -131,7 +150,7 @@ def read_on(session: Session, app: App, group: WorkerGroup, system: str, queues:
         raise HostError(f"{session.host.name}: {stage}: {e}") from None
 
 
-def rows(inv: Inventory, app: str, reading: Reading) -> list[QueueStatus]:
+def rows_of(inv: Inventory, app: str, reading: Reading) -> list[QueueStatus]:
     want = expected.workers(inv, app, reading.system)
     out = []
     for counts in reading.queues:

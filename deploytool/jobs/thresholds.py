@@ -95,3 +95,10 @@ def save_state(path: Path, rows: Sequence[QueueStatus], previous: Mapping[str, i
         os.replace(f.name, path)
     except OSError as e:
         raise InputError(f"{path}: cannot write the jobs state file: {e.strerror}") from None
+
+
+def since_last_run(path: Path, rows: Sequence[QueueStatus]) -> dict[str, int]:
+    """The increase per queue since the run the state file records; this run is recorded in its place."""
+    previous = load_state(path)
+    save_state(path, rows, previous)
+    return increases(rows, previous)

@@ -10,19 +10,22 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import InputError
-from deploytool.jobs import collect, expected, formats, thresholds
-from deploytool.jobs.model import QueueStatus
+from deploytool.jobs import collect, formats, thresholds
 from deploytool.tasks.options import command, load, select_targets, split_names
 
 
-def _number(option: str, value: str | None, whole: bool) -> float | None:
-    if value is None:
-        return None
+def _whole(option: str, value: str | None) -> int | None:
     try:
-        return int(value) if whole else float(value)
+        return None if value is None else int(value)
     except ValueError:
-        kind = "a whole number" if whole else "a number of seconds"
-        raise InputError(f"--{option}: must be {kind} (got {value!r})") from None
+        raise InputError(f"--{option}: must be a whole number (got {value!r})") from None
+
+
+def _seconds(option: str, value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        raise InputError(f"--{option}: must be a number of seconds (got {value!r})") from None
 
 
 @command(
@@ -41,35 +44,16 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
     inv = load(c, inventory)
     if json and prometheus:
         raise InputError("--json and --prometheus: choose one output")
-    limits = thresholds.Thresholds(
-        max_latency=_number("max-latency", max_latency, whole=False),
-        max_dead=None if max_dead is None else int(_number("max-dead", max_dead, whole=True) or 0),
-        max_failed_increase=(None if max_failed_increase is None
-                             else int(_number("max-failed-increase", max_failed_increase, whole=True) or 0)),
-    )
+    limits = thresholds.Thresholds(max_latency=_seconds("max-latency", max_latency),
+                                   max_dead=_whole("max-dead", max_dead),
+                                   max_failed_increase=_whole("max-failed-increase", max_failed_increase))
     targets = select_targets(inv, host, app)
     apps = list(dict.fromkeys(t.app.name for t in targets))
-    only = split_names(host) or None
-    rows: list[QueueStatus] = []
-    read: list[tuple[str, str]] = []
-    errors: dict[tuple[str, str], str] = {}
-    with collect.sessions(inv) as pool:
-        for name in apps:
-            sources = expected.sources(inv, name)
-            read += [(name, src.system) for src in sources]
-            readings, failed = collect.read(pool, name, sources, only)
-            for reading in readings:
-                rows += collect.rows(inv, name, reading)
-            for src, error in failed:
-                key = (name, src.system)
-                errors[key] = f"{errors[key]}; {error}" if key in errors else error
-    read = [k for k in dict.fromkeys(read) if k not in errors]
+    rows, read, errors = collect.gather(inv, apps, split_names(host) or None)
     increase: dict[str, int] = {}
     if limits.max_failed_increase is not None:
-        path = Path(state) if state else thresholds.default_state_path(inv.path)
-        previous = thresholds.load_state(path)
-        increase = thresholds.increases(rows, previous)
-        thresholds.save_state(path, rows, previous)
+        increase = thresholds.since_last_run(Path(state) if state else thresholds.default_state_path(inv.path),
+                                             rows)
     outcome = formats.Outcome(rows, read, errors, increase, thresholds.check(rows, limits, increase))
     if json:
         print(jsonlib.dumps(formats.json_report(outcome), indent=2))

@@ -79,7 +79,7 @@ def test_each_celery_app_is_read_on_its_own() -> None:
 
 
 def test_rows_count_live_workers_and_quiet_ones_per_queue() -> None:
-    [critical, default] = collect.rows(INV, "sample", sidekiq_reading())
+    [critical, default] = collect.rows_of(INV, "sample", sidekiq_reading())
     assert (critical.workers, critical.workers_expected, critical.quiet) == (8, 21, 1)
     assert (default.workers, default.quiet, default.key) == (18, 1, "sample/sidekiq/default")
 
@@ -252,7 +252,7 @@ def test_broker_consumers_count_processes_and_unknown_workers_stay_unknown() -> 
     reading = probe.parse("prod-a", json.dumps(data))
     assert not reading.workers_known
     inv = load_inventory(Path(__file__).parent / "inventories" / "basic.yml")
-    [with_consumers, without] = collect.rows(inv, "shop", reading)
+    [with_consumers, without] = collect.rows_of(inv, "shop", reading)
     assert (with_consumers.workers, without.workers) == (2, None)
     line = formats.table(formats.Outcome([without], [("shop", "dramatiq")], {})).splitlines()[1]
     assert line.split()[-2:] == ["-/0", "prod-a"] and line.split()[4] == "-"
