@@ -65,4 +65,7 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
         raise Exit(code=1)
 
 
+# Invoke would give --max-failed-increase the short flag `--` (its letters are taken): long flags only.
+status.auto_shortflags = False
+
 jobs = Collection("jobs", status)
