@@ -16,7 +16,7 @@ from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, in_release, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
-from deploytool.jobs import collect
+from deploytool.jobs import collect, probe
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
 from deploytool.remote import Session, join
@@ -78,8 +78,9 @@ class Workers:
                 cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
                 program = list(g.command or kind.program)
-                env = {**self.app.environment, **g.environment,
-                       **({"REDIS_URL": self.app.redis[0]} if self.app.redis else {})}
+                # The workers' environment: with the app's redis_namespace, Celery's control messages
+                # travel under the same key prefix as its nodes listen on.
+                env = probe.environment(self.app, g)
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"

@@ -196,3 +196,28 @@ def test_second_app_from_another_inventory_is_refused(deployed: None, tmp_path: 
     assert re.search(r"rq worker \w+ \(sample-rq@\d\.service on prod-a", host["error"]), host
     assert "sample-sidekiq-2 (on prod-b" in host["error"], host
     assert ssh("prod-a", "test -e /srv/other", check=False).returncode == 1  # nothing was touched
+
+
+def test_redis_namespace_reaches_celery_as_its_key_prefix(deployed: None, r: redis.Redis, tmp_path: Path) -> None:
+    # The inventory's redis_namespace is not a setting that does nothing: the units pass it to the
+    # workers, and the sample app's Celery-on-Redis uses it as kombu's global key prefix.
+    r.delete("sample:_kombu.binding.celery-redis")
+    inv = variant(tmp_path, lambda d: d["apps"]["sample"].update(redis_namespace="sample"))
+    # Running nodes listen under the old prefix, where a quiet under the new one cannot reach them:
+    # a namespace is changed with the Celery workers stopped (docs/jobs.md).
+    assert fab("workers.stop", "--group", "celery-redis").returncode == 0
+    try:
+        d = fab("deploy", "--inventory", inv)
+        assert d.returncode == 0, d.stderr
+        # A Celery worker declares its queue's binding when it starts: under the prefix now.
+        wait_for(lambda: bool(r.exists("sample:_kombu.binding.celery-redis")), 60, "the prefixed binding")
+        # The next deploy quiets the nodes through the prefix, and jobs.status reads them through it.
+        d = fab("deploy", "--inventory", inv)
+        assert d.returncode == 0, d.stderr
+        code, report = fab_json("jobs.status", "--inventory", inv, "--app", "sample")
+        assert code == 0 and rows(report)[("celery", "celery-redis")]["workers"] == 4, report
+    finally:
+        assert fab("workers.stop", "--inventory", inv, "--group", "celery-redis").returncode == 0
+        d = fab("deploy")
+        assert d.returncode == 0, d.stderr
+        r.delete("sample:_kombu.binding.celery-redis")
