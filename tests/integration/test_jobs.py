@@ -214,8 +214,9 @@ def test_redis_namespace_reaches_celery_as_its_key_prefix(deployed: None, r: red
         # The next deploy quiets the nodes through the prefix, and jobs.status reads them through it.
         d = fab("deploy", "--inventory", inv)
         assert d.returncode == 0, d.stderr
-        code, report = fab_json("jobs.status", "--inventory", inv, "--app", "sample")
-        assert code == 0 and rows(report)[("celery", "celery-redis")]["workers"] == 4, report
+        # Every node answers through the prefix once it listens (a node just restarted takes a moment).
+        wait_for(lambda: rows(fab_json("jobs.status", "--inventory", inv, "--app", "sample")[1])[
+            ("celery", "celery-redis")]["workers"] == 4, 60, "both Celery-on-Redis nodes to answer")
     finally:
         assert fab("workers.stop", "--inventory", inv, "--group", "celery-redis").returncode == 0
         d = fab("deploy")
