@@ -21,6 +21,14 @@ class Quiet(Enum):
     NONE = "none"  # no per-worker mechanism: reported as unsupported, never faked
 
 
+class RedisKeys(Enum):
+    """How a kind names its keys in Redis: what decides whether two apps may share one Redis DB."""
+
+    PREFIXED = "prefixed"  # takes a key prefix (Celery/kombu global_keyprefix, Dramatiq's namespace)
+    UNPREFIXED = "unprefixed"  # fixed key names (Sidekiq 7 dropped redis-namespace; RQ's rq:*)
+    NONE = "none"  # keeps no keys deploytool knows of
+
+
 @dataclass(frozen=True)
 class Queue:
     name: str
@@ -96,6 +104,9 @@ class Kind:
     # A program (in deploytool/requeue/) run on a host after its workers stopped, putting back jobs
     # they took but never finished; for kinds whose own shutdown can drop a job (RQ 1.x).
     requeue: str | None = None
+    redis_keys: RedisKeys = RedisKeys.NONE
+    # The queue a worker started without queue flags works.
+    default_queue: str = "default"
 
     def timeout_stop_sec(self, timeout: int) -> int:
         return timeout + self.stop_margin
@@ -124,6 +135,7 @@ KINDS: dict[str, Kind] = {
             unit_type="notify",
             watchdog_sec=10,
             default_timeout=25,
+            redis_keys=RedisKeys.UNPREFIXED,
         ),
         Kind(
             name="celery",
@@ -136,6 +148,8 @@ KINDS: dict[str, Kind] = {
             instance_args=("-n", "{app}-{group}-{instance}@{host}"),
             quiet=Quiet.CELERY_CONTROL,
             default_timeout=60,
+            redis_keys=RedisKeys.PREFIXED,
+            default_queue="celery",
         ),
         Kind(
             name="rq",
@@ -148,6 +162,7 @@ KINDS: dict[str, Kind] = {
             instance_args=(),
             redis_env="RQ_REDIS_URL",
             requeue="rq.py",
+            redis_keys=RedisKeys.UNPREFIXED,
         ),
         Kind(
             name="dramatiq",
@@ -160,6 +175,7 @@ KINDS: dict[str, Kind] = {
             instance_args=("--processes", "1"),
             default_timeout=600,
             requires_command=True,
+            redis_keys=RedisKeys.PREFIXED,
         ),
         Kind(
             name="sneakers",

@@ -24,7 +24,7 @@ import jinja2
 from deploytool import systemd_quote as q
 from deploytool import unit_settings
 from deploytool.errors import InputError
-from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.inventory import NAMESPACE_ENV, App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
 
 # Inside the package: in a checkout `deploytool/templates` links to the top-level templates/ (their
@@ -155,6 +155,10 @@ def environment(app: App, group: WorkerGroup) -> dict[str, str]:
         redis_env = KINDS[group.kind].redis_env
         if redis_env is not None:
             env.setdefault(redis_env, app.redis[0])
+    if app.redis_namespace is not None:
+        # The key prefix for kinds that take one (Celery global_keyprefix, Dramatiq namespace): the
+        # app reads it where it builds its broker (see README, "Sharing one Redis").
+        env.setdefault(NAMESPACE_ENV, app.redis_namespace)
     return env
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploytool import context
@@ -17,6 +17,8 @@ from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.jobs import collect
+from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
 from deploytool.plan import Plan, Recovery, Script, Step
 from deploytool.remote import Session, join
@@ -200,6 +202,10 @@ class UnitStatus:
     restarts: int
     main_pid: int
     memory: int | None
+    # As the worker system records the process (Sidekiq's process hash): taking no new jobs, and jobs
+    # running now. None: the kind keeps no such record, or it could not be read.
+    quiet: bool | None = None
+    busy: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -211,7 +217,23 @@ def status(session: Session, w: Workers, stage: str = "status") -> list[UnitStat
     if not units:
         return []
     out = session.run(join(sc.show(w.app, units)), stage).stdout
-    return [_parse_show(session.host.name, block) for block in out.strip().split("\n\n") if block.strip()]
+    found = [_parse_show(session.host.name, block) for block in out.strip().split("\n\n") if block.strip()]
+    readings = collect.read_here(session, w.inv, w.app, w.groups)
+    return [_with_process(u, readings) for u in found]
+
+
+def _with_process(u: UnitStatus, readings: Sequence[Reading]) -> UnitStatus:
+    """The unit's worker process as its system records it, seen from this host: by the unit of its
+    cgroup, else by the `-g app-group-N` tag deploytool passes (preferring the unit's main PID)."""
+    name, _, instance = u.unit.removesuffix(".service").partition("@")
+    tag = f"{name}-{instance}"
+    # A process's unit is known only when the probe saw it on its own host.
+    mine = [p for r in readings for p in r.workers
+            if p.unit == u.unit or (p.unit is None and p.hostname == r.hostname and p.tag == tag)]
+    if not instance or not mine:
+        return u
+    p = next((p for p in mine if p.pid == u.main_pid), mine[0])
+    return replace(u, quiet=p.quiet, busy=p.busy)
 
 
 def _parse_show(host: str, block: str) -> UnitStatus:

@@ -9,6 +9,6 @@ one-line errors).
 """
 
 from deploytool.inventory.load import load_inventory, resolve_path
-from deploytool.inventory.model import App, Host, Inventory, Source, WorkerGroup
+from deploytool.inventory.model import NAMESPACE_ENV, App, Host, Inventory, Source, WorkerGroup
 
-__all__ = ["App", "Host", "Inventory", "Source", "WorkerGroup", "load_inventory", "resolve_path"]
+__all__ = ["NAMESPACE_ENV", "App", "Host", "Inventory", "Source", "WorkerGroup", "load_inventory", "resolve_path"]

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from deploytool.errors import InputError
 from deploytool.inventory.layers import Layer, Layers, merge, read_layers
 from deploytool.inventory.model import App, Host, Inventory
+from deploytool.kinds import KINDS, Queue, RedisKeys
 
 
 def resolve_path(name_or_path: str, project: Path | None = None) -> Path:
@@ -212,22 +213,56 @@ def _redis_targets(app: App) -> Iterator[tuple[str, int, str]]:
 
 
 def _check_shared_redis(inv: Inventory) -> None:
-    """Two apps on one Redis DB without distinct namespaces steal each other's jobs (Sidekiq keys are
-    unprefixed), so that is refused here rather than discovered in production."""
+    """Apps on one Redis DB must not see each other's keys. Kinds with a key prefix (Celery, Dramatiq)
+    get the app's redis_namespace, so each such app needs its own; Sidekiq and RQ have fixed key names
+    (queues, retry and dead sets, worker registries), so sharing is refused unless the app says
+    `redis_shared: true`, and even then two apps never share a queue name of the same kind."""
     # Every variant of every app: the shared definition and each host's (overrides may change redis).
     variants = [*inv.apps.values(), *(a for apps in inv.resolved.values() for a in apps.values())]
     seen: dict[tuple[str, int, str], list[App]] = {}
     for app in variants:
         for target in dict.fromkeys(_redis_targets(app)):
             for other in seen.get(target, []):
-                if other.name != app.name and (
-                    other.redis_namespace is None
-                    or app.redis_namespace is None
-                    or other.redis_namespace == app.redis_namespace
-                ):
-                    host, port, db = target
-                    raise InputError(
-                        f"{inv.path}: apps {other.name} and {app.name}: redis: both use {host}:{port}/{db} "
-                        "without distinct redis_namespace (give each app its own Redis or DB number)"
-                    )
+                if other.name != app.name:
+                    _check_pair(inv, target, other, app)
             seen.setdefault(target, []).append(app)
+
+
+def _unprefixed(app: App) -> dict[str, set[str]]:
+    """Kinds of the app whose Redis keys take no prefix, with the queues it works for each."""
+    found: dict[str, set[str]] = {}
+    for g in app.workers.values():
+        kind = KINDS[g.kind]
+        if kind.redis_keys is RedisKeys.UNPREFIXED:
+            found.setdefault(g.kind, set()).update(q.name for q in g.queues or [Queue(kind.default_queue)])
+    return found
+
+
+def _needs_namespace(app: App) -> bool:
+    # An app whose workers are all of unprefixed kinds gains nothing from a namespace; any other app
+    # (prefixed kinds, or Redis used by the app's own code) needs one.
+    kinds = [KINDS[g.kind].redis_keys for g in app.workers.values()]
+    return not kinds or any(k is not RedisKeys.UNPREFIXED for k in kinds)
+
+
+def _check_pair(inv: Inventory, target: tuple[str, int, str], a: App, b: App) -> None:
+    host, port, db = target
+    where = f"{inv.path}: apps {a.name} and {b.name}: redis: both use {host}:{port}/{db}"
+    for app, other in ((a, b), (b, a)):
+        kinds = _unprefixed(app)
+        if kinds and not app.redis_shared:
+            raise InputError(
+                f"{where}; {app.name} runs {', '.join(sorted(kinds))}, whose keys take no prefix: give each "
+                f"app its own Redis or DB number, or set redis_shared: true on {app.name} "
+                f"(its queue names must then differ from {other.name}'s)"
+            )
+    if _needs_namespace(a) and _needs_namespace(b) and (
+        a.redis_namespace is None or b.redis_namespace is None or a.redis_namespace == b.redis_namespace
+    ):
+        raise InputError(f"{where} without distinct redis_namespace (give each app its own Redis or DB number)")
+    mine, theirs = _unprefixed(a), _unprefixed(b)
+    for kind in sorted(set(mine) & set(theirs)):
+        clash = sorted(mine[kind] & theirs[kind])
+        if clash:
+            raise InputError(f"{where} and both run {kind} on queue {', '.join(clash)}: the two apps would take "
+                             "each other's jobs (give each app its own queue names, or its own Redis DB)")

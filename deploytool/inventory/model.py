@@ -25,6 +25,9 @@ from pydantic import (
 from deploytool import unit_settings
 from deploytool.kinds import KINDS, Queue
 
+# The environment variable that carries an app's redis_namespace to its workers.
+NAMESPACE_ENV = "DEPLOYTOOL_REDIS_NAMESPACE"
+
 
 def _plain(value: str) -> str:
     # A newline or NUL would end a unit-file line early and smuggle in directives.
@@ -296,7 +299,12 @@ class App(_Model):
     env_file: Text | None = None
     path: SearchPath = ()
     redis: Annotated[tuple[RedisURL, ...], BeforeValidator(_one_or_many)] = ()
+    # A key prefix for the kinds that take one (Celery, Dramatiq): passed to the workers as
+    # DEPLOYTOOL_REDIS_NAMESPACE. Needed when apps share one Redis DB.
     redis_namespace: Name | None = None
+    # This app's Sidekiq/RQ workers (fixed key names, no prefix) knowingly share their Redis DB with
+    # another app: allowed only with queue names of their own.
+    redis_shared: Annotated[bool, Field(strict=True)] = False
     systemd: Literal["system", "user"] = "system"
     # Seconds each stage of a deploy or worker task may take on a host (a build included).
     timeout: Annotated[float, Field(strict=True, gt=0, le=86400)] = 600.0

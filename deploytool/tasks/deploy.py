@@ -89,6 +89,7 @@ def deploy(
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
     from deploytool.deploy import Deploy, deploy_host, release_name
+    from deploytool.jobs import ownership
     from deploytool.source import pack, resolve
 
     inv = load(c, inventory)
@@ -96,6 +97,10 @@ def deploy(
     out = Reporter(secrets(inv), quiet=json)
     name = release_name()
     templates = project_templates(project_dir(c.config))
+    # Before anything is touched: no other app's workers or queues in the apps' Redis DBs.
+    checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out)
+    if any(r.status != "ok" for r in checked):
+        finish(out, checked, json)
     apps = {t.app.name: t.app for t in targets}
     revisions = {n: resolve(a, revision) for n, a in apps.items()}
     with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:

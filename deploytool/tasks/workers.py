@@ -307,11 +307,12 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
 
 
 def status_table(units: list[ops.UnitStatus]) -> str:
-    rows = [("HOST", "UNIT", "ACTIVE", "SUB", "BOOT", "SINCE", "RESTARTS", "PID", "MEMORY")]
+    rows = [("HOST", "UNIT", "ACTIVE", "SUB", "BOOT", "SINCE", "RESTARTS", "PID", "MEMORY", "QUIET", "BUSY")]
     for u in units:
         mem = f"{u.memory / 2**20:.1f}M" if u.memory is not None else "-"
+        quiet = "-" if u.quiet is None else "yes" if u.quiet else "no"
         rows.append((u.host, u.unit, u.active, u.sub, u.enabled, u.since or "-", str(u.restarts),
-                     str(u.main_pid or "-"), mem))
+                     str(u.main_pid or "-"), mem, quiet, "-" if u.busy is None else str(u.busy)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

@@ -1,0 +1,106 @@
+"""Workers and queues in an app's Redis DB that belong to another app: found before a deploy, so two
+apps configured in different inventories cannot wipe or steal each other's jobs.
+
+A worker is this app's when its systemd unit (known for workers on the probing host, from their
+cgroup) is one of the app's units `<app>-<group>@N.service`; elsewhere, when its Sidekiq tag is the
+`<app>-<group>-N` deploytool gives it; an RQ worker elsewhere carries no such name, so only its queues
+tell (an RQ worker of another app working exactly this app's queue names from a machine that is not
+probed cannot be told apart). A queue holding jobs that no group of the app works is another app's.
+
+Checked for the kinds whose keys take no prefix (Sidekiq, RQ): Celery and Dramatiq keep apps apart
+with the app's redis_namespace (a key prefix) instead.
+
+An app with `redis_shared: true` shares its DB knowingly: there only another app's workers on one of
+this app's queues are refused (they would take its jobs)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from deploytool.errors import HostError
+from deploytool.hostwork import on_host
+from deploytool.inventory import App, Inventory, WorkerGroup
+from deploytool.jobs import collect, expected
+from deploytool.jobs.model import Reading, SeenWorker
+from deploytool.jobs.systems import SYSTEMS
+from deploytool.kinds import KINDS, RedisKeys
+from deploytool.remote import Session
+from deploytool.report import HostReport, Reporter, mark_skipped
+from deploytool.rolling import run
+
+
+def _names(inv: Inventory, app: str, system: str) -> str:
+    groups = sorted({g.name for _, g in expected.groups(inv, app, system)})
+    return "|".join(re.escape(g) for g in groups) or "(?!)"
+
+
+def is_ours(inv: Inventory, app: str, system: str, w: SeenWorker) -> bool:
+    groups = _names(inv, app, system)
+    if w.unit is not None:
+        return re.fullmatch(rf"{re.escape(app)}-({groups})@\d+\.service", w.unit) is not None
+    if w.tag:
+        return re.fullmatch(rf"{re.escape(app)}-({groups})-\d+", w.tag) is not None
+    return set(w.queues) <= set(expected.queues(inv, app, system))
+
+
+def describe(system: str, w: SeenWorker) -> str:
+    who = w.tag or w.name
+    where = f"{w.unit} on {w.hostname}" if w.unit else f"on {w.hostname or '?'}"
+    return f"{system} worker {who} ({where}, queues {','.join(w.queues) or '-'})"
+
+
+def foreign(inv: Inventory, app: str, reading: Reading, shared: bool = False) -> list[str]:
+    """What in the reading belongs to another app, one description each."""
+    mine = set(expected.queues(inv, app, reading.system))
+    found = [describe(reading.system, w) for w in reading.workers
+             if not is_ours(inv, app, reading.system, w) and (not shared or mine & set(w.queues))]
+    if not shared:
+        found += [f"{reading.system} queue {name} ({n} jobs)" for name, n in reading.other_queues if n]
+    return found
+
+
+def check_host(session: Session, inv: Inventory, app: App) -> None:
+    """Refuse (HostError) when the app's Redis DB, read through this host, holds another app's
+    workers or queues."""
+    host = session.host.name
+    found: list[str] = []
+    for group in checked_groups(inv, host, app):
+        system = group.kind
+        reading = collect.read_on(session, app, group, system, expected.queues(inv, app.name, system))
+        found += foreign(inv, app.name, reading, shared=app.redis_shared)
+    if found:
+        raise HostError(
+            f"{host}: redis check: the Redis DB of {app.name} holds another app's "
+            f"{'workers' if app.redis_shared else 'workers or queues'}: {'; '.join(found)}. Refusing to "
+            "deploy: give each app its own Redis DB (or, for one app's own leftovers, stop those workers "
+            "or empty those queues)"
+        )
+
+
+def checked_groups(inv: Inventory, host: str, app: App) -> list[WorkerGroup]:
+    """One group per system whose keys take no prefix (Sidekiq, RQ) on this host: where another app in
+    the same DB takes or wipes this app's jobs. Kinds with a prefix are kept apart by redis_namespace."""
+    first: dict[str, WorkerGroup] = {}
+    for g in inv.groups_on(host, app):
+        if g.kind in SYSTEMS and KINDS[g.kind].redis_keys is RedisKeys.UNPREFIXED:
+            first.setdefault(g.kind, g)
+    return list(first.values())
+
+
+def preflight(inv: Inventory, targets: Sequence[tuple[str, App]], out: Reporter) -> list[HostReport]:
+    """The check on every selected (host, app) at once, before anything is deployed; one report each."""
+    hosts: dict[str, list[App]] = {}
+    for host, app in targets:
+        if checked_groups(inv, host, app):  # else nothing to check: no connection
+            hosts.setdefault(host, []).append(app)
+    reports = {h: [HostReport(h, a.name) for a in apps] for h, apps in hosts.items()}
+
+    def work(h: str) -> bool:
+        def one(session: Session, app: App, r: HostReport) -> None:
+            with out.stage(r, "redis check"):
+                check_host(session, inv, app)
+        return on_host(inv.hosts[h], hosts[h], reports[h], out, one)
+
+    run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason), max_fail=len(hosts))
+    return [r for rs in reports.values() for r in rs]

@@ -1,0 +1,88 @@
+"""Reads RQ's own keys and prints one JSON object. Runs ON A HOST of the app, in the release, with the
+interpreter of the app's `rq` and its rq and redis libraries; sent by deploytool (deploytool/jobs/probe.py).
+Read only: nothing is written, cleaned up or moved, and no job data is unpickled (only the plain
+`enqueued_at` field of the oldest job is read).
+
+Usage: python - QUEUE...   (Redis from REDIS_URL)
+
+Keys (their names from rq itself): the queue list, the started (wip), failed, scheduled and deferred
+registries per queue (sorted sets; started and failed entries scored by expiry), and the workers'
+hashes (name, hostname, pid, queues, state).
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+from redis import Redis
+from rq import Queue
+from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.utils import utcparse
+from rq.worker import Worker
+
+
+def unit_of(pid):
+    """The systemd unit a local process runs in, from its cgroup path (its last `.service` part)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                parts = [p for p in line.strip().split("/") if p.endswith(".service")]
+                if parts:
+                    return parts[-1]
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+def latency(redis, queue, now):
+    oldest = redis.lindex(queue.key, 0)  # RQ pushes on the right and pops on the left
+    if oldest is None:
+        return 0.0
+    enqueued = redis.hget(b"rq:job:" + oldest, "enqueued_at")
+    if not enqueued:
+        return 0.0
+    seconds = (utcparse(enqueued.decode()) - utcparse("1970-01-01T00:00:00.000000Z")).total_seconds()
+    return round(max(now - seconds, 0.0), 3)
+
+
+def queue_stats(redis, name, now):
+    queue = Queue(name, connection=redis)
+    started = StartedJobRegistry(name, connection=redis).key
+    failed = FailedJobRegistry(name, connection=redis).key
+    return {
+        "name": name,
+        "queued": redis.llen(queue.key),
+        "latency": latency(redis, queue, now),
+        # Started and failed entries are scored by their expiry: expired ones are not counted.
+        "running": redis.zcount(started, now, "+inf"),
+        "scheduled": redis.zcard(ScheduledJobRegistry(name, connection=redis).key),
+        "deferred": redis.zcard(DeferredJobRegistry(name, connection=redis).key),
+        "dead": redis.zcount(failed, now, "+inf"),
+    }
+
+
+def main(names):
+    redis = Redis.from_url(os.environ["REDIS_URL"])
+    now = time.time()
+    hostname = socket.gethostname()
+    workers = []
+    for w in Worker.all(connection=redis):
+        local = w.hostname == hostname
+        workers.append({
+            "name": w.name, "hostname": w.hostname, "pid": w.pid, "tag": "", "queues": w.queue_names(),
+            "concurrency": 1, "busy": 1 if w.get_state() == "busy" else 0, "quiet": False,
+            "unit": unit_of(w.pid) if local else None,
+        })
+    others = sorted(set(q.name for q in Queue.all(connection=redis)) - set(names))
+    print(json.dumps({
+        "system": "rq", "hostname": hostname, "time": now,
+        "queues": [queue_stats(redis, name, now) for name in names],
+        "other_queues": [{"name": n, "queued": redis.llen(Queue(n, connection=redis).key)} for n in others],
+        "workers": workers,
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

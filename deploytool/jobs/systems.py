@@ -1,0 +1,62 @@
+"""The worker systems `jobs.status` can read, as one table: which probe reads each, what it needs from
+the worker's command, and how its workers' concurrency is counted. Kinds not in the table (sneakers,
+command) have no reader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PROBES = Path(__file__).resolve().parent / "probes"
+
+ProbeArgs = Callable[[Sequence[str]], list[str]]
+
+
+def _none(argv: Sequence[str]) -> list[str]:
+    return []
+
+
+def _celery_app(argv: Sequence[str]) -> list[str]:
+    """The Celery app the worker loads: `-A NAME`, `--app NAME` or `--app=NAME` (required)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-A", "--app") and i + 1 < len(argv):
+            return [argv[i + 1]]
+        if arg.startswith("--app="):
+            return [arg.split("=", 1)[1]]
+    return ["celery"]  # no -A: Celery looks for a module `celery` in the working directory
+
+
+def _dramatiq_module(argv: Sequence[str]) -> list[str]:
+    """The module that sets the broker: the worker's first argument (`dramatiq app.tasks ...`)."""
+    module = next((a for a in argv[1:] if not a.startswith("-")), None)
+    return [(module or "tasks").split(":", 1)[0]]
+
+
+@dataclass(frozen=True)
+class System:
+    name: str  # the worker kind's name (deploytool.kinds)
+    probe: str  # a program in probes/, run with the interpreter of the kind's program
+    # The probe's language: the program's shebang is used when it names this language (a venv's python),
+    # else this command (Debian's /usr/bin/celery is a shell wrapper around python3).
+    language: str = "python3"
+    # Arguments the probe needs from the worker's command, before the queue names.
+    probe_args: ProbeArgs = _none
+    # A process's concurrency when the inventory sets no threads (Sidekiq 7's default -c).
+    default_threads: int = 1
+    # The broker sees one consumer per process, whatever its threads (Dramatiq on RabbitMQ).
+    per_process: bool = False
+
+    def source(self) -> str:
+        return (PROBES / self.probe).read_text()
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System("sidekiq", "sidekiq.rb", language="ruby", default_threads=5),
+        System("rq", "rq.py"),
+        System("celery", "celery.py", probe_args=_celery_app),
+        System("dramatiq", "dramatiq.py", probe_args=_dramatiq_module, per_process=True),
+    )
+}
