@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deploytool import units
 from deploytool.inventory import NAMESPACE_ENV, App, WorkerGroup
 from deploytool.jobs.model import QueueCounts, Reading, SeenWorker
 from deploytool.jobs.systems import System
@@ -56,9 +57,11 @@ def context(app: App, group: WorkerGroup) -> str:
     first deploy, when the check before a deploy runs too, there is none: the home directory), the
     inventory's environment, then the env file, which wins as it does in the units.
 
-    deploytool.context's systemd-run wrapper gives the units' exact context (user, PATH, environment
-    files); once it is merged, `command` runs the launcher through it instead of this."""
+    Unlike deploytool.context it does not need the environment files deploytool writes: the check before
+    a first deploy runs before they exist. It runs as the SSH user, with the units' PATH."""
     lines = [f"cd {q(app.current_path)} 2>/dev/null || cd"]
+    # The units' PATH, never the login shell's (whose shims may name another interpreter).
+    lines.append(f"export PATH={q(units.search_path(app, group) or units.DEFAULT_PATH)}")
     lines += [f"export {k}={q(v)}" for k, v in environment(app, group).items()]
     if app.env_file_path:
         env_file = q(app.env_file_path)

@@ -88,6 +88,7 @@ def test_probe_command_runs_the_workers_interpreter_in_the_release_with_their_en
     app = INV.apps_on("prod-a")["sample"]
     text = probe.command(app, app.workers["sidekiq"], SYSTEMS["sidekiq"], ["critical", "default"])
     assert text.startswith("cd /srv/sample/current 2>/dev/null || cd\n")
+    assert "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" in text  # the units'
     assert "command -v sidekiq" in text and "export REDIS_URL=redis://10.213.0.21:6379/0" in text
     assert "/srv/sample/shared/config/app.env" in text
     assert "sh -c " in text and " sh critical default <<'DEPLOYTOOL_PROBE_END'\n" in text
