@@ -9,8 +9,10 @@ import re
 import shlex
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from deploytool.inventory import Inventory
+if TYPE_CHECKING:
+    from deploytool.inventory import Inventory
 
 MASK = "***"
 # Shorter values would redact ordinary words; they are not secrets worth the noise.

@@ -10,7 +10,6 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import InputError
-from deploytool.jobs import collect, formats, thresholds
 from deploytool.tasks.options import command, load, select_targets, split_names
 
 
@@ -41,6 +40,8 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
            json: bool = False, prometheus: bool = False, max_latency: str | None = None,
            max_dead: str | None = None, max_failed_increase: str | None = None, state: str | None = None) -> None:
     """Per app and queue: queued, latency, running, retrying/scheduled, dead, workers seen vs expected."""
+    from deploytool.jobs import collect, formats, thresholds
+
     inv = load(c, inventory)
     if json and prometheus:
         raise InputError("--json and --prometheus: choose one output")
