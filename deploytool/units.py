@@ -27,9 +27,11 @@ from deploytool.errors import InputError
 from deploytool.inventory import NAMESPACE_ENV, App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS, Kind
 
-# Inside the package: in a checkout `deploytool/templates` links to the top-level templates/ (their
-# source), and a wheel holds copies (package data), so this one lookup serves both.
-BUILTIN_TEMPLATES = Path(str(resources.files("deploytool") / "templates" / "systemd"))
+# An installed deploytool carries copies inside the package (setup.py copies them at build time); a
+# checkout, editable installs included, reads their source, the top-level templates/systemd/.
+_PACKAGED = Path(str(resources.files("deploytool") / "templates" / "systemd"))
+_SOURCE = Path(__file__).resolve().parent.parent / "templates" / "systemd"
+BUILTIN_TEMPLATES = _PACKAGED if _PACKAGED.is_dir() else _SOURCE
 WORKER_TEMPLATE = "worker@.service.j2"
 TARGET_TEMPLATE = "workers.target.j2"
 SYSTEM_UNIT_DIR = "/etc/systemd/system"

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from invoke.config import Config
 
-import deploytool
 from deploytool.errors import InputError
 from deploytool.inventory import resolve_path
 from deploytool.project import project_dir, project_templates
@@ -96,7 +95,7 @@ def test_project_templates_only_when_the_project_has_them(project: Path, tmp_pat
 
 
 def test_builtin_templates_are_package_data_with_the_top_level_source() -> None:
-    # In a checkout deploytool/templates links to templates/; a wheel carries copies (test_wheel.py).
-    assert Path(deploytool.__file__).parent / "templates" / "systemd" == BUILTIN_TEMPLATES
+    # A checkout reads the top-level source; a wheel carries copies in the package (test_wheel.py).
+    assert BUILTIN_TEMPLATES == REPO / "templates" / "systemd"
     for source in (REPO / "templates" / "systemd").glob("*.j2"):
         assert (BUILTIN_TEMPLATES / source.name).read_text() == source.read_text()
