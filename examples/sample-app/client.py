@@ -19,6 +19,7 @@ duplicates = ids run more than once.
 """
 
 import argparse
+import atexit
 import json
 import os
 import secrets
@@ -94,6 +95,9 @@ def celery_push(broker_url, queue):
 
     app = Celery("sample-client", broker=broker_url)
     producer = app.producer_pool.acquire(block=True)  # one connection for the whole run
+    # Close the connection with the broker's handshake before exiting: a socket the kernel closes with
+    # unread input from the broker is reset, and the broker may drop publishes it had not read yet.
+    atexit.register(producer.connection.close)
 
     def push(job_id, seconds):
         # By name: the client needs none of the app's code.
@@ -127,7 +131,9 @@ def dramatiq_pusher(redis_url, redis, queue):
 def consumer_pusher(redis_url, redis, queue):
     import pika
 
-    channel = pika.BlockingConnection(pika.URLParameters(amqp_url())).channel()
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url()))
+    atexit.register(connection.close)  # as for Celery: a handshake, not a reset, ends the publishes
+    channel = connection.channel()
     channel.queue_declare(queue, durable=True)
     persistent = pika.BasicProperties(delivery_mode=2, content_type="application/json")
 
