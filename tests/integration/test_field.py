@@ -100,7 +100,8 @@ def deploy_when_free(*args: str) -> dict[str, Any]:
         code, report = fab_json("deploy", *args)
         busy = any("is being deployed by" in (h["error"] or "") for h in report["hosts"])
         if code == 0 or not busy or time.monotonic() > deadline:
-            assert code == 0, report
+            assert code == 0, [(h["host"], h["error"], [(st["name"], st["status"]) for st in h["stages"]])
+                               for h in report["hosts"] if h["status"] != "ok"]
             return report
         time.sleep(0.5)
 
