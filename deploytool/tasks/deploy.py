@@ -60,9 +60,9 @@ def once_hosts(inv: Inventory, targets: list[Target]) -> dict[str, str]:
     return chosen
 
 
-def finish(out: Reporter, reports: list[HostReport], json: bool, **extra: object) -> None:
+def finish(out: Reporter, reports: list[HostReport], json: bool, task: str, **extra: str) -> None:
     if json:
-        out.json(reports, **extra)
+        out.json(reports, task, **extra)
     else:
         out.summary(reports)
     failed = [r.host for r in reports if r.status != "ok"]
@@ -100,7 +100,7 @@ def deploy(
     # Before anything is touched: no other app's workers or queues in the apps' Redis DBs.
     checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out)
     if any(r.status != "ok" for r in checked):
-        finish(out, checked, json)
+        finish(out, checked, json, "deploy")
     apps = {t.app.name: t.app for t in targets}
     revisions = {n: resolve(a, revision) for n, a in apps.items()}
     with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:
@@ -127,7 +127,7 @@ def deploy(
         run(list(hosts), lambda h: deploy_host(hosts[h], reports[h], out),
             lambda h, reason: mark_skipped(reports[h], reason),
             batch=batch, parallel=parallel, max_fail=max_fail)
-    finish(out, [r for rs in reports.values() for r in rs], json, release=name)
+    finish(out, [r for rs in reports.values() for r in rs], json, "deploy", release=name)
 
 
 def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
@@ -188,7 +188,7 @@ def rollback(
         lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
                                         reports[h], out, force_unlock, timeout),
         lambda h, reason: mark_skipped(reports[h], reason), default_batch=1)
-    finish(out, [r for rs in reports.values() for r in rs], json)
+    finish(out, [r for rs in reports.values() for r in rs], json, "rollback")
 
 
 @command()

@@ -67,7 +67,7 @@ def check_group(inv: Inventory, targets: list[Target], group: str | None) -> Non
 
 
 def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool, *,
-           stage: str | None, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
+           task: str, stage: str | None, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
            group: str | None = None, timeout: float | None = None, out: Reporter | None = None,
            notes: list[str] | None = None) -> None:
     """Run op on the targets and report; `notes` (filled by op) are printed before the summary."""
@@ -77,7 +77,7 @@ def simple(c: Context, inventory: str | None, host: str | None, app: str | None,
     out = out or Reporter(quiet=json)
     reports = on_hosts(inv, targets, op, out, stage, batch, default_batch, max_fail, group, timeout)
     if json:
-        out.json(reports)
+        out.json(reports, task)
     else:
         for note in sorted(notes or []):
             out.line(f"note: {note}")
@@ -161,7 +161,7 @@ def install(c: Context, inventory: str | None = None, host: str | None = None, a
 
     def op(s: Session, w: Workers, r: HostReport) -> None:
         r.details["units_changed"] = ops.install(s, w, templates)
-    simple(c, inventory, host, app, op, json, stage="install")
+    simple(c, inventory, host, app, op, json, stage="install", task="workers.install")
 
 
 @command()
@@ -170,7 +170,8 @@ def uninstall(c: Context, inventory: str | None = None, host: str | None = None,
     """Stop, disable and remove all of an app's worker units."""
     from deploytool import workers as ops
 
-    simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json, stage="uninstall")
+    simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json,
+           stage="uninstall", task="workers.uninstall")
 
 
 def _systemctl_op(build: Callable[[Workers], list[str]], stage: str) -> Op:
@@ -189,7 +190,7 @@ def enable(c: Context, inventory: str | None = None, host: str | None = None, ap
     from deploytool.commands import systemctl as sc
 
     simple(c, inventory, host, app, _systemctl_op(lambda w: sc.enable(w.app, [w.target, *w.units]), "enable"),
-           json, stage="enable")
+           json, stage="enable", task="workers.enable")
 
 
 @command()
@@ -199,7 +200,8 @@ def disable(c: Context, inventory: str | None = None, host: str | None = None, a
     from deploytool.commands import systemctl as sc
 
     simple(c, inventory, host, app,
-           _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json, stage="disable")
+           _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json,
+           stage="disable", task="workers.disable")
 
 
 @command()
@@ -208,7 +210,8 @@ def start(c: Context, inventory: str | None = None, host: str | None = None, app
     """Start the workers."""
     from deploytool import workers as ops
 
-    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group, stage="start")
+    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group,
+           stage="start", task="workers.start")
 
 
 @command()
@@ -217,7 +220,8 @@ def stop(c: Context, inventory: str | None = None, host: str | None = None, app:
     """Stop the workers; running jobs get the kind's grace to finish."""
     from deploytool import workers as ops
 
-    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group, stage="stop")
+    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group,
+           stage="stop", task="workers.stop")
 
 
 def quiet_shortfall(quieted: Sequence[str], unsupported: Sequence[str], strict: bool) -> str | None:
@@ -252,7 +256,7 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
         if unsupported:
             notes.append(f"{w.host}: {w.app.name}: quiet not supported by {', '.join(unsupported)}: those "
                          f"workers keep fetching jobs; quieted: {', '.join(quieted)}")
-    simple(c, inventory, host, app, op, json, group=group, stage="quiet", notes=notes)
+    simple(c, inventory, host, app, op, json, group=group, stage="quiet", task="workers.quiet", notes=notes)
 
 
 @command(**ROLLING_HELP)
@@ -270,7 +274,8 @@ def restart(c: Context, inventory: str | None = None, host: str | None = None, a
             raise HostError(r.error or f"{w.host}: restart failed")
 
     out = Reporter(quiet=json)
-    simple(c, inventory, host, app, op, json, batch=batch, default_batch=1, max_fail=max_fail, group=group,
+    simple(c, inventory, host, app, op, json, task="workers.restart", batch=batch, default_batch=1, max_fail=max_fail,
+           group=group,
            stage=None, timeout=timeout, out=out)
 
 
