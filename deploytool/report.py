@@ -10,7 +10,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
@@ -97,16 +97,18 @@ class Reporter:
                 cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
                 print(self.redact("  ".join(cells).rstrip()), file=self.out, flush=True)
 
-    def json(self, reports: list[HostReport], task: str, dry_run: bool = False, **extra: Any) -> None:
+    def json(self, reports: list[HostReport], task: str, dry_run: bool = False,
+             extra: Mapping[str, Any] | None = None) -> None:
         """The one report shape of every task (docs/report.md), redacted."""
-        print(self.redact(json.dumps(envelope(reports, task, dry_run, **extra), indent=2)), flush=True)
+        print(self.redact(json.dumps(envelope(reports, task, dry_run, extra), indent=2)), flush=True)
 
 
-def envelope(reports: list[HostReport], task: str, dry_run: bool = False, **extra: Any) -> dict[str, Any]:
+def envelope(reports: list[HostReport], task: str, dry_run: bool = False,
+             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every task's JSON report: `task`, `ok`, `dry_run`, `hosts` (one HostReport per host and app), then
     what the task adds at the top (e.g. `release` for deploy, `units` for workers.status)."""
     return {"task": task, "ok": all(r.status == "ok" for r in reports), "dry_run": dry_run,
-            "hosts": [asdict(r) for r in reports], **extra}
+            "hosts": [asdict(r) for r in reports], **(extra or {})}
 
 
 class StageClock:

@@ -62,7 +62,7 @@ def once_hosts(inv: Inventory, targets: list[Target]) -> dict[str, str]:
 
 def finish(out: Reporter, reports: list[HostReport], json: bool, task: str, **extra: str) -> None:
     if json:
-        out.json(reports, task, **extra)
+        out.json(reports, task, extra=extra)
     else:
         out.summary(reports)
     failed = [r.host for r in reports if r.status != "ok"]
