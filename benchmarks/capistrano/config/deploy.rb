@@ -2,7 +2,10 @@
 # a release from the tarball, REVISION, linked_files/linked_dirs, `current` switched atomically, the
 # unit files deploytool renders written when they differ (then daemon-reload), units enabled, the
 # Sidekiq workers quieted before the switch, the workers restarted via systemctl, keep_releases.
+# digest/sha2 loaded here, not autoloaded by Digest::SHA256 in SSHKit's per-host threads: that lazy load
+# races in Ruby 3.1 ("Digest::Base cannot be directly inherited") and failed one run.
 require "digest"
+require "digest/sha2"
 require "json"
 require "shellwords"
 require "stringio"
