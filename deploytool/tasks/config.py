@@ -52,24 +52,45 @@ def one_app(targets: list[Target], inventory: Path) -> list[Target]:
 
 
 def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, dry_run: bool) -> list[HostReport]:
+    """Each host's upload plan (a dry run: only its read-only compare) run by the one executor."""
     from deploytool import shared_files
+    from deploytool.execute import Execution
     from deploytool.hostwork import on_host
+    from deploytool.plan import Facts, Plan
 
     reports = {h: HostReport(h, f.app.name) for h, f in files.items()}
     quiet = Reporter(quiet=True)
 
     def work(h: str) -> bool:
         def one(session: Session, f: SharedFile, report: HostReport) -> None:
-            if dry_run:
-                current = shared_files.is_current(session, f, content)
-                report.details["result"] = shared_files.UNCHANGED if current else "would change"
-            else:
-                report.details["result"] = shared_files.upload(session, f, content)
+            def build(facts: Facts) -> Plan:
+                return shared_files.compare_plan(f) if dry_run else shared_files.upload_plan(f, content, facts)
+
+            ex = Execution(session, h, report, quiet, timeout=f.app.timeout)
+            if ex.run(build):
+                report.details["result"] = shared_files.outcome(f, content, ex.facts, dry_run)
 
         return on_host(inv.hosts[h], [files[h]], [reports[h]], quiet, one)
 
     run(list(files), work, lambda h, reason: mark_skipped([reports[h]], reason))
     return list(reports.values())
+
+
+def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
+    """Each host's stages and commands (deploytool.plan.describe); the content is never in them."""
+    from deploytool import shared_files
+    from deploytool.plan import describe
+
+    what = "standard input" if source == "-" else source
+    lines = ["dry run: hosts are only read (the compare stage); a changed file would be sent as below"]
+    for h, f in files.items():
+        plan = shared_files.upload_plan(f, None, {}, what=what)
+        lines.append(f"{h}: {f.app.name}: {f.path}")
+        for stage, commands in describe(plan):
+            lines.append(f"  [{stage}]")
+            lines += [f"    {ln}" for c in commands for ln in c.splitlines()]
+        lines.append(f"  [on failure] {', '.join(r.name for r in plan.recovery)}")
+    return lines
 
 
 @command(file="the linked file, as in the app's linked_files (e.g. config/app.env)",
@@ -79,8 +100,8 @@ def upload(
     host: str | None = None, app: str | None = None, dry_run: bool = False, json: bool = False,
 ) -> None:
     """Put a linked file into shared/ on every host of the app: mode 0600, owned by the workers' user."""
-    from deploytool import shared_files
-    from deploytool.commands import config as cmd
+    from deploytool import shared_files, task_reports
+    from deploytool.redact import redact
 
     inv = load(c, inventory)
     if not file or not from_:
@@ -91,16 +112,13 @@ def upload(
     with tempfile.TemporaryDirectory(prefix="deploytool-upload-") as workdir:
         done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run)
     if json:
-        print(jsonlib.dumps({"file": file, "dry_run": dry_run, "ok": all(r.status == "ok" for r in done),
-                             "hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
-                                        "result": r.details.get("result")} for r in done]}, indent=2))
+        print(redact(jsonlib.dumps(task_reports.config_upload(done, file, dry_run), indent=2)))
     else:
         if dry_run:
-            print("dry run: hosts are only read; a changed file would be uploaded to a private temporary "
-                  f"file beside it, made mode {cmd.MODE} and owned by the workers' user, then renamed over it")
+            print(redact("\n".join(plan_lines(files, from_))))
         for r in done:
             shown = r.details.get("result") or f"{r.status}: {r.error}"
-            print(f"{r.host}: {r.app}: {files[r.host].path}: {shown}")
+            print(redact(f"{r.host}: {r.app}: {files[r.host].path}: {shown}"))
     if any(r.status != "ok" for r in done):
         raise Exit(code=1)
 
