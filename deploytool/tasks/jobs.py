@@ -59,8 +59,8 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
                                              rows)
     outcome = formats.Outcome(rows, read, errors, increase, thresholds.check(rows, limits, increase))
     if json:
-        data = task_reports.jobs_status(formats.app_reports(outcome, apps), formats.json_report(outcome))
-        print(redact(jsonlib.dumps(data, indent=2)))
+        print(redact(jsonlib.dumps(task_reports.jobs_status(formats.app_reports(outcome, apps),
+                                                            formats.json_report(outcome)), indent=2)))
     elif prometheus:
         print(formats.prometheus(outcome), end="")
     else:
