@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -22,6 +22,7 @@ from deploytool.tasks.options import Target, command, load, select_targets
 if TYPE_CHECKING:  # the inventory model and SSH are imported by the task body, not by `fab --list`
     from deploytool.commands.config import SharedFile
     from deploytool.inventory import Inventory
+    from deploytool.plan import Plan
     from deploytool.remote import Session
     from deploytool.shared_files import Content
 
@@ -51,12 +52,14 @@ def one_app(targets: list[Target], inventory: Path) -> list[Target]:
     return targets
 
 
-def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, dry_run: bool) -> list[HostReport]:
-    """Each host's upload plan (a dry run: only its read-only compare) run by the one executor."""
+def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, dry_run: bool,
+               what: str = "") -> list[HostReport]:
+    """Each host's upload plan (a dry run: only its read-only compare) run by the one executor; a dry
+    run's reports hold the plan it would run (`what`: the file it would send)."""
     from deploytool import shared_files
     from deploytool.execute import Execution
     from deploytool.hostwork import on_host
-    from deploytool.plan import Facts, Plan
+    from deploytool.plan import Facts
 
     reports = {h: HostReport(h, f.app.name) for h, f in files.items()}
     quiet = Reporter(quiet=True)
@@ -69,6 +72,8 @@ def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, d
             ex = Execution(session, h, report, quiet, timeout=f.app.timeout)
             if ex.run(build):
                 report.details["result"] = shared_files.outcome(f, content, ex.facts, dry_run)
+            if dry_run:
+                report.details.update(plan_data(shared_files.upload_plan(f, None, {}, what=what)))
 
         return on_host(inv.hosts[h], [files[h]], [reports[h]], quiet, one)
 
@@ -76,20 +81,30 @@ def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, d
     return list(reports.values())
 
 
+def source_name(source: str) -> str:
+    return "standard input" if source == "-" else source
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    """A plan in a dry run's JSON report: each stage with its commands, the recovery steps by name."""
+    from deploytool.plan import describe
+
+    return {"plan": [{"stage": s, "commands": c} for s, c in describe(plan)],
+            "on_failure": [r.name for r in plan.recovery]}
+
+
 def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
     """Each host's stages and commands (deploytool.plan.describe); the content is never in them."""
     from deploytool import shared_files
-    from deploytool.plan import describe
 
-    what = "standard input" if source == "-" else source
     lines = ["dry run: hosts are only read (the compare stage); a changed file would be sent as below"]
     for h, f in files.items():
-        plan = shared_files.upload_plan(f, None, {}, what=what)
+        data = plan_data(shared_files.upload_plan(f, None, {}, what=source_name(source)))
         lines.append(f"{h}: {f.app.name}: {f.path}")
-        for stage, commands in describe(plan):
-            lines.append(f"  [{stage}]")
-            lines += [f"    {ln}" for c in commands for ln in c.splitlines()]
-        lines.append(f"  [on failure] {', '.join(r.name for r in plan.recovery)}")
+        for stage in data["plan"]:
+            lines.append(f"  [{stage['stage']}]")
+            lines += [f"    {ln}" for c in stage["commands"] for ln in c.splitlines()]
+        lines.append(f"  [on failure] {', '.join(data['on_failure'])}")
     return lines
 
 
@@ -110,7 +125,7 @@ def upload(
     # Every host's file is checked before any host is contacted: bad input touches nothing.
     files = {t.host: shared_files.shared_file(inv, t.host, t.app, file) for t in targets}
     with tempfile.TemporaryDirectory(prefix="deploytool-upload-") as workdir:
-        done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run)
+        done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run, source_name(from_))
     if json:
         print(redact(jsonlib.dumps(task_reports.config_upload(done, file, dry_run), indent=2)))
     else:

@@ -22,7 +22,7 @@ from deploytool.plan import Script, Upload, describe
 from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
 from deploytool.shared_files import Content
-from deploytool.tasks.config import plan_lines
+from deploytool.tasks.config import plan_data, plan_lines
 
 SECRET = b"TOKEN=very-secret-value\n"
 
@@ -143,3 +143,8 @@ def test_a_dry_run_only_compares_and_prints_the_plan_without_the_content(
     assert "  [upload]" in lines and f"    upload standard input -> {cmd.temp_template(env_file)}" in lines
     assert lines[-1] == "  [on failure] remove the temporary file"
     assert SECRET.decode().strip() not in "\n".join(lines)
+    # The JSON report's details in a dry run: the same plan as data.
+    data = plan_data(shared_files.upload_plan(env_file, None, {}, what="standard input"))
+    assert [s["stage"] for s in data["plan"]] == ["compare", "prepare", "upload", "install"]
+    assert data["plan"][2]["commands"] == [f"upload standard input -> {cmd.temp_template(env_file)}"]
+    assert data["on_failure"] == ["remove the temporary file"]
