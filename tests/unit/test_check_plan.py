@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from test_check_commands import inventory
 
 from deploytool import check, context
@@ -17,6 +18,7 @@ from deploytool.execute import Execution
 from deploytool.plan import Script, describe
 from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
+from deploytool.rolling import CANCELLED
 from deploytool.workers import Workers
 
 
@@ -40,6 +42,14 @@ class LocalShell:
 
     def real(self) -> Session:
         raise AssertionError("a check takes no lock")
+
+
+@pytest.fixture(autouse=True)
+def not_cancelled() -> Iterator[None]:
+    # Another test may leave the process-wide cancel flag set (deploytool.rolling).
+    CANCELLED.clear()
+    yield
+    CANCELLED.clear()
 
 
 def test_one_round_trip_of_read_only_steps(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import getpass
 import io
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from deploytool.inventory import App
 from deploytool.plan import Script, Upload, describe
 from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
+from deploytool.rolling import CANCELLED
 from deploytool.shared_files import Content
 from deploytool.tasks.config import plan_data, plan_lines
 
@@ -53,6 +54,14 @@ class LocalHost:
 
     def real(self) -> Session:
         raise AssertionError("no lock here")
+
+
+@pytest.fixture(autouse=True)
+def not_cancelled() -> Iterator[None]:
+    # Another test may leave the process-wide cancel flag set (deploytool.rolling).
+    CANCELLED.clear()
+    yield
+    CANCELLED.clear()
 
 
 @pytest.fixture
