@@ -21,11 +21,15 @@ from deploytool.commands import unitfiles
 from deploytool.deploy import Deploy
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
-from deploytool.plan import Script
-from deploytool.remote import Session, join, script
+from deploytool.plan import Plan, Script, Step
+from deploytool.remote import join, script
 from deploytool.shared_files import shared_file
 from deploytool.source import Revision
 from deploytool.workers import Workers
+
+# The check plan's stages: one round trip, its output read from the first stage's.
+PROBE, PROGRAMS, UNITS = "probe", "programs", "units"
+OUTPUT = f"output:{PROBE}"
 
 # Programs a host may be asked to run; those that occur as a command word in the builders' output are
 # the ones checked (git only for the git strategy, loginctl only for user-mode units, ...).
@@ -122,9 +126,39 @@ def findings(rows: list[tuple[str, str, bool, list[str]]], app: App, archive_byt
     return out
 
 
-def check_units(session: Session, w: Workers, template_dirs: Sequence[Path]) -> Finding:
-    """Units as the dry run compares them (deploytool.workers.changes); a note, since a deploy syncs them."""
-    diff = ops.changes(session, w, template_dirs)
+def check_plan(inv: Inventory, host: str, app: App, template_dirs: Sequence[Path] = ()) -> Plan:
+    """The check of `app` on `host`: read only, one round trip: the probes; each worker group's
+    program resolved in its runtime context (one inside the release only once there is a release); the
+    app's installed units and whether its environment files differ (never their content)."""
+    texts = host_commands(inv, host, app, template_dirs)
+    # The check's own probes (df, du, dirname) and the program lookup are needed too.
+    texts += [*probes.writable(app), *probes.disk(app), context.resolve_programs(inv, host, app)]
+    probe = probes.probe(app, sudo_programs(texts), remote_programs(texts))
+
+    def resolve(skip_release: bool) -> str:
+        return context.resolve_programs(inv, host, app, skip_release=skip_release, marker=probes.PROGRAM)
+
+    w = Workers(inv, host, app)
+    return Plan((Script((Step(PROBE, probe), Step(PROGRAMS, probes.if_released(app, resolve(False), resolve(True))),
+                         Step(UNITS, unitfiles.read_all(app, w.env_files)))),))
+
+
+def check_findings(output: str, inv: Inventory, host: str, app: App, template_dirs: Sequence[Path],
+                   archive_bytes: int | None) -> list[Finding]:
+    """The findings, from what the check plan's round trip printed."""
+    rows = probes.parse(output)
+    released = any(kind == "current" and ok for kind, _, ok, _ in rows)
+    return [Finding("host key", True, "known (strict checking)"),
+            *findings(rows, app, archive_bytes, inv.hosts[host].user),
+            *worker_programs(context.parse_programs(output, probes.PROGRAM), inv, host, app, released),
+            units_finding(output, Workers(inv, host, app), template_dirs)]
+
+
+def units_finding(output: str, w: Workers, template_dirs: Sequence[Path]) -> Finding:
+    """Units as a deploy's dry run compares them (deploytool.workers.unit_diff); a note, since a deploy
+    syncs them."""
+    files, env_changed = unitfiles.parse_read_all(output)
+    diff = ops.unit_diff(files, w.rendered(template_dirs), env_changed)
     if diff == ["(no unit changes)"]:
         return Finding("units", True, "installed units match the inventory", note=True)
     names = sorted({ln[4:].split(" ")[0] for ln in diff if ln.startswith(("+++ ", "--- "))} - {"/dev/null"})
@@ -133,12 +167,11 @@ def check_units(session: Session, w: Workers, template_dirs: Sequence[Path]) -> 
                    note=True)
 
 
-def worker_programs(session: Session, inv: Inventory, host: str, app: App, released: bool) -> list[Finding]:
+def worker_programs(found: dict[str, str | None], inv: Inventory, host: str, app: App,
+                    released: bool) -> list[Finding]:
     """Per worker group, the file its program resolves to in the group's runtime context
     (deploytool.context: the units' user, PATH, environment files); a problem where it is nothing.
     Before a first deploy a program inside the release cannot be looked at yet: that is a note."""
-    r = session.run(context.resolve_programs(inv, host, app, skip_release=not released), "check", check=False)
-    found = context.parse_programs(r.stdout)
     out = []
     for g in inv.groups_on(host, app):
         program = context.program(app, g)[0]
@@ -152,20 +185,6 @@ def worker_programs(session: Session, inv: Inventory, host: str, app: App, relea
         else:
             out.append(Finding("worker program", True, f"{g.name}: {program} -> {path}"))
     return out
-
-
-def check_app(session: Session, inv: Inventory, host: str, app: App, template_dirs: Sequence[Path],
-              archive_bytes: int | None) -> list[Finding]:
-    texts = host_commands(inv, host, app, template_dirs)
-    # The check's own probes (df, du, dirname) and the program lookup are needed too.
-    texts += [*probes.writable(app), *probes.disk(app), context.resolve_programs(inv, host, app)]
-    probe = probes.probe(app, sudo_programs(texts), remote_programs(texts))
-    rows = probes.parse(session.run(probe, "check").stdout)
-    user = inv.hosts[host].user
-    released = any(kind == "current" and ok for kind, _, ok, _ in rows)
-    return [Finding("host key", True, "known (strict checking)"), *findings(rows, app, archive_bytes, user),
-            *worker_programs(session, inv, host, app, released),
-            check_units(session, Workers(inv, host, app), template_dirs)]
 
 
 def problems(found: Sequence[Finding]) -> list[Finding]:

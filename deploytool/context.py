@@ -156,17 +156,17 @@ _RESOLVE = (
 
 
 def resolve_programs(inv: Inventory, host: str, app: App, groups: Sequence[WorkerGroup] | None = None,
-                     *, skip_release: bool = False) -> str:
+                     *, skip_release: bool = False, marker: str = PROGRAM) -> str:
     """Shell text showing, per worker group, which program its command resolves to in the group's own
     context (`command -v` inside the same systemd-run as its units get); fails, after checking every
     group, if any resolves to nothing. `skip_release`: leave out programs inside the release (before a
-    deploy, the new release is not there yet to check)."""
+    deploy, the new release is not there yet to check). `marker` starts each line printed."""
     checks = []
     for g in inv.groups_on(host, app) if groups is None else groups:
         name = program(app, g)[0]
         if skip_release and name.startswith(app.current_path + "/"):
             continue
-        argv = ["/bin/sh", "-c", _RESOLVE, PROGRAM, g.name, name]
+        argv = ["/bin/sh", "-c", _RESOLVE, marker, g.name, name]
         checks.append(wrap(runtime(inv, host, app, g), argv, tolerant=True))
     if not checks:
         return "true"
@@ -176,12 +176,12 @@ def resolve_programs(inv: Inventory, host: str, app: App, groups: Sequence[Worke
     return "\n".join(lines)
 
 
-def parse_programs(stdout: str) -> dict[str, str | None]:
+def parse_programs(stdout: str, marker: str = PROGRAM) -> dict[str, str | None]:
     """group → the program's path, or None where it resolves to nothing (from resolve_programs' output)."""
     found: dict[str, str | None] = {}
     for line in stdout.splitlines():
-        marker, _, rest = line.partition(" ")
-        if marker == PROGRAM:
+        first, _, rest = line.partition(" ")
+        if first == marker:
             group, _, path = rest.partition(" ")
             found[group] = None if path == NOT_FOUND else path
     return found

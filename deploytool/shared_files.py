@@ -1,10 +1,10 @@
 """Linked files put into an app's shared/ from the machine running fab (`fab config.upload`): compared by
 sha256 on the host first, then uploaded to a private temporary file and renamed over the old one, so a
-reader sees the old content or the new, never a part. The content is never printed nor put in argv."""
+reader sees the old content or the new, never a part. The content is never printed nor put in argv.
+The upload is a plan (deploytool.plan) run by the one executor (deploytool.execute)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +12,16 @@ from pathlib import Path
 from deploytool import context, units
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
-from deploytool.errors import HostError, InputError
+from deploytool.errors import InputError
 from deploytool.inventory import App, Inventory
-from deploytool.remote import Session, join, script
+from deploytool.plan import Facts, Plan, Recovery, Script, Step, Upload
+from deploytool.remote import join
 
-CHANGED, UNCHANGED = "changed", "unchanged"
+CHANGED, UNCHANGED, WOULD_CHANGE = "changed", "unchanged", "would change"
+# Stages of the upload plan; the recovery step that removes the temporary file.
+COMPARE, PREPARE, UPLOAD, INSTALL = "compare", "prepare", "upload", "install"
+COMPARE_OUTPUT, PREPARE_OUTPUT = f"output:{COMPARE}", f"output:{PREPARE}"
+DISCARD = "remove the temporary file"
 
 
 def workers_user(inv: Inventory, host: str, app: App) -> str:
@@ -57,21 +62,37 @@ class Content:
         return cls(path, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-def is_current(session: Session, f: SharedFile, content: Content) -> bool:
-    """Read only: the file on the host already has this content, mode and owner."""
-    return session.run(cmd.state(f), "compare").stdout.strip() == cmd.expected_state(f, content.sha256)
+def upload_plan(f: SharedFile, content: Content | None, facts: Facts, what: str = "") -> Plan:
+    """The upload on one host, from what the host reported so far (`facts`): read the file's state;
+    unless it already is as wanted, make a private temporary file beside it, upload into it, give it
+    mode and owner and rename it over the old file. Once the upload started, a failure removes the
+    temporary file. `content` None: a dry run's plan, to print (`what` names the file to send)."""
+    compare = Script((Step(COMPARE, cmd.state(f)),))
+    if content is not None and COMPARE_OUTPUT in facts and current(f, content, facts):
+        return Plan((compare,))
+    # Before mktemp answered (or in a dry run), its template stands for the file it will make.
+    temp = facts.get(PREPARE_OUTPUT, "").strip() or cmd.temp_template(f)
+    return Plan(
+        (compare,
+         Script((Step(PREPARE, cmd.make_temp(f)),)),
+         Upload(UPLOAD, content.path if content else None, temp, arms=(DISCARD,), what=what),
+         Script(tuple(Step(INSTALL, join(argv)) for argv in cmd.install(f, temp)), commits=True)),
+        (Recovery(DISCARD, join(cmd.discard(temp))),),
+    )
 
 
-def upload(session: Session, f: SharedFile, content: Content) -> str:
-    """Put `content` at the file's place in shared/ if it differs there; CHANGED or UNCHANGED."""
-    if is_current(session, f, content):
+def compare_plan(f: SharedFile) -> Plan:
+    """Read only: the file's state, what a dry run asks the host."""
+    return Plan(upload_plan(f, None, {}).actions[:1])
+
+
+def current(f: SharedFile, content: Content, facts: Facts) -> bool:
+    """The host reported the file already has this content, mode and owner."""
+    return facts.get(COMPARE_OUTPUT, "").strip() == cmd.expected_state(f, content.sha256)
+
+
+def outcome(f: SharedFile, content: Content, facts: Facts, dry_run: bool) -> str:
+    """What a successful run did (or, in a dry run, would do)."""
+    if current(f, content, facts):
         return UNCHANGED
-    temp = session.run(cmd.make_temp(f), "upload").stdout.strip()
-    try:
-        session.put(content.path, temp, "upload")
-        session.run(script(*cmd.install(f, temp)), "upload")
-    except HostError:
-        with contextlib.suppress(HostError):
-            session.run(join(cmd.discard(temp)), "upload", check=False)
-        raise
-    return CHANGED
+    return WOULD_CHANGE if dry_run else CHANGED

@@ -1,6 +1,9 @@
 """The read-only probes of `fab check`, as one shell script per host and app. Each probe prints one line,
-`@@deploytool-check KIND NAME ok|missing [DETAIL...]`, which deploytool.check parses. Nothing here
-writes: `sudo --list` only asks the policy, `command -v` only looks, `df`/`du` only measure."""
+`@@@deploytool-check@@@ KIND NAME ok|missing [DETAIL...]`, which deploytool.check parses. Nothing here
+writes: `sudo --list` only asks the policy, `command -v` only looks, `df`/`du` only measure.
+
+The markers are data lines, not the executor's fact markers (`@@deploytool-NAME value`, one value per
+name, deploytool.execute): the executor passes them on as the round trip's output."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from deploytool.inventory import App
 
 q = shlex.quote
 
-MARK = "@@deploytool-check"
+MARK = "@@@deploytool-check@@@"
+PROGRAM = "@@@deploytool-program@@@"  # a worker group's program (deploytool.context.resolve_programs)
 
 
 def _line(kind: str, name: str, test: str, detail: str = "") -> str:
@@ -60,6 +64,12 @@ def disk(app: App) -> list[str]:
 def probe(app: App, sudo: Sequence[str], needed: Sequence[str]) -> str:
     return "\n".join([*sudo_rights(sudo), *programs(needed), *writable(app), *linked_files(app), *disk(app),
                       released(app)])
+
+
+def if_released(app: App, released: str, unreleased: str) -> str:
+    """`released` once the app has a current release, `unreleased` before; exits 0 whatever they
+    report: what they print is the finding, not their exit code."""
+    return f"if [ -d {q(app.current_path)}/ ]; then\n{released}\nelse\n{unreleased}\nfi || true"
 
 
 def released(app: App) -> str:

@@ -63,9 +63,12 @@ def expected_state(f: SharedFile, sha256: str) -> str:
 def make_temp(f: SharedFile) -> str:
     """A private temporary file (mktemp makes it 0600) in the same directory, so the final `mv` is a
     rename; prints its path. The directory keeps the usual mode: the workers' user must reach the file."""
-    name = PurePosixPath(f.name).name
-    return (f"mkdir -p -- {q(f.directory)} && "
-            f"mktemp -- {q(f.directory + '/.' + name + '.deploytool.XXXXXXXX')}")
+    return f"mkdir -p -- {q(f.directory)} && mktemp -- {q(temp_template(f))}"
+
+
+def temp_template(f: SharedFile) -> str:
+    """mktemp's template for the temporary file: hidden, beside the file, named for it."""
+    return f"{f.directory}/.{PurePosixPath(f.name).name}.deploytool.XXXXXXXX"
 
 
 def install(f: SharedFile, temp: str) -> list[list[str]]:

@@ -188,6 +188,18 @@ def read_all(app: App, env_files: Sequence[EnvFile] = ()) -> str:
     return "\n".join([f'e="{_env_dir(app)}"', *_env_blocks(app, env_files, lambda env: say, say), units, "true"])
 
 
+def parse_read_all(out: str) -> tuple[dict[str, str], list[str]]:
+    """read_all's output: the app's unit files by name, and the environment files that differ. Lines
+    printed before it (other probes of the same round trip) are ignored."""
+    head, *chunks = ("\n" + out).split(SEPARATOR)
+    env_changed = [line.split(" ", 1)[1] for line in head.splitlines() if line.startswith(ENV_CHANGED + " ")]
+    files: dict[str, str] = {}
+    for chunk in chunks:
+        name, _, content = chunk.partition("\n")
+        files[name.strip()] = content
+    return files, env_changed
+
+
 def write_env_files(app: App, env_files: Sequence[EnvFile]) -> str:
     """Write the environment files that differ from the host's, removing none and restarting nothing:
     for a command that needs its file before the units' sync comes (a build, deploytool.context)."""

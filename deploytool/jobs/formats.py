@@ -9,6 +9,7 @@ from typing import Any
 
 from deploytool.jobs.model import QueueStatus
 from deploytool.jobs.thresholds import Violation
+from deploytool.report import HostReport
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,21 @@ def json_report(o: Outcome) -> dict[str, Any]:
         "errors": [{"app": app, "system": system, "error": e} for (app, system), e in o.errors.items()],
         "violations": [{**asdict(v), "message": str(v)} for v in o.violations],
     }
+
+
+def app_reports(o: Outcome, apps: Sequence[str]) -> list[HostReport]:
+    """The host entries of jobs.status's JSON report: one per app, `host` the hosts its systems were
+    read through (comma-separated; empty if none answered), failed on an error or a violation;
+    details: `systems`, those read."""
+    reports = []
+    for app in apps:
+        read_on = sorted({r.host for r in o.rows if r.app == app})
+        problems = [f"{system}: {e}" for (a, system), e in o.errors.items() if a == app]
+        problems += [f"over threshold: {v}" for v in o.violations if v.key.split("/", 1)[0] == app]
+        reports.append(HostReport(",".join(read_on), app, status="failed" if problems else "ok",
+                                  error="; ".join(problems) or None,
+                                  details={"systems": [system for a, system in o.read if a == app]}))
+    return reports
 
 
 # name, help, value of a row (None: not reported for that row)

@@ -68,8 +68,11 @@ def check(
     """Check that hosts are ready for a deploy (host key, sudo, deploy_to, linked files, programs, disk,
     units); changes nothing; exit 1 if any problem."""
     from deploytool import check as checks
+    from deploytool import task_reports
     from deploytool.check import Finding
+    from deploytool.execute import Execution
     from deploytool.hostwork import on_host
+    from deploytool.redact import redact
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)
@@ -77,16 +80,21 @@ def check(
     sizes = archive_sizes({t.app.name: t.app for t in targets}, revision)
     grouped = by_host(targets)
     reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in grouped.items()}
+    quiet = Reporter(quiet=True)
 
     def work(h: str) -> bool:
         def one(session: Session, a: App, report: HostReport) -> None:
-            found = checks.check_app(session, inv, h, a, templates, sizes[a.name])
+            plan = checks.check_plan(inv, h, a, templates)
+            ex = Execution(session, h, report, quiet)
+            if not ex.run(lambda facts: plan):
+                return
+            found = checks.check_findings(ex.facts.get(checks.OUTPUT, ""), inv, h, a, templates, sizes[a.name])
             report.details["findings"] = [asdict(f) for f in found]
             bad = checks.problems(found)
             if bad:
                 report.status, report.error = "failed", "; ".join(f"{f.check}: {f.detail}" for f in bad)
 
-        return on_host(inv.hosts[h], [t.app for t in grouped[h]], reports[h], Reporter(quiet=True), one)
+        return on_host(inv.hosts[h], [t.app for t in grouped[h]], reports[h], quiet, one)
 
     run(list(reports), work, lambda h, reason: mark_skipped(reports[h], reason))
     done = [r for rs in reports.values() for r in rs]
@@ -96,9 +104,7 @@ def check(
             what = "host key" if "host key" in (r.error or "") else "connect"
             r.details["findings"] = [asdict(Finding(what, False, r.error or ""))]
     if json:
-        print(jsonlib.dumps({"ok": all(r.status == "ok" for r in done), "hosts": [
-            {"host": r.host, "app": r.app, "status": r.status, "error": r.error,
-             "findings": r.details.get("findings", [])} for r in done]}, indent=2))
+        print(redact(jsonlib.dumps(task_reports.check(done), indent=2)))
     else:
         for r in done:
             print("\n".join(lines(r)))

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -22,6 +22,7 @@ from deploytool.tasks.options import Target, command, load, select_targets
 if TYPE_CHECKING:  # the inventory model and SSH are imported by the task body, not by `fab --list`
     from deploytool.commands.config import SharedFile
     from deploytool.inventory import Inventory
+    from deploytool.plan import Plan
     from deploytool.remote import Session
     from deploytool.shared_files import Content
 
@@ -51,25 +52,60 @@ def one_app(targets: list[Target], inventory: Path) -> list[Target]:
     return targets
 
 
-def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, dry_run: bool) -> list[HostReport]:
+def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, dry_run: bool,
+               what: str = "") -> list[HostReport]:
+    """Each host's upload plan (a dry run: only its read-only compare) run by the one executor; a dry
+    run's reports hold the plan it would run (`what`: the file it would send)."""
     from deploytool import shared_files
+    from deploytool.execute import Execution
     from deploytool.hostwork import on_host
+    from deploytool.plan import Facts
 
     reports = {h: HostReport(h, f.app.name) for h, f in files.items()}
     quiet = Reporter(quiet=True)
 
     def work(h: str) -> bool:
         def one(session: Session, f: SharedFile, report: HostReport) -> None:
+            def build(facts: Facts) -> Plan:
+                return shared_files.compare_plan(f) if dry_run else shared_files.upload_plan(f, content, facts)
+
+            ex = Execution(session, h, report, quiet, timeout=f.app.timeout)
+            if ex.run(build):
+                report.details["result"] = shared_files.outcome(f, content, ex.facts, dry_run)
             if dry_run:
-                current = shared_files.is_current(session, f, content)
-                report.details["result"] = shared_files.UNCHANGED if current else "would change"
-            else:
-                report.details["result"] = shared_files.upload(session, f, content)
+                report.details.update(plan_data(shared_files.upload_plan(f, None, {}, what=what)))
 
         return on_host(inv.hosts[h], [files[h]], [reports[h]], quiet, one)
 
     run(list(files), work, lambda h, reason: mark_skipped([reports[h]], reason))
     return list(reports.values())
+
+
+def source_name(source: str) -> str:
+    return "standard input" if source == "-" else source
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    """A plan in a dry run's JSON report: each stage with its commands, the recovery steps by name."""
+    from deploytool.plan import describe
+
+    return {"plan": [{"stage": s, "commands": c} for s, c in describe(plan)],
+            "on_failure": [r.name for r in plan.recovery]}
+
+
+def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
+    """Each host's stages and commands (deploytool.plan.describe); the content is never in them."""
+    from deploytool import shared_files
+
+    lines = ["dry run: hosts are only read (the compare stage); a changed file would be sent as below"]
+    for h, f in files.items():
+        data = plan_data(shared_files.upload_plan(f, None, {}, what=source_name(source)))
+        lines.append(f"{h}: {f.app.name}: {f.path}")
+        for stage in data["plan"]:
+            lines.append(f"  [{stage['stage']}]")
+            lines += [f"    {ln}" for c in stage["commands"] for ln in c.splitlines()]
+        lines.append(f"  [on failure] {', '.join(data['on_failure'])}")
+    return lines
 
 
 @command(file="the linked file, as in the app's linked_files (e.g. config/app.env)",
@@ -79,8 +115,8 @@ def upload(
     host: str | None = None, app: str | None = None, dry_run: bool = False, json: bool = False,
 ) -> None:
     """Put a linked file into shared/ on every host of the app: mode 0600, owned by the workers' user."""
-    from deploytool import shared_files
-    from deploytool.commands import config as cmd
+    from deploytool import shared_files, task_reports
+    from deploytool.redact import redact
 
     inv = load(c, inventory)
     if not file or not from_:
@@ -89,18 +125,15 @@ def upload(
     # Every host's file is checked before any host is contacted: bad input touches nothing.
     files = {t.host: shared_files.shared_file(inv, t.host, t.app, file) for t in targets}
     with tempfile.TemporaryDirectory(prefix="deploytool-upload-") as workdir:
-        done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run)
+        done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run, source_name(from_))
     if json:
-        print(jsonlib.dumps({"file": file, "dry_run": dry_run, "ok": all(r.status == "ok" for r in done),
-                             "hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
-                                        "result": r.details.get("result")} for r in done]}, indent=2))
+        print(redact(jsonlib.dumps(task_reports.config_upload(done, file, dry_run), indent=2)))
     else:
         if dry_run:
-            print("dry run: hosts are only read; a changed file would be uploaded to a private temporary "
-                  f"file beside it, made mode {cmd.MODE} and owned by the workers' user, then renamed over it")
+            print(redact("\n".join(plan_lines(files, from_))))
         for r in done:
             shown = r.details.get("result") or f"{r.status}: {r.error}"
-            print(f"{r.host}: {r.app}: {files[r.host].path}: {shown}")
+            print(redact(f"{r.host}: {r.app}: {files[r.host].path}: {shown}"))
     if any(r.status != "ok" for r in done):
         raise Exit(code=1)
 

@@ -54,9 +54,14 @@ def _lines(data: dict[str, Any]) -> list[str]:
 @command()
 def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     """Validate an inventory and print what runs where."""
+    from deploytool import task_reports
+
     # The summary holds no environment values: nothing to redact.
     data = summary(load(c, inventory, redacting=False))
-    print(jsonlib.dumps(data, indent=2) if json else "\n".join(_lines(data)))
+    if json:
+        print(jsonlib.dumps(task_reports.inventory_check(data["inventory"], data["hosts"]), indent=2))
+    else:
+        print("\n".join(_lines(data)))
 
 
 inventory = Collection("inventory", check)

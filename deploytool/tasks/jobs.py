@@ -40,7 +40,9 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
            json: bool = False, prometheus: bool = False, max_latency: str | None = None,
            max_dead: str | None = None, max_failed_increase: str | None = None, state: str | None = None) -> None:
     """Per app and queue: queued, latency, running, retrying/scheduled, dead, workers seen vs expected."""
+    from deploytool import task_reports
     from deploytool.jobs import collect, formats, thresholds
+    from deploytool.redact import redact
 
     inv = load(c, inventory)
     if json and prometheus:
@@ -57,7 +59,8 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
                                              rows)
     outcome = formats.Outcome(rows, read, errors, increase, thresholds.check(rows, limits, increase))
     if json:
-        print(jsonlib.dumps(formats.json_report(outcome), indent=2))
+        print(redact(jsonlib.dumps(task_reports.jobs_status(formats.app_reports(outcome, apps),
+                                                            formats.json_report(outcome)), indent=2)))
     elif prometheus:
         print(formats.prometheus(outcome), end="")
     else:

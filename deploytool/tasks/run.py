@@ -25,6 +25,7 @@ RUN_HELP = {
     "tty": "allocate a terminal even when stdin and stdout are not terminals (they are for a console)",
     "app": "app name; needed when several apps run on the host",
     "host": "host name, or comma list",
+    "dry_run": "print the host(s) and the exact command that would run there; run nothing",
 }
 # systemd's exit code when it cannot enter the working directory (EXIT_CHDIR).
 EXIT_CHDIR = 200
@@ -80,12 +81,32 @@ def attached(session: Session, text: str, pty: bool) -> int:
         raise HostError(f"{session.host.name}: run: {e}") from None
 
 
+def command_text(inv: Inventory, host: str, app: App, group: WorkerGroup | None, argv: Sequence[str],
+                 interactive: bool) -> str:
+    """The shell text sent to the host: `argv` in the app's (or the group's) runtime context."""
+    from deploytool.context import in_context
+    from deploytool.remote import join
+
+    return join(in_context(inv, host, app, argv, group, tty=interactive))
+
+
+def dry_run_text(inv: Inventory, chosen: list[tuple[str, App, WorkerGroup | None]], argv: Sequence[str],
+                 interactive: bool) -> str:
+    """What `--dry-run` prints: each host and the exact command it would run (redacted by the caller)."""
+    lines = ["dry run: nothing is run; in the runtime context of the app's workers (docs/runtime.md), "
+             + ("on each host, one after the other:" if len(chosen) > 1 else "on the host:")]
+    for name, the_app, the_group in chosen:
+        lines.append(f"{name}: {the_app.name}" + (f": group {the_group.name}" if the_group else ""))
+        lines.append(f"  {command_text(inv, name, the_app, the_group, argv, interactive)}")
+    return "\n".join(lines)
+
+
 @command(**RUN_HELP)
 def run(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-        group: str | None = None, all: bool = False, tty: bool = False) -> None:
+        group: str | None = None, all: bool = False, tty: bool = False, dry_run: bool = False) -> None:
     """Run a command after `--` on a host, as the app's workers would (their user, release, PATH, env)."""
-    from deploytool.context import in_context
-    from deploytool.remote import connect, join
+    from deploytool.redact import redact
+    from deploytool.remote import connect
 
     argv = command_after_dashes(sys.argv)
     if not argv:
@@ -93,11 +114,14 @@ def run(c: Context, inventory: str | None = None, host: str | None = None, app: 
     inv = load(c, inventory)
     chosen = choose(inv, host, app, group, all)
     interactive = tty or (len(chosen) == 1 and sys.stdin.isatty() and sys.stdout.isatty())
+    if dry_run:
+        print(redact(dry_run_text(inv, chosen, argv, interactive)))
+        return
     worst = 0
     for name, the_app, the_group in chosen:
         if len(chosen) > 1:
             print(f"== {name}", file=sys.stderr, flush=True)
-        text = join(in_context(inv, name, the_app, argv, the_group, tty=interactive))
+        text = command_text(inv, name, the_app, the_group, argv, interactive)
         session = connect(inv.hosts[name])
         try:
             code = attached(session, text, interactive)

@@ -10,7 +10,7 @@ import pytest
 
 from deploytool.errors import InputError
 from deploytool.inventory import load_inventory
-from deploytool.tasks.run import choose, command_after_dashes
+from deploytool.tasks.run import choose, command_after_dashes, command_text, dry_run_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "inventories" / "sandbox.yml"
@@ -53,3 +53,27 @@ def test_other_tasks_still_refuse_a_command_without_hosts() -> None:
     # Only a named task takes the words after `--`; Fabric's own `fab -H host -- cmd` is left as it was.
     r = fab("--", "true")
     assert r.returncode != 0 and "not given any hosts" in r.stderr
+
+
+def test_dry_run_prints_each_host_and_its_exact_command_and_runs_nothing() -> None:
+    inv = load_inventory(SANDBOX)
+    argv = ["rake", "db:migrate VERSION=1"]
+    text = dry_run_text(inv, choose(inv, None, "sample", "rq", True), argv, False)
+    rq = ("sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
+          "--property=WorkingDirectory=/srv/sample/current --property=EnvironmentFile=/etc/deploytool/sample/rq.env "
+          "--property=EnvironmentFile=/srv/sample/shared/config/app.env --property=UMask=0027 "
+          "-- /usr/bin/env rake 'db:migrate VERSION=1'")
+    assert text.splitlines() == [
+        "dry run: nothing is run; in the runtime context of the app's workers (docs/runtime.md), "
+        "on each host, one after the other:",
+        "prod-a: sample: group rq", f"  {rq}", "prod-b: sample: group rq", f"  {rq}"]
+    # With a terminal (a console), systemd-run gets one instead of pipes.
+    tty = command_text(inv, "prod-a", inv.apps_on("prod-a")["sample"], None, argv, True)
+    assert "--pty" in tty and "--pipe" not in tty and tty.endswith("-- /usr/bin/env rake 'db:migrate VERSION=1'")
+
+    # Through fab: the sandbox's hosts are not up during unit tests, so contacting one would fail.
+    r = fab("run", "--dry-run", "--host", "prod-a", "--", "echo", "APP_ENV is production")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:] == ["prod-a: sample", r.stdout.splitlines()[2]]
+    # The inventory's environment values are redacted (APP_ENV: production).
+    assert r.stdout.splitlines()[2].endswith("-- /usr/bin/env echo 'APP_ENV is ***'"), r.stdout

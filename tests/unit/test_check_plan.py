@@ -1,0 +1,111 @@
+"""`fab check` as a plan: one read-only round trip (probes, worker programs, installed units), run by the
+one executor in a real local shell against a temporary deploy_to, its output parsed into findings."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_check_commands import inventory
+
+from deploytool import check, context
+from deploytool.commands import check as probes
+from deploytool.commands import unitfiles
+from deploytool.execute import Execution
+from deploytool.plan import Script, describe
+from deploytool.remote import Result, Session
+from deploytool.report import HostReport, Reporter
+from deploytool.rolling import CANCELLED
+from deploytool.workers import Workers
+
+
+class LocalShell:
+    """Runs scripts with bash here, passing stdout lines as they come, as the host's session does."""
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> Result:
+        self.scripts.append(command)
+        r = subprocess.run(["bash", "-s"], input=command, capture_output=True, text=True, timeout=60, check=False)
+        for line in r.stdout.splitlines():
+            if on_line:
+                on_line(line)
+        return Result(r.stdout, r.stderr, r.returncode)
+
+    def put(self, local: Path, remote: str, stage: str, timeout: float | None = None) -> None:
+        raise AssertionError("a check uploads nothing")
+
+    def real(self) -> Session:
+        raise AssertionError("a check takes no lock")
+
+
+@pytest.fixture(autouse=True)
+def not_cancelled() -> Iterator[None]:
+    # Another test may leave the process-wide cancel flag set (deploytool.rolling).
+    CANCELLED.clear()
+    yield
+    CANCELLED.clear()
+
+
+def test_one_round_trip_of_read_only_steps(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    app = inv.apps_on("h1")["shop"]
+    plan = check.check_plan(inv, "h1", app)
+    [action] = plan.actions
+    assert isinstance(action, Script) and plan.recovery == () and not action.rolling
+    assert [stage for stage, _ in describe(plan)] == ["probe", "programs", "units"]
+    probe, programs, units = (step.command for step in action.steps)
+    assert probe.startswith(probes.sudo_rights(["journalctl"])[0]) and probes.released(app) in probe
+    # Programs inside the release are resolved only once there is one.
+    assert programs == probes.if_released(
+        app, context.resolve_programs(inv, "h1", app, marker=probes.PROGRAM),
+        context.resolve_programs(inv, "h1", app, skip_release=True, marker=probes.PROGRAM))
+    assert units == unitfiles.read_all(app, Workers(inv, "h1", app).env_files)
+    # Its data lines are not the executor's fact markers (one value per name): they reach the output.
+    assert all(not m.startswith("@@deploytool-") for m in (probes.MARK, probes.PROGRAM))
+
+
+def test_if_released_picks_by_the_current_release_and_never_fails(tmp_path: Path) -> None:
+    app = inventory(tmp_path).apps_on("h1")["shop"]
+    text = probes.if_released(app, "echo released; false", "echo not yet; false")
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=False)
+
+    assert (run().stdout, run().returncode) == ("not yet\n", 0)
+    Path(app.current_path).mkdir(parents=True)
+    assert (run().stdout, run().returncode) == ("released\n", 0)
+
+
+def test_the_plan_run_for_real_gives_every_finding(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    app = inv.apps_on("h1")["shop"]
+    shared = Path(app.shared_path)
+    (shared / "config").mkdir(parents=True)
+    (shared / "config/app.env").write_text("X=1\n")
+    shell, report = LocalShell(), HostReport("h1", "shop")
+    ex = Execution(shell, "h1", report, Reporter(out=io.StringIO()))
+    # Exit 0 although no worker program resolves here: findings, not a failed host.
+    assert ex.run(lambda facts: check.check_plan(inv, "h1", app)), report.error
+    assert len(shell.scripts) == 1 and [s.name for s in report.stages] == ["probe", "programs", "units"]
+    found = check.check_findings(ex.facts[check.OUTPUT], inv, "h1", app, [], 4096)
+    upload = "fab config.upload --app shop --file config/master.key --from PATH"
+    assert [(f.check, f.detail) for f in check.problems(found)] == [
+        ("linked file", f"{shared}/config/master.key: missing; upload it: {upload}")]
+    by_check = {f.check for f in found}
+    assert by_check >= {"host key", "sudo", "program", "deploy_to", "linked file", "disk", "units", "worker program"}
+    [units] = [f for f in found if f.check == "units"]
+    assert units.note and units.detail.endswith("shop-s@.service, shop-w@.service, shop-workers.target")
+
+
+def test_installed_units_are_parsed_after_the_other_probes() -> None:
+    out = "\n".join([f"{probes.MARK} current release ok", f"{unitfiles.ENV_CHANGED} shop.env",
+                     unitfiles.SEPARATOR.strip("\n") + " a.service", "[Unit]", "", "[Service]",
+                     unitfiles.SEPARATOR.strip("\n") + " b.target", "[Unit]"]) + "\n"
+    assert unitfiles.parse_read_all(out) == ({"a.service": "[Unit]\n\n[Service]", "b.target": "[Unit]\n"},
+                                             ["shop.env"])
