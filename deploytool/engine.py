@@ -40,7 +40,7 @@ class Job:
     host: str
     app: App
     plan: Callable[[Facts], Plan]  # rebuilt after each round trip from what the host reported
-    # What the host's facts add to the report (the release it settled on); also called with {} first.
+    # What the host's facts add to the report (the release it settled on); a dry run's with what it read.
     note: Callable[[Facts, HostReport], None] | None = None
     # The last word on the report once the plan ran: a failure no command can express (quiet --strict).
     finish: Callable[[HostReport], None] | None = None
@@ -117,9 +117,9 @@ def preview_plans(inv: Inventory, jobs: Sequence[Job], out: Reporter, timeout: f
     quiet = Reporter(out.secrets, quiet=True)
 
     def one(session: Session, job: Job, report: HostReport) -> None:
-        if job.note is not None:
-            job.note({}, report)
         seen = job.preview(session) if job.preview is not None else Preview()
+        if job.note is not None:
+            job.note(seen.facts, report)
         plan = job.dry_plan(seen) if job.dry_plan is not None else job.plan(seen.facts)
         report.details.update(plan_data(plan, seen.changes))
 
