@@ -168,8 +168,9 @@ def elide_programs(command: str) -> str:
     """Programs sent as here-documents (deploytool/requeue/) are shown by name, not line by line."""
     from deploytool.commands.requeue import END
 
-    return re.sub(rf"<<'{END}'\n.*?\n{END}\n", f"<<'{END}'  (deploytool/requeue program)\n", command,
-                  flags=re.DOTALL)
+    return re.sub(rf"<<'{END}'([^\n]*)\n.*?\n{END}\n",
+                  lambda m: f"<<'{END}'{m.group(1)}  (here-document: the deploytool/requeue program)\n",
+                  command, flags=re.DOTALL)
 
 
 def perform(inv: Inventory, jobs: Sequence[Job], out: Reporter, task: str, *, json: bool, dry_run: bool = False,

@@ -68,7 +68,7 @@ class Workers:
         if self.app.systemd == "user":
             # User units start at boot only if the user lingers.
             user = self.inv.hosts[self.host].user
-            return join(sc.enable_linger(user)) + "\n" + sync
+            return join(sc.enable_linger(user)) + " && {\n" + sync + "\n}"
         return sync
 
     def unsupported_quiet(self) -> list[str]:
