@@ -303,3 +303,26 @@ def test_the_stop_all_active_helper_is_unchanged(inv: Inventory) -> None:
     # restart checks every unit with the same helper the executor's tests run in a shell.
     w = workers(inv, "shop", "sidekiq")
     assert ops.restart_script(w).endswith(sc.all_active(w.app, w.units))
+
+
+# --- rollback ----------------------------------------------------------------------------------------
+
+def test_rollback_plan_after_the_listing_switches_syncs_restarts_and_logs() -> None:
+    from deploytool.commands.release import switch_current
+    from deploytool.lock import Holder
+    from deploytool.releases import rollback_plan
+
+    inv = load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml")
+    app = inv.apps_on("prod-a")["sample"]
+    holder = Holder.me("", "previous")
+    before = rollback_plan(inv, "prod-a", app, None, (), {}, holder)
+    assert [s for s, _ in describe(before)] == ["lock", "check"] and before.recovery == ()
+    listed = {"output:check": "20260102000000 abc\n20260101000000 def\ncurrent 20260102000000\n"}
+    plan = rollback_plan(inv, "prod-a", app, None, (), listed, holder, dry=True)
+    stages = dict(describe(plan))
+    assert list(stages) == ["lock", "check", "switch", "units", "restart", "log", "unlock"]
+    assert stages["units"] == [ops.SYNC_PLAN]
+    assert stages["switch"] == [switch_current(app, "20260101000000")]  # the release before current
+    assert plan_data(plan)["on_failure"] == ["switch back", "units", "workers", "unlock"]
+    real = rollback_plan(inv, "prod-a", app, None, (), listed, holder)
+    assert [r.command for r in real.recovery if r.name == "units"] == [Workers(inv, "prod-a", app).install_script()]
