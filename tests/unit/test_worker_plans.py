@@ -299,8 +299,8 @@ def test_a_plan_with_a_lock_is_unlocked_last_on_failure() -> None:
     assert {"stage": "units", "commands": [ops.SYNC_PLAN]} in data["plan"]
 
 
-def test_the_stop_all_active_helper_is_unchanged(inv: Inventory) -> None:
-    # restart checks every unit with the same helper the executor's tests run in a shell.
+def test_restart_ends_by_checking_every_unit_is_active(inv: Inventory) -> None:
+    # The helper test_worker_commands runs in a real shell against stand-in states.
     w = workers(inv, "shop", "sidekiq")
     assert ops.restart_script(w).endswith(sc.all_active(w.app, w.units))
 
