@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -214,6 +215,7 @@ class Run:
     stdout: str
     t0: float  # wall clock (epoch) bounds, for the hosts' journals
     t1: float
+    rss: float = 0.0  # peak resident memory of the tool's largest process, MiB
 
 
 def timed(tool: str, n: int, argv: list[str], cwd: Path, env: dict[str, str] | None = None,
@@ -221,16 +223,28 @@ def timed(tool: str, n: int, argv: list[str], cwd: Path, env: dict[str, str] | N
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     m0 = time.monotonic()
-    p = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                       check=False)
+    p = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    streams: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: streams.__setitem__(k, f.read()))
+               for k, f in (("out", p.stdout), ("err", p.stderr))]
+    for t in readers:
+        t.start()
+    # wait4, not wait: the child's own rusage, for its peak RSS (the largest process of the tool's tree).
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - m0
     t1 = time.time()
+    for t in readers:
+        t.join()
+    stdout, stderr = streams.get("out", ""), streams.get("err", "")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if logname:
         (OUT / "logs").mkdir(parents=True, exist_ok=True)
-        (OUT / "logs" / f"{logname}.log").write_text(f"$ {shlex.join(argv)}\n{p.stdout}\n--- stderr\n{p.stderr}")
-    return Run(tool, n, seconds, cpu, p.returncode == 0, p.stdout + p.stderr, p.stdout, t0, t1)
+        (OUT / "logs" / f"{logname}.log").write_text(f"$ {shlex.join(argv)}\n{stdout}\n--- stderr\n{stderr}")
+    return Run(tool, n, seconds, cpu, p.returncode == 0, stdout + stderr, stdout, t0, t1,
+               usage.ru_maxrss / 1024)
 
 
 def restart_batch_option() -> bool:
@@ -977,8 +991,8 @@ def targets(res: Results) -> list[str]:
 
 def growth_table(res: Results) -> list[str]:
     """How deploytool's deploy time and controller CPU grow with N (medians of the compared runs)."""
-    lines = ["| N | deploytool s | vs smallest N | controller CPU s | CPU ms per host | OpenSSH floor s | "
-             "floor's CPU s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| N | deploytool s | vs smallest N | controller CPU s | CPU ms per host | controller peak RSS MiB | "
+             "OpenSSH floor s | floor's CPU s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = None
     for n in res.sizes:
         rs = [r for r in res.runs if r.tool == "deploytool" and r.n == n and r.ok]
@@ -990,7 +1004,9 @@ def growth_table(res: Results) -> list[str]:
         fl = [r for r in res.runs if r.tool == FLOOR and r.n == n and r.ok]
         fs = fmt(statistics.median(r.seconds for r in fl)) if fl else "-"
         fc = fmt(statistics.median(r.cpu for r in fl)) if fl else "-"
-        lines.append(f"| {n} | {fmt(sec)} | {sec / base:.2f}x | {fmt(cpu)} | {1000 * cpu / n:.0f} | {fs} | {fc} |")
+        rss = statistics.median(r.rss for r in rs)
+        lines.append(f"| {n} | {fmt(sec)} | {sec / base:.2f}x | {fmt(cpu)} | {1000 * cpu / n:.0f} | {rss:.0f} | "
+                     f"{fs} | {fc} |")
     return lines
 
 

@@ -10,6 +10,8 @@ probed cannot be told apart). A queue holding jobs that no group of the app work
 Checked for the kinds whose keys take no prefix (Sidekiq, RQ): Celery and Dramatiq keep apps apart
 with the app's redis_namespace (a key prefix) instead.
 
+The DB is one per app: it is read once per system, through one host (`probes`), whatever the fleet's size.
+
 An app with `redis_shared: true` shares its DB knowingly: there only another app's workers on one of
 this app's queues are refused (they would take its jobs)."""
 
@@ -60,12 +62,12 @@ def foreign(inv: Inventory, app: str, reading: Reading, shared: bool = False) ->
     return found
 
 
-def check_host(session: Session, inv: Inventory, app: App) -> None:
+def check_host(session: Session, inv: Inventory, app: App, groups: Sequence[WorkerGroup]) -> None:
     """Refuse (HostError) when the app's Redis DB, read through this host, holds another app's
     workers or queues."""
     host = session.host.name
     found: list[str] = []
-    for group in checked_groups(inv, host, app):
+    for group in groups:
         system = group.kind
         reading = collect.read_on(session, app, group, system, expected.queues(inv, app.name, system))
         found += foreign(inv, app.name, reading, shared=app.redis_shared)
@@ -88,19 +90,42 @@ def checked_groups(inv: Inventory, host: str, app: App) -> list[WorkerGroup]:
     return list(first.values())
 
 
+def probes(inv: Inventory, targets: Sequence[tuple[str, App]]) -> dict[str, dict[str, list[WorkerGroup]]]:
+    """Where each app's Redis DB is read: the DB is one per app, so one probe per system through the
+    first selected host (inventory order) that runs a group of it, not one per host: the check costs
+    the same on 2 hosts as on 200. Host → app → groups to probe there."""
+    order = {h: i for i, h in enumerate(inv.hosts)}
+    chosen: dict[str, dict[str, list[WorkerGroup]]] = {}
+    done: set[tuple[str, str]] = set()
+    for host, app in sorted(targets, key=lambda t: order.get(t[0], len(order))):
+        for g in checked_groups(inv, host, app):
+            if (app.name, g.kind) not in done:
+                done.add((app.name, g.kind))
+                chosen.setdefault(host, {}).setdefault(app.name, []).append(g)
+    return chosen
+
+
 def preflight(inv: Inventory, targets: Sequence[tuple[str, App]], out: Reporter) -> list[HostReport]:
-    """The check on every selected (host, app) at once, before anything is deployed; one report each."""
-    hosts: dict[str, list[App]] = {}
-    for host, app in targets:
-        if checked_groups(inv, host, app):  # else nothing to check: no connection
-            hosts.setdefault(host, []).append(app)
-    reports = {h: [HostReport(h, a.name) for a in apps] for h, apps in hosts.items()}
+    """The check of every selected app's Redis DB, before anything is deployed. Reports for the hosts
+    that read a DB; when one found another app's workers or queues, also one per selected (host, app)
+    of that app, none started."""
+    apps = {a.name: a for _, a in targets}
+    where = probes(inv, targets)
+    reports = {h: [HostReport(h, a) for a in per_app] for h, per_app in where.items()}
 
     def work(h: str) -> bool:
-        def one(session: Session, app: App, r: HostReport) -> None:
+        def one(session: Session, app: str, r: HostReport) -> None:
             with out.stage(r, "redis check"):
-                check_host(session, inv, app)
-        return on_host(inv.hosts[h], hosts[h], reports[h], out, one)
+                check_host(session, inv, apps[app], where[h][app])
+        return on_host(inv.hosts[h], list(where[h]), reports[h], out, one)
 
-    run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason), max_fail=len(hosts))
-    return [r for rs in reports.values() for r in rs]
+    run(list(where), work, lambda h, reason: mark_skipped(reports[h], reason), max_fail=len(where))
+    checked = [r for rs in reports.values() for r in rs]
+    refused = {r.app: r for r in checked if r.status != "ok"}
+    for host, app in targets:
+        if app.name in refused and not any(r.host == host and r.app == app.name for r in checked):
+            skipped = HostReport(host, app.name)
+            mark_skipped([skipped], f"not started: the redis check of {app.name} through "
+                                    f"{refused[app.name].host} failed")
+            checked.append(skipped)
+    return checked
