@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from deploytool.inventory import Inventory, load_inventory
 from deploytool.plan import Plan, Script, describe
 from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
+from deploytool.rolling import CANCELLED
 from deploytool.units import MARKER
 from deploytool.workers import Workers, instance_changes, instance_effects, parse_instances
 
@@ -177,6 +178,15 @@ class LocalShell:
         raise AssertionError("no lock here")
 
 
+@pytest.fixture
+def not_cancelled() -> Iterator[None]:
+    # Another test's interruption must not leak into this one's executor.
+    CANCELLED.clear()
+    yield
+    CANCELLED.clear()
+
+
+@pytest.mark.usefixtures("not_cancelled")
 def test_a_failed_install_starts_the_workers_that_ran(inv: Inventory, shell_env: dict[str, str],
                                                       tmp_path: Path) -> None:
     # enable-linger fails (no sudo rights) after the running instances were recorded.
