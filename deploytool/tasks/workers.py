@@ -240,7 +240,7 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
             if shortfall and r.status == "ok":
                 r.status, r.error = "failed", f"{w.host}: {shortfall}"
 
-        said = [f"quiet not supported by {', '.join(unsupported)}: those workers keep fetching jobs"] \
+        said = [f"{', '.join(unsupported)}: not quieted (quiet not supported): those workers keep fetching jobs"] \
             if unsupported else []
         said += [f"would fail: {shortfall}"] if shortfall else []
         return Job(w.host, w.app, lambda _: ops.quiet_plan(w), note=note, finish=finish,
