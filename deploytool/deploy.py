@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import socket
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,13 +14,12 @@ from pathlib import Path
 from deploytool import context
 from deploytool import workers as ops
 from deploytool.commands import release as rel
-from deploytool.execute import Execution
-from deploytool.hostwork import on_host
+from deploytool.engine import Job, Preview
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
 from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
-from deploytool.remote import Session, connect
-from deploytool.report import HostReport, Reporter
+from deploytool.remote import Session
+from deploytool.report import HostReport
 from deploytool.source import Revision
 from deploytool.workers import Workers
 
@@ -40,10 +38,6 @@ class Deploy:
     archive: Path | None  # the packed code (archive strategy), uploaded once per host
     template_dirs: Sequence[Path]
     force_unlock: bool = False
-    # Bounds how many hosts quiet and restart their workers at once, so workers restart rolling while
-    # the rest of the deploy runs in parallel.
-    restart_gate: threading.Semaphore | None = None
-    timeout: float | None = None  # each stage's bound (--timeout); the app's own `timeout` otherwise
     # This host runs the app's `once: true` hooks (migrations): one host per app and deploy.
     once_host: bool = False
 
@@ -54,16 +48,15 @@ class Deploy:
     def _remote_archive(self, release: str) -> str:
         return f"{rel.Layout(self.app).releases}/.{release}.tar.gz"
 
-    def build_plan(self, facts: Facts, holder: Holder, unit_changes: Sequence[str] | None = None) -> Plan:
+    def build_plan(self, facts: Facts, holder: Holder, dry: bool = False) -> Plan:
         """The deploy on this host, from what the host reported so far (`facts`: the release name it
-        settled on, the release `current` pointed to before). With `unit_changes` (a dry run), the
-        units stage shows that diff instead of its script.
+        settled on, the release `current` pointed to before). `dry`: a plan to print, whose units stage
+        says what it does instead of carrying the environment files' content.
 
         Workers are quieted right before they stop, in the (possibly rolling) restart round trip:
         quieting them early would leave a waiting host idle for the whole rolling restart. Running
         workers keep the code they loaded, so switching `current` first does not change what they run."""
         app, w = self.app, self.workers
-        dry = unit_changes is not None  # a plan to print: builders name secret files, never show them
         release = facts.get("release", self.release)
         previous = facts.get("previous", "")
         archive = self._remote_archive(release)
@@ -71,8 +64,8 @@ class Deploy:
             code = rel.unpack_archive(app, release, archive, self.revision.commit)
         else:
             code = rel.git_export(app, release, self.revision.ref)
-        units = self.workers.install_script(self.template_dirs) if unit_changes is None else "\n".join(unit_changes)
-        has_units = bool(w.units) or unit_changes is not None
+        units = ops.SYNC_PLAN if dry else w.install_script(self.template_dirs)
+        has_units = bool(w.units)
         publish = [Step("switch", rel.switch_current(app, release), arms=("switch back", "units", "workers"))]
         if has_units:
             publish.append(Step("units", units, arms=("units", "workers")))
@@ -110,8 +103,8 @@ class Deploy:
             actions.append(Script(tuple(after_restart)))
         actions.append(Unlock())
         recovery = [Recovery("switch back", rel.switch_back(app, release, previous)),
-                    Recovery("units", self.workers.install_script(self.template_dirs) if unit_changes is None
-                             else "(units as the inventory wants them)")]
+                    Recovery("units", "(units as the inventory wants them)" if dry
+                             else w.install_script(self.template_dirs))]
         if w.units:
             recovery.append(Recovery("workers", ops.recover_script(w)))
         recovery.append(Recovery("remove release", rel.remove_release(app, release)))
@@ -123,10 +116,9 @@ class Deploy:
                      rel.build(self.inv, self.host, self.app, release, [h.command], plan=dry))
                 for h in self.app.hooks.at(point, self.once_host)]
 
-    def plan(self, unit_changes: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+    def plan(self) -> list[tuple[str, list[str]]]:
         """Every stage with the commands it sends, in order: what --dry-run prints."""
-        holder = Holder.me(self.revision.commit, self.release)
-        return describe(self.build_plan({}, holder, list(unit_changes) or ["(units as rendered)"]))
+        return describe(self.build_plan({}, Holder.me(self.revision.commit, self.release), dry=True))
 
     def _log_line(self, release: str) -> str:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -134,34 +126,26 @@ class Deploy:
         return (f"{datetime.now(UTC).isoformat(timespec='seconds')} {self.revision.ref} (at {at}) "
                 f"deployed as release {release} by {who}")
 
-    def run(self, session: Session, report: HostReport, out: Reporter) -> None:
-        report.release = self.release
-        report.revision = self.revision.commit or None
+    def job(self) -> Job:
+        """This deploy as the engine runs it: the plan, rebuilt from what the host reports; the release
+        and revision the host settled on in the report; for a dry run, the units and instances it would
+        change, read from the host."""
         holder = Holder.me(self.revision.commit, self.release)
-        ex = Execution(session, self.host, report, out, self.restart_gate, self.timeout or self.app.timeout)
 
-        def build(facts: Facts) -> Plan:
+        def note(facts: Facts, report: HostReport) -> None:
             report.release = facts.get("release", self.release)
-            if "revision" in facts:
-                report.revision = facts["revision"]
-            return self.build_plan(facts, holder)
+            report.revision = facts.get("revision") or self.revision.commit or None
 
-        if not ex.run(build) and any(st.name.startswith("after_restart") and st.status == "failed"
-                                     for st in report.stages):
-            report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
+        def finish(report: HostReport) -> None:
+            if report.status == "failed" and any(st.name.startswith("after_restart") and st.status == "failed"
+                                                 for st in report.stages):
+                report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
 
+        def preview(session: Session) -> Preview:
+            return Preview(changes=ops.preview(session, self.workers, self.template_dirs, starts=True))
 
-def deploy_host(deploys: Sequence[Deploy], reports: Sequence[HostReport], out: Reporter) -> bool:
-    """A host's deploys (one per app) over one connection; False if any failed."""
-    first = deploys[0]
-    timeout = first.timeout or max(d.app.timeout for d in deploys)
-    return on_host(first.inv.hosts[first.host], deploys, reports, out, lambda s, d, r: d.run(s, r, out), timeout)
-
-
-def unit_changes(d: Deploy) -> list[str]:
-    """Read the host's current units (read only) and diff them with the rendered ones."""
-    session = connect(d.inv.hosts[d.host], d.timeout or d.app.timeout)
-    try:
-        return ops.changes(session, d.workers, d.template_dirs)
-    finally:
-        session.close()
+        once = ", runs the app's once hooks" if self.once_host and self.app.hooks.at_once() else ""
+        return Job(self.host, self.app, lambda facts: self.build_plan(facts, holder), note=note, finish=finish,
+                   preview=preview, dry_plan=lambda seen: self.build_plan(seen.facts, holder, dry=True),
+                   title=f"release {self.release}, revision {self.revision.ref} "
+                         f"({self.revision.commit or 'resolved on the host'}){once}")

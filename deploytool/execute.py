@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -92,6 +92,10 @@ class Execution:
                 done += 1
         except HostError as e:
             self.report.status, self.report.error = "failed", self.out.redact(str(e))
+            # Recovery from everything the host reported, up to the failure (what ran before a change,
+            # reported in the failed round trip itself); the last plan if it cannot be rebuilt.
+            with suppress(HostError):
+                self.plan = build(self.facts)
             self.recover()
             return False
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from deploytool import workers as ops
 from deploytool.commands import release as rel
+from deploytool.engine import Job, Preview
 from deploytool.errors import HostError
-from deploytool.execute import Execution
 from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder
@@ -67,10 +67,11 @@ def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
 
 
 def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
-                  facts: Facts, holder: Holder, force_unlock: bool = False) -> Plan:
+                  facts: Facts, holder: Holder, force_unlock: bool = False, dry: bool = False) -> Plan:
     """Lock, read the releases, then (once the host listed them) switch `current` to the chosen one,
     sync the units, quiet and restart the workers, log it. On failure: `current` back where it was,
-    units as the inventory wants them, workers running."""
+    units as the inventory wants them, workers running. `dry`: a plan to print (the units stage says
+    what it does instead of carrying the environment files' content)."""
     w = Workers(inv, host, app)
     actions: list[Action] = [Lock(app, holder, force_unlock), Script((Step("check", rel.list_releases(app)),))]
     recovery: tuple[Recovery, ...] = ()
@@ -81,9 +82,10 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
         except HostError as e:
             raise HostError(f"{host}: rollback: {e}") from None
         before = next((r["release"] for r in rows if r["current"]), "")
+        units = ops.SYNC_PLAN if dry else w.install_script(template_dirs)
         # As in a deploy: switch first, then quiet each worker right before it stops.
         steps = [Step("switch", rel.switch_current(app, target), arms=("switch back", "units", "workers")),
-                 Step("units", w.install_script(template_dirs), arms=("units", "workers"))]
+                 Step("units", units, arms=("units", "workers"))]
         if w.units:
             steps += [Step("restart", c, arms=("workers",)) for c in w.quiet_commands()]
             steps.append(Step("restart", ops.restart_script(w), arms=("workers",)))
@@ -92,29 +94,41 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
         actions += [Script(tuple(steps), commits=True), Script((Step("log", rel.log_revision(app, line)),)),
                     Unlock()]
         recovery = (Recovery("switch back", rel.switch_back(app, target, before)),
-                    Recovery("units", w.install_script(template_dirs)),
+                    Recovery("units", "(units as the inventory wants them)" if dry else units),
                     *((Recovery("workers", ops.recover_script(w)),) if w.units else ()))
     return Plan(tuple(actions), recovery)
 
 
-def rollback_host(
-    inv: Inventory, host: str, apps: Sequence[App], wanted: str | None, template_dirs: Sequence[Path],
-    reports: Sequence[HostReport], out: Reporter, force_unlock: bool = False, timeout: float | None = None,
-) -> bool:
-    def work(session: Session, app: App, report: HostReport) -> None:
-        holder = Holder.me("", wanted or "previous")
-        ex = Execution(session, host, report, out, timeout=timeout or app.timeout)
+def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
+                 force_unlock: bool = False) -> Job:
+    """The rollback of `app` on `host` as the engine runs it; its dry run lists the releases (read only)
+    and says which would become current, with the units and instances the sync would change."""
+    holder = Holder.me("", wanted or "previous")
+    w = Workers(inv, host, app)
 
-        def build(facts: Facts) -> Plan:
-            plan = rollback_plan(inv, host, app, wanted, template_dirs, facts, holder, force_unlock)
-            if "output:check" in facts and report.release is None:
-                rows = parse_listing(facts["output:check"])
-                report.release = choose(rows, wanted)
-                report.revision = next(r["revision"] for r in rows if r["release"] == report.release) or None
-                report.details["rolled_back_to"] = report.release
-            return plan
+    def note(facts: Facts, report: HostReport) -> None:
+        if "output:check" in facts and report.release is None:
+            rows = parse_listing(facts["output:check"])
+            report.release = choose(rows, wanted)
+            report.revision = next(r["revision"] for r in rows if r["release"] == report.release) or None
+            report.details["rolled_back_to"] = report.release
 
-        if not ex.run(build):
-            raise HostError(report.error or f"{host}: rollback failed")
+    def preview(session: Session) -> Preview:
+        listed = session.run(rel.list_releases(app), "preview").stdout
+        rows = parse_listing(listed)
+        try:
+            target = choose(rows, wanted)
+        except HostError as e:
+            raise HostError(f"{host}: rollback: {e}") from None
+        before = next((r["release"] for r in rows if r["current"]), "")
+        revision = next(r["revision"] for r in rows if r["release"] == target) or "unknown revision"
+        return Preview(facts={"output:check": listed},
+                       changes=[f"current: {before} -> {target} ({revision})",
+                                *ops.preview(session, w, template_dirs, starts=True)])
 
-    return on_host(inv.hosts[host], apps, reports, out, work, timeout or max(a.timeout for a in apps))
+    return Job(host, app, lambda facts: rollback_plan(inv, host, app, wanted, template_dirs, facts, holder,
+                                                      force_unlock),
+               note=note, preview=preview,
+               dry_plan=lambda seen: rollback_plan(inv, host, app, wanted, template_dirs, seen.facts, holder,
+                                                   force_unlock, dry=True),
+               title=f"roll back to {wanted or 'the release before current'}")

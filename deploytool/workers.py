@@ -1,13 +1,12 @@
-"""Worker operations on one host for one app: install, quiet, stop, start, restart, status.
-
-Each operation is built from the kinds table and the inventory as commands first (`*_commands`,
-`*_script`), then sent through the host's Session, so a dry run prints exactly what would be sent.
+"""Worker operations on one host for one app: install, uninstall, start, stop, quiet, restart, enable,
+disable as plans (`*_plan`: pure, from the kinds table and the inventory, run by deploytool.engine, so a
+dry run prints exactly what would be sent); what a sync would change (`preview`) and `status`, read only.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
-from deploytool.plan import Plan, Recovery, Script, Step
+from deploytool.plan import Facts, Plan, Recovery, Script, Step
 from deploytool.remote import Session, join
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
@@ -69,7 +68,7 @@ class Workers:
         if self.app.systemd == "user":
             # User units start at boot only if the user lingers.
             user = self.inv.hosts[self.host].user
-            return join(sc.enable_linger(user)) + "\n" + sync
+            return join(sc.enable_linger(user)) + " && {\n" + sync + "\n}"
         return sync
 
     def unsupported_quiet(self) -> list[str]:
@@ -98,26 +97,11 @@ class Workers:
         return cmds
 
 
-def quiet(session: Session, w: Workers, stage: str = "quiet") -> None:
-    for command in w.quiet_commands():
-        session.run(command, stage)
-
-
-def start(session: Session, w: Workers, stage: str = "start") -> None:
-    if w.units:
-        session.run(join(sc.start(w.app, [w.target, *w.units])), stage)
-
-
 def stop_script(w: Workers) -> str:
     """systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit; then
     jobs a stopping worker took but never ran are put back (kinds that need it)."""
     requeues = [r for g in w.groups if (r := requeue(w.inv, w.host, w.app, g))]
     return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
-
-
-def stop(session: Session, w: Workers, stage: str = "stop") -> None:
-    if w.units:
-        session.run(stop_script(w), stage)
 
 
 def restart_script(w: Workers) -> str:
@@ -138,6 +122,47 @@ def recover_script(w: Workers) -> str:
     ])
 
 
+# The plans of the worker operations (deploytool.plan), one per operation, run by deploytool.engine.
+# A plan with no actions does nothing (a group without processes, an app without workers).
+
+def _one(stage: str, *commands: str, arms: tuple[str, ...] = ()) -> Plan:
+    if not commands:
+        return Plan(())
+    return Plan((Script(tuple(Step(stage, c, arms=arms) for c in commands)),))
+
+
+def start_plan(w: Workers) -> Plan:
+    """Start the target and every instance; a failed start leaves nothing to put back."""
+    return _one("start", join(sc.start(w.app, [w.target, *w.units]))) if w.units else Plan(())
+
+
+def stop_plan(w: Workers) -> Plan:
+    """Stop every instance (each within its grace), then requeue what a stopping worker took. A
+    failed stop is not undone: stopping is what was asked; the report names what failed."""
+    return _one("stop", stop_script(w)) if w.units else Plan(())
+
+
+def quiet_plan(w: Workers) -> Plan:
+    """Make every group that can be quieted stop fetching jobs; kinds without a way send nothing
+    (Workers.unsupported_quiet says which). Not undone on failure: quiet is what was asked."""
+    return _one("quiet", *w.quiet_commands())
+
+
+def enable_plan(w: Workers) -> Plan:
+    """Start at boot: the target and every instance."""
+    return _one("enable", join(sc.enable(w.app, [w.target, *w.units]))) if w.units else Plan(())
+
+
+def disable_plan(w: Workers) -> Plan:
+    """No start at boot; running workers keep running."""
+    return _one("disable", join(sc.disable(w.app, [w.target, *w.units]))) if w.units else Plan(())
+
+
+def uninstall_plan(w: Workers) -> Plan:
+    """Stop, disable and remove every unit of the app (its environment files too)."""
+    return _one("uninstall", unitfiles.remove_all(w.app))
+
+
 def restart_plan(w: Workers, stage: str = "restart") -> Plan:
     """Quiet where supported, then stop and start again; on failure the workers are brought back."""
     if not w.units:
@@ -147,16 +172,40 @@ def restart_plan(w: Workers, stage: str = "restart") -> Plan:
     return Plan((Script(tuple(steps), commits=True),), (Recovery("workers", recover_script(w)),))
 
 
-def install(session: Session, w: Workers, template_dirs: Sequence[Path] = (), stage: str = "units") -> bool:
-    """Make the host's units match the inventory; True if a unit file changed."""
-    out = session.run(w.install_script(template_dirs), stage).stdout
-    return "changed" in out.split()
+RUNNING = "@@deploytool-running"  # a fact line: the app's worker instances active before a change
+# What a dry run's plan shows for the unit sync instead of its script (which carries the environment
+# files' content): the changes read from the host are listed beside the plan.
+SYNC_PLAN = "sync the units: write the files that differ, stop and disable surplus instances, enable 1..N " \
+            "(see the changes)"
+
+
+def running_units(w: Workers) -> str:
+    """Shell text printing `RUNNING unit...`: the app's instances active now (for the recovery)."""
+    listing = join(sc.systemctl(w.app, "list-units", "--state=active", "--plain", "--no-legend", *w.patterns))
+    return f"printf '%s %s\\n' {RUNNING} \"$({listing} | awk '{{print $1}}' | tr '\\n' ' ')\""
+
+
+def install_plan(w: Workers, template_dirs: Sequence[Path] = (), facts: Facts | None = None,
+                 dry: bool = False) -> Plan:
+    """Make the host's units match the inventory (prints `changed` when a file changed). On failure
+    the wanted instances that were running before (`facts["running"]`) are started again: an install
+    never leaves workers stopped that ran. Surplus instances are stopped on purpose, not restarted."""
+    sync = SYNC_PLAN if dry else w.install_script(template_dirs)
+    steps = [Step("install", running_units(w))] if w.units else []
+    steps.append(Step("install", sync, arms=("workers",)))
+    were = [u for u in (facts or {}).get("running", "").split() if u in w.units]
+    recovery = (Recovery("workers", join(sc.start(w.app, were))),) if were else ()
+    return Plan((Script(tuple(steps)),), recovery)
 
 
 def installed(session: Session, w: Workers, stage: str = "units") -> tuple[dict[str, str], list[str]]:
     """The app's unit files as they are on the host now, and the names of its environment files that
     differ from the wanted ones (their content is never read back). Read only."""
-    out = session.run(unitfiles.read_all(w.app, w.env_files), stage).stdout
+    return parse_installed(session.run(unitfiles.read_all(w.app, w.env_files), stage).stdout)
+
+
+def parse_installed(out: str) -> tuple[dict[str, str], list[str]]:
+    """read_all() output → (unit file name → content, environment files that would change)."""
     head, *chunks = ("\n" + out).split(unitfiles.SEPARATOR)
     env_changed = [line.split(" ", 1)[1] for line in head.splitlines() if line.startswith(unitfiles.ENV_CHANGED + " ")]
     files: dict[str, str] = {}
@@ -186,8 +235,96 @@ def unit_diff(current: dict[str, str], wanted: dict[str, str], env_changed: Sequ
     return lines or ["(no unit changes)"]
 
 
-def uninstall(session: Session, w: Workers, stage: str = "uninstall") -> None:
-    session.run(unitfiles.remove_all(w.app), stage)
+def parse_instances(text: str) -> tuple[dict[str, str], list[str]]:
+    """read_instances() output → (loaded instance → its active state, enabled instances)."""
+    loaded: dict[str, str] = {}
+    enabled: list[str] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == unitfiles.INSTANCE:
+            if parts[1] == "loaded" and len(parts) >= 4:
+                loaded[parts[2]] = parts[3]
+            elif parts[1] == "enabled":
+                enabled.append(parts[2])
+    return loaded, enabled
+
+
+def _instance_key(unit: str) -> tuple[str, int, str]:
+    name, _, rest = unit.partition("@")
+    number = rest.removesuffix(".service")
+    return (name, int(number) if number.isdigit() else 0, number)
+
+
+# Active states in which a worker runs (or is about to): stopping it is a change.
+RUNNING_STATES = frozenset({"active", "activating", "reloading", "deactivating"})
+
+
+def instance_changes(loaded: dict[str, str], enabled: Sequence[str], wanted: Sequence[str],
+                     starts: bool) -> list[str]:
+    """What a unit sync does to the app's instances, one line each, from what the host has: those not
+    wanted are stopped and disabled; wanted ones not enabled are enabled. `starts`: the operation
+    starts the wanted ones afterwards (a deploy), so those not running now would be started."""
+    lines = []
+    for unit in sorted(set(loaded) | set(enabled) | set(wanted), key=_instance_key):
+        running = loaded.get(unit, "") in RUNNING_STATES
+        is_enabled = unit in enabled
+        if unit not in wanted:
+            what = [w for w, yes in (("stopped", running), ("disabled", is_enabled)) if yes]
+            if what:
+                lines.append(f"{unit}: {'running' if running else 'not running'}, would be "
+                             f"{' and '.join(what)} (not wanted)")
+            continue
+        what = [w for w, yes in (("enabled", not is_enabled), ("started", starts and not running)) if yes]
+        if what:
+            later = "" if starts or running else " (not started: workers.start or a deploy starts it)"
+            lines.append(f"{unit}: would be {' and '.join(what)}{later}")
+    return lines
+
+
+# What starting, stopping, ... does to a wanted instance, by whether it runs and is enabled now: the
+# first matching (test, verb) of the operation; none matching: nothing changes for that instance.
+EFFECTS: dict[str, tuple[tuple[Callable[[bool, bool], bool], str], ...]] = {
+    "start": ((lambda running, enabled: not running, "started"),),
+    "stop": ((lambda running, enabled: running, "stopped"),),
+    "restart": ((lambda running, enabled: running, "restarted"), (lambda running, enabled: True, "started")),
+    "enable": ((lambda running, enabled: not enabled, "enabled"),),
+    "disable": ((lambda running, enabled: enabled, "disabled"),),
+}
+
+
+def instance_effects(loaded: dict[str, str], enabled: Sequence[str], wanted: Sequence[str], op: str) -> list[str]:
+    """What operation `op` (a key of EFFECTS) would do to each wanted instance, one line each."""
+    lines = []
+    for unit in sorted(wanted, key=_instance_key):
+        running, is_enabled = loaded.get(unit, "") in RUNNING_STATES, unit in enabled
+        verb = next((v for test, v in EFFECTS[op] if test(running, is_enabled)), None)
+        if verb:
+            lines.append(f"{unit}: would be {verb}")
+    return lines or [f"(no instance would be {EFFECTS[op][0][1]})"]
+
+
+def preview(session: Session, w: Workers, template_dirs: Sequence[Path] = (), starts: bool = False,
+            removing: bool = False, stage: str = "preview") -> list[str]:
+    """What a unit sync (`removing`: an uninstall) would change on the host, read in one round trip
+    (read only): a diff per unit file, a line per environment file (never its content), a line per
+    instance started, stopped, enabled or disabled."""
+    env_files = [] if removing else w.env_files
+    out = session.run(unitfiles.read_instances(w.app, w.target) + "\n"
+                      + unitfiles.read_all(w.app, env_files), stage).stdout
+    files, env_changed = parse_installed(out)
+    loaded, enabled = parse_instances(out.split(unitfiles.SEPARATOR, 1)[0])
+    if removing:
+        return [f"{name}: would be removed" for name in sorted(files)] + \
+            [f"{name}: (environment file) would be removed" for name in env_changed] + \
+            instance_changes(loaded, enabled, [], starts=False)
+    return unit_diff(files, w.rendered(template_dirs), env_changed) + \
+        instance_changes(loaded, enabled, w.units, starts)
+
+
+def effects(session: Session, w: Workers, op: str, stage: str = "preview") -> list[str]:
+    """What `op` would do to the wanted instances, from their states on the host (read only)."""
+    loaded, enabled = parse_instances(session.run(unitfiles.read_instances(w.app, w.target), stage).stdout)
+    return instance_effects(loaded, enabled, w.units, op)
 
 
 @dataclass(frozen=True)

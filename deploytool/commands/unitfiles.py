@@ -211,3 +211,26 @@ def write_env_files(app: App, env_files: Sequence[EnvFile]) -> str:
                 '[ $? = 0 ] || { echo "cannot write $f" >&2; exit 1; }')
 
     return "\n".join([f'e="{_env_dir(app)}"', _env_mkdir(app), *_env_blocks(app, env_files, write, ":")])
+
+
+# Lines of read_instances(): `INSTANCE loaded UNIT ACTIVE` (systemd knows the unit and its active state)
+# and `INSTANCE enabled UNIT` (a link in the app's target's .wants/: it starts with the target).
+INSTANCE = "@@@deploytool-instance@@@"
+
+
+def read_instances(app: App, target: str) -> str:
+    """Print the app's worker instances as the host has them (read only): one `systemctl list-units`
+    over the patterns of the app's own template units, and the target's .wants/ links."""
+    d = unit_dir(app)
+    sc = " ".join(q(a) for a in systemctl(app))
+    return "\n".join([
+        f'd="{d}"',
+        f"owned=$(grep -lx {q(MARKER + '=' + app.name)} \"$d\"/*.service 2>/dev/null || true)",
+        "patterns=''; for f in $owned; do n=${f##*/}; case $n in *@.service) "
+        "patterns=\"$patterns ${n%@.service}@*.service\";; esac; done",
+        # set -f: the patterns are systemctl's to match, never the shell's against the current directory.
+        f"( set -f; [ -z \"$patterns\" ] || {sc} list-units --all --plain --no-legend $patterns ) "
+        f"| awk '{{print \"{INSTANCE} loaded\", $1, $3}}'",
+        f"for f in \"$d\"/{q(target)}.wants/*.service; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; "
+        f'echo {INSTANCE} enabled "${{f##*/}}"; done',
+    ])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
-import re
 import tempfile
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +11,6 @@ from typing import TYPE_CHECKING
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from deploytool.errors import HostError
 from deploytool.project import project_dir, project_templates
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import batch_size, run
@@ -22,7 +19,6 @@ from deploytool.tasks.options import Target, command, load, select_targets
 # The deploy machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
 # and every other task do not pay for it.
 if TYPE_CHECKING:
-    from deploytool.deploy import Deploy
     from deploytool.inventory import Inventory
 
 DEPLOY_HELP = {
@@ -88,7 +84,8 @@ def deploy(
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
-    from deploytool.deploy import Deploy, deploy_host, release_name
+    from deploytool import engine
+    from deploytool.deploy import Deploy, release_name
     from deploytool.jobs import ownership
     from deploytool.source import pack, resolve
 
@@ -109,59 +106,16 @@ def deploy(
             for n, a in apps.items()
         }
         grouped = by_host(targets)
-        gate = threading.Semaphore(batch_size(restart_batch, len(grouped), default=1))
         once = once_hosts(inv, targets)
-        hosts = {
-            h: [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates,
-                       force_unlock, gate, timeout, once_host=once[t.app.name] == h) for t in ts]
-            for h, ts in grouped.items()
-        }
-        if dry_run:
-            text, ok = plan_text(hosts)
-            print(out.redact(text))
-            if not ok:
-                raise Exit(code=1)
-            return
-        reports = {h: [HostReport(h, d.app.name) for d in ds] for h, ds in hosts.items()}
-
-        run(list(hosts), lambda h: deploy_host(hosts[h], reports[h], out),
-            lambda h, reason: mark_skipped(reports[h], reason),
-            batch=batch, parallel=parallel, max_fail=max_fail)
-    finish(out, [r for rs in reports.values() for r in rs], json, "deploy", release=name)
-
-
-def plan_text(hosts: dict[str, list[Deploy]]) -> tuple[str, bool]:
-    """Each host's stages and commands, with unit diffs read from the host; False if one was unreachable."""
-    from deploytool.deploy import unit_changes
-
-    lines = ["dry run: nothing is uploaded, locked or written; hosts are only read, for the unit diffs"]
-    ok = True
-    for h, deploys in hosts.items():
-        for d in deploys:
-            once = ", runs the app's once hooks" if d.once_host and d.app.hooks.at_once() else ""
-            lines.append(f"\n{h}: {d.app.name}: release {d.release}, revision {d.revision.ref} "
-                         f"({d.revision.commit or 'resolved on the host'}){once}")
-            try:
-                changes = unit_changes(d)
-            except HostError as e:
-                ok = False
-                lines.append(f"  error: {e}")
-                continue
-            for stage, commands in d.plan(changes):
-                lines.append(f"  [{stage}]")
-                for cmd in commands:
-                    lines += [f"    {ln}" for ln in elide_programs(cmd).splitlines()]
-            lines.append("  [on failure] each on its own, whatever fails: "
-                         "switch back, units, workers (restarted, never left quiet), remove release, unlock")
-    return "\n".join(lines), ok
-
-
-def elide_programs(command: str) -> str:
-    """Programs sent as here-documents (deploytool/requeue/) are shown by name, not line by line."""
-    from deploytool.commands.requeue import END
-
-    return re.sub(rf"<<'{END}'\n.*?\n{END}\n", f"<<'{END}'  (deploytool/requeue program)\n", command,
-                  flags=re.DOTALL)
+        jobs = [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates, force_unlock,
+                       once_host=once[t.app.name] == h).job() for h, ts in grouped.items() for t in ts]
+        # Workers restart rolling (`restart_at_once` hosts at a time) while the rest runs in parallel.
+        rollout = engine.Rollout(batch=batch, parallel=parallel, max_fail=max_fail, timeout=timeout,
+                                 restart_at_once=batch_size(restart_batch, len(grouped), default=1))
+        reports = engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
+                                 extra={"release": name})
+    if any(r.status != "ok" for r in reports):
+        raise Exit(code=1)
 
 
 @command(release="release to roll back to (timestamp; default: the one before current)",
@@ -174,21 +128,23 @@ def rollback(
     release: str | None = None,
     timeout: float | None = None,
     force_unlock: bool = False,
+    dry_run: bool = False,
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
-    from deploytool import releases as rel_ops
+    from deploytool import engine
+    from deploytool.releases import rollback_job
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     out = Reporter(secrets(inv), quiet=json)
-    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in by_host(targets).items()}
     templates = project_templates(project_dir(c.config))
-    run(list(reports),
-        lambda h: rel_ops.rollback_host(inv, h, [t.app for t in by_host(targets)[h]], release, templates,
-                                        reports[h], out, force_unlock, timeout),
-        lambda h, reason: mark_skipped(reports[h], reason), default_batch=1)
-    finish(out, [r for rs in reports.values() for r in rs], json, "rollback")
+    jobs = [rollback_job(inv, h, t.app, release, templates, force_unlock)
+            for h, ts in by_host(targets).items() for t in ts]
+    reports = engine.perform(inv, jobs, out, "rollback", json=json, dry_run=dry_run,
+                             rollout=engine.Rollout(default_batch=1, timeout=timeout))
+    if any(r.status != "ok" for r in reports):
+        raise Exit(code=1)
 
 
 @command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json as jsonlib
 import os
 from collections.abc import Callable, Sequence
@@ -16,49 +15,22 @@ from invoke.exceptions import Exit
 
 from deploytool.errors import HostError, InputError
 from deploytool.project import project_dir, project_templates
-from deploytool.report import HostReport, Reporter, mark_skipped
-from deploytool.rolling import run
+from deploytool.report import HostReport, Reporter
 from deploytool.tasks.options import Target, command, load, select_targets
 
 # The worker machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
 # and every other task do not pay for it.
 if TYPE_CHECKING:
     from deploytool import workers as ops
+    from deploytool.engine import Job, Rollout
     from deploytool.inventory import Inventory
+    from deploytool.plan import Facts, Plan
     from deploytool.remote import Session
     from deploytool.units import EnvFile, UnitFile
     from deploytool.workers import Workers
 
-    Op = Callable[[Session, Workers, HostReport], None]
-
 ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
                 "max_fail": "hosts that may fail before the rest are left alone (default 0)"}
-
-
-def on_hosts(inv: Inventory, targets: list[Target], op: Op, out: Reporter, stage: str | None,
-             batch: str | None = None, default_batch: int = 0, max_fail: int = 0, group: str | None = None,
-             timeout: float | None = None) -> list[HostReport]:
-    """Run `op` for every (host, app), one connection per host, hosts in (rolling) batches; `stage`
-    names the op's one stage (None: the op reports its own stages)."""
-    from deploytool.hostwork import on_host
-    from deploytool.workers import Workers
-
-    hosts: dict[str, list[Target]] = {}
-    for t in targets:
-        hosts.setdefault(t.host, []).append(t)
-    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in hosts.items()}
-
-    def work(h: str) -> bool:
-        def one(session: Session, t: Target, r: HostReport) -> None:
-            with out.stage(r, stage) if stage else contextlib.nullcontext():
-                op(session, Workers(inv, h, t.app, group), r)
-
-        return on_host(inv.hosts[h], hosts[h], reports[h], out, one,
-                       timeout or max(t.app.timeout for t in hosts[h]))
-
-    run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason),
-        batch=batch, default_batch=default_batch, max_fail=max_fail)
-    return [r for rs in reports.values() for r in rs]
 
 
 def check_group(inv: Inventory, targets: list[Target], group: str | None) -> None:
@@ -66,22 +38,20 @@ def check_group(inv: Inventory, targets: list[Target], group: str | None) -> Non
         raise InputError(f"{inv.path}: --group {group}: no such worker group in the selected apps")
 
 
-def simple(c: Context, inventory: str | None, host: str | None, app: str | None, op: Op, json: bool, *,
-           task: str, stage: str | None, batch: str | None = None, default_batch: int = 0, max_fail: int = 0,
-           group: str | None = None, timeout: float | None = None, out: Reporter | None = None,
-           notes: list[str] | None = None) -> None:
-    """Run op on the targets and report; `notes` (filled by op) are printed before the summary."""
+def perform(c: Context, inventory: str | None, host: str | None, app: str | None, job: Callable[[Workers], Job],
+            *, task: str, json: bool, dry_run: bool, group: str | None = None, rollout: Rollout | None = None,
+            notes: Sequence[str] = ()) -> None:
+    """Build each (host, app)'s job with `job`, run them with the engine (or print their plans), report;
+    `notes` (filled while the jobs are built) are printed before the summary. Exit 1 if a host failed."""
+    from deploytool import engine
+    from deploytool.workers import Workers
+
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
-    out = out or Reporter(quiet=json)
-    reports = on_hosts(inv, targets, op, out, stage, batch, default_batch, max_fail, group, timeout)
-    if json:
-        out.json(reports, task)
-    else:
-        for note in sorted(notes or []):
-            out.line(f"note: {note}")
-        out.summary(reports)
+    jobs = [job(Workers(inv, t.host, t.app, group)) for t in targets]
+    reports = engine.perform(inv, jobs, Reporter(quiet=json), task, json=json, dry_run=dry_run,
+                             rollout=rollout or engine.Rollout(), notes=notes)
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
 
@@ -153,75 +123,83 @@ def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled:
 
 @command()
 def install(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-            json: bool = False) -> None:
+            dry_run: bool = False, json: bool = False) -> None:
     """Upload the units, enable instances 1..N and the target (start at boot); remove surplus ones."""
     from deploytool import workers as ops
+    from deploytool.engine import Job, Preview
 
     templates = project_templates(project_dir(c.config))
 
-    def op(s: Session, w: Workers, r: HostReport) -> None:
-        r.details["units_changed"] = ops.install(s, w, templates)
-    simple(c, inventory, host, app, op, json, stage="install", task="workers.install")
+    def job(w: Workers) -> Job:
+        def note(facts: Facts, r: HostReport) -> None:
+            if "output:install" in facts:
+                r.details["units_changed"] = "changed" in facts["output:install"].split()
+
+        return Job(w.host, w.app, lambda facts: ops.install_plan(w, templates, facts), note=note,
+                   preview=lambda s: Preview(changes=ops.preview(s, w, templates)),
+                   dry_plan=lambda seen: ops.install_plan(w, templates, seen.facts, dry=True))
+    perform(c, inventory, host, app, job, task="workers.install", json=json, dry_run=dry_run)
 
 
 @command()
 def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-              json: bool = False) -> None:
+              dry_run: bool = False, json: bool = False) -> None:
     """Stop, disable and remove all of an app's worker units."""
     from deploytool import workers as ops
+    from deploytool.engine import Job, Preview
 
-    simple(c, inventory, host, app, lambda s, w, r: ops.uninstall(s, w), json,
-           stage="uninstall", task="workers.uninstall")
+    def job(w: Workers) -> Job:
+        return Job(w.host, w.app, lambda _: ops.uninstall_plan(w),
+                   preview=lambda s: Preview(changes=ops.preview(s, w, removing=True)))
+    perform(c, inventory, host, app, job, task="workers.uninstall", json=json, dry_run=dry_run)
 
 
-def _systemctl_op(build: Callable[[Workers], list[str]], stage: str) -> Op:
-    from deploytool.remote import join
+def _operation(op: str, build: Callable[[Workers], Plan]) -> Callable[[Workers], Job]:
+    """A worker operation whose dry run shows what it does to each instance (workers.EFFECTS)."""
+    from deploytool import workers as ops
+    from deploytool.engine import Job, Preview
 
-    def op(s: Session, w: Workers, r: HostReport) -> None:
-        if w.units:
-            s.run(join(build(w)), stage)
-    return op
+    return lambda w: Job(w.host, w.app, lambda _: build(w), preview=lambda s: Preview(changes=ops.effects(s, w, op)))
 
 
 @command()
 def enable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-           json: bool = False) -> None:
+           dry_run: bool = False, json: bool = False) -> None:
     """Make the workers start at boot."""
-    from deploytool.commands import systemctl as sc
+    from deploytool import workers as ops
 
-    simple(c, inventory, host, app, _systemctl_op(lambda w: sc.enable(w.app, [w.target, *w.units]), "enable"),
-           json, stage="enable", task="workers.enable")
+    perform(c, inventory, host, app, _operation("enable", ops.enable_plan), task="workers.enable", json=json,
+            dry_run=dry_run)
 
 
 @command()
 def disable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-            json: bool = False) -> None:
+            dry_run: bool = False, json: bool = False) -> None:
     """Stop the workers from starting at boot (running ones keep running)."""
-    from deploytool.commands import systemctl as sc
+    from deploytool import workers as ops
 
-    simple(c, inventory, host, app,
-           _systemctl_op(lambda w: sc.disable(w.app, [w.target, *w.units]), "disable"), json,
-           stage="disable", task="workers.disable")
+    perform(c, inventory, host, app, _operation("disable", ops.disable_plan), task="workers.disable", json=json,
+            dry_run=dry_run)
 
 
 @command()
 def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          group: str | None = None, json: bool = False) -> None:
+          group: str | None = None, dry_run: bool = False, json: bool = False) -> None:
     """Start the workers."""
     from deploytool import workers as ops
 
-    simple(c, inventory, host, app, lambda s, w, r: ops.start(s, w), json, group=group,
-           stage="start", task="workers.start")
+    perform(c, inventory, host, app, _operation("start", ops.start_plan), task="workers.start", json=json,
+            dry_run=dry_run, group=group)
 
 
 @command()
 def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-         group: str | None = None, json: bool = False) -> None:
+         group: str | None = None, dry_run: bool = False, json: bool = False) -> None:
     """Stop the workers; running jobs get the kind's grace to finish."""
     from deploytool import workers as ops
 
-    simple(c, inventory, host, app, lambda s, w, r: ops.stop(s, w), json, group=group,
-           stage="stop", task="workers.stop")
+    perform(c, inventory, host, app, _operation("stop", ops.stop_plan), task="workers.stop", json=json,
+            dry_run=dry_run, group=group)
 
 
 def quiet_shortfall(quieted: Sequence[str], unsupported: Sequence[str], strict: bool) -> str | None:
@@ -238,45 +216,50 @@ def quiet_shortfall(quieted: Sequence[str], unsupported: Sequence[str], strict: 
 @command(strict="exit 1 if a selected kind has no quiet mechanism (default: report it; exit 0 when every "
                 "kind that can be quieted was)")
 def quiet(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          group: str | None = None, strict: bool = False, json: bool = False) -> None:
+          group: str | None = None, strict: bool = False, dry_run: bool = False, json: bool = False) -> None:
     """Make the workers stop fetching new jobs, each kind its own way; kinds without a way are reported."""
     from deploytool import workers as ops
+    from deploytool.engine import Job, Preview
     from deploytool.kinds import KINDS
 
     notes: list[str] = []
 
-    def op(s: Session, w: Workers, r: HostReport) -> None:
-        ops.quiet(s, w)
+    def job(w: Workers) -> Job:
         unsupported = w.unsupported_quiet()
         quieted = sorted({g.kind for g in w.groups if KINDS[g.kind].can_quiet})
-        r.details.update(quieted=quieted, quiet_not_supported=unsupported)
         shortfall = quiet_shortfall(quieted, unsupported, strict)
-        if shortfall:
-            raise HostError(f"{w.host}: {shortfall}")
-        if unsupported:
+        if unsupported and not shortfall:
             notes.append(f"{w.host}: {w.app.name}: quiet not supported by {', '.join(unsupported)}: those "
                          f"workers keep fetching jobs; quieted: {', '.join(quieted)}")
-    simple(c, inventory, host, app, op, json, group=group, stage="quiet", task="workers.quiet", notes=notes)
+
+        def note(facts: Facts, r: HostReport) -> None:
+            r.details.update(quieted=quieted, quiet_not_supported=unsupported)
+
+        def finish(r: HostReport) -> None:
+            # After the kinds that can be quieted were: what is asked of them happens either way.
+            if shortfall and r.status == "ok":
+                r.status, r.error = "failed", f"{w.host}: {shortfall}"
+
+        said = [f"{', '.join(unsupported)}: not quieted (quiet not supported): those workers keep fetching jobs"] \
+            if unsupported else []
+        said += [f"would fail: {shortfall}"] if shortfall else []
+        return Job(w.host, w.app, lambda _: ops.quiet_plan(w), note=note, finish=finish,
+                   preview=lambda _: Preview(changes=said))
+    perform(c, inventory, host, app, job, task="workers.quiet", json=json, dry_run=dry_run, group=group,
+            notes=notes)
 
 
 @command(**ROLLING_HELP)
 def restart(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             group: str | None = None, batch: str | None = None, max_fail: int = 0, timeout: float | None = None,
-            json: bool = False) -> None:
-    """Quiet, stop and start the workers, rolling host by host."""
+            dry_run: bool = False, json: bool = False) -> None:
+    """Quiet, stop and start the workers, rolling host by host; on failure they are brought back."""
     from deploytool import workers as ops
-    from deploytool.execute import Execution
+    from deploytool.engine import Rollout
 
-
-    def op(s: Session, w: Workers, r: HostReport) -> None:
-        # One executor for every operation: on failure the workers are brought back, never left quiet.
-        if not Execution(s, w.host, r, out, timeout=timeout or w.app.timeout).run(lambda _: ops.restart_plan(w)):
-            raise HostError(r.error or f"{w.host}: restart failed")
-
-    out = Reporter(quiet=json)
-    simple(c, inventory, host, app, op, json, task="workers.restart", batch=batch, default_batch=1, max_fail=max_fail,
-           group=group,
-           stage=None, timeout=timeout, out=out)
+    perform(c, inventory, host, app, _operation("restart", ops.restart_plan), task="workers.restart", json=json,
+            dry_run=dry_run, group=group,
+            rollout=Rollout(batch=batch, default_batch=1, max_fail=max_fail, timeout=timeout))
 
 
 @command()
@@ -284,6 +267,7 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
            group: str | None = None, json: bool = False) -> None:
     """Show each worker unit's state; exit 1 unless every expected unit is active."""
     from deploytool import workers as ops
+    from deploytool.engine import on_hosts
     from deploytool.redact import redact
 
     inv = load(c, inventory)
@@ -291,13 +275,14 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
     check_group(inv, targets, group)
     units: list[ops.UnitStatus] = []
 
-    def op(s: Session, w: Workers, r: HostReport) -> None:
+    def op(s: Session, t: Target, r: HostReport) -> None:
+        w = ops.Workers(inv, t.host, t.app, group)
         found = ops.status(s, w)
         units.extend(found)
         down = [u.unit for u in found if not u.ok]
         if down:
             raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
-    reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status", group=group)
+    reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status")
     if json:
         print(redact(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
                              "units": [asdict(u) for u in units],

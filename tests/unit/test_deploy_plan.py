@@ -22,7 +22,7 @@ def plan(strategy: str) -> dict[str, list[str]]:
     app = inv.apps_on("prod-a")["sample"]
     app = app.model_copy(update={"source": app.source.model_copy(update={"strategy": strategy})})
     d = Deploy(inv, "prod-a", app, Revision("HEAD", "c0ffee" * 6 + "abcd"), "20260101000000", None, ())
-    return dict(d.plan(["(no unit changes)"]))
+    return dict(d.plan())
 
 
 def test_archive_strategy_uploads_and_unpacks() -> None:
@@ -57,7 +57,7 @@ def hooked_deploy(once_host: bool) -> Deploy:
 
 
 def hooked(once_host: bool) -> list[tuple[str, list[str]]]:
-    return hooked_deploy(once_host).plan(["(no unit changes)"])
+    return hooked_deploy(once_host).plan()
 
 
 def test_hooks_are_stages_at_their_points() -> None:
