@@ -100,7 +100,23 @@ class Reporter:
     def json(self, reports: list[HostReport], task: str, dry_run: bool = False,
              extra: Mapping[str, Any] | None = None) -> None:
         """The one report shape of every task (docs/report.md), redacted."""
-        print(self.redact(json.dumps(envelope(reports, task, dry_run, extra), indent=2)), flush=True)
+        print(json_text(envelope(reports, task, dry_run, extra), self.secrets), flush=True)
+
+
+def json_text(data: Any, secrets: Iterable[str] = ()) -> str:
+    """A report as JSON, every string in it redacted, never the JSON text itself: a secret that happens
+    to read `false` or `2` must not turn `"ok": false` into invalid JSON."""
+    return json.dumps(redact_strings(data, list(secrets)), indent=2)
+
+
+def redact_strings(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list | tuple):
+        return [redact_strings(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_strings(v, secrets) for k, v in value.items()}
+    return value
 
 
 def envelope(reports: list[HostReport], task: str, dry_run: bool = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict
@@ -13,7 +12,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.project import project_dir, project_templates
-from deploytool.report import HostReport, Reporter, mark_skipped
+from deploytool.report import HostReport, Reporter, json_text, mark_skipped
 from deploytool.rolling import run
 from deploytool.tasks.deploy import by_host
 from deploytool.tasks.options import command, load, select_targets
@@ -72,7 +71,6 @@ def check(
     from deploytool.check import Finding
     from deploytool.execute import Execution
     from deploytool.hostwork import on_host
-    from deploytool.redact import redact
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)
@@ -104,7 +102,7 @@ def check(
             what = "host key" if "host key" in (r.error or "") else "connect"
             r.details["findings"] = [asdict(Finding(what, False, r.error or ""))]
     if json:
-        print(redact(jsonlib.dumps(task_reports.check(done), indent=2)))
+        print(json_text(task_reports.check(done)))
     else:
         for r in done:
             print("\n".join(lines(r)))

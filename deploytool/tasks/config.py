@@ -3,7 +3,6 @@ an app, without raw ssh. Prints per host only whether it changed, never the cont
 
 from __future__ import annotations
 
-import json as jsonlib
 import os
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import InputError
-from deploytool.report import HostReport, Reporter, mark_skipped
+from deploytool.report import HostReport, Reporter, json_text, mark_skipped
 from deploytool.rolling import run
 from deploytool.tasks.options import Target, command, load, select_targets
 
@@ -127,7 +126,7 @@ def upload(
     with tempfile.TemporaryDirectory(prefix="deploytool-upload-") as workdir:
         done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run, source_name(from_))
     if json:
-        print(redact(jsonlib.dumps(task_reports.config_upload(done, file, dry_run), indent=2)))
+        print(json_text(task_reports.config_upload(done, file, dry_run)))
     else:
         if dry_run:
             print(redact("\n".join(plan_lines(files, from_))))

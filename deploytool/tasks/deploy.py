@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -12,7 +11,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.project import project_dir, project_templates
-from deploytool.report import HostReport, Reporter, mark_skipped
+from deploytool.report import HostReport, Reporter, json_text, mark_skipped
 from deploytool.rolling import batch_size, run
 from deploytool.tasks.options import Target, command, load, select_targets
 
@@ -154,6 +153,7 @@ def releases(
 ) -> None:
     """List the releases on each host, newest first, current marked."""
     from deploytool import releases as rel_ops
+    from deploytool import task_reports
     from deploytool.redact import redact
 
     inv = load(c, inventory)
@@ -164,8 +164,7 @@ def releases(
         lambda h, reason: mark_skipped(reports[h], reason))
     all_reports = [r for rs in reports.values() for r in rs]
     if json:
-        print(redact(jsonlib.dumps({"hosts": [{"host": r.host, "app": r.app, "status": r.status, "error": r.error,
-                                        **r.details} for r in all_reports]}, indent=2)))
+        print(json_text(task_reports.releases(all_reports)))
     else:
         for r in all_reports:
             print(redact(f"{r.host}: {r.app}" + (f": error: {r.error}" if r.error else "")))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 
+from deploytool.report import json_text
 from deploytool.tasks.options import command, load
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     # The summary holds no environment values: nothing to redact.
     data = summary(load(c, inventory, redacting=False))
     if json:
-        print(jsonlib.dumps(task_reports.inventory_check(data["inventory"], data["hosts"]), indent=2))
+        print(json_text(task_reports.inventory_check(data["inventory"], data["hosts"])))
     else:
         print("\n".join(_lines(data)))
 

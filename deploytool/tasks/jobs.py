@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from pathlib import Path
 
 from invoke.collection import Collection
@@ -10,6 +9,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import InputError
+from deploytool.report import json_text
 from deploytool.tasks.options import command, load, select_targets, split_names
 
 
@@ -42,7 +42,6 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
     """Per app and queue: queued, latency, running, retrying/scheduled, dead, workers seen vs expected."""
     from deploytool import task_reports
     from deploytool.jobs import collect, formats, thresholds
-    from deploytool.redact import redact
 
     inv = load(c, inventory)
     if json and prometheus:
@@ -59,8 +58,8 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
                                              rows)
     outcome = formats.Outcome(rows, read, errors, increase, thresholds.check(rows, limits, increase))
     if json:
-        print(redact(jsonlib.dumps(task_reports.jobs_status(formats.app_reports(outcome, apps),
-                                                            formats.json_report(outcome)), indent=2)))
+        print(json_text(task_reports.jobs_status(formats.app_reports(outcome, apps),
+                                                            formats.json_report(outcome))))
     elif prometheus:
         print(formats.prometheus(outcome), end="")
     else:

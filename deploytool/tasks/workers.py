@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -15,7 +14,7 @@ from invoke.exceptions import Exit
 
 from deploytool.errors import HostError, InputError
 from deploytool.project import project_dir, project_templates
-from deploytool.report import HostReport, Reporter
+from deploytool.report import HostReport, Reporter, json_text
 from deploytool.tasks.options import Target, command, load, select_targets
 
 # The worker machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
@@ -266,6 +265,7 @@ def restart(c: Context, inventory: str | None = None, host: str | None = None, a
 def status(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
            group: str | None = None, json: bool = False) -> None:
     """Show each worker unit's state; exit 1 unless every expected unit is active."""
+    from deploytool import task_reports
     from deploytool import workers as ops
     from deploytool.engine import on_hosts
     from deploytool.redact import redact
@@ -284,9 +284,7 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
             raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
     reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status")
     if json:
-        print(redact(jsonlib.dumps({"ok": all(r.status == "ok" for r in reports),
-                             "units": [asdict(u) for u in units],
-                             "errors": [r.error for r in reports if r.error]}, indent=2)))
+        print(json_text(task_reports.workers_status(reports, [asdict(u) for u in units])))
     else:
         print(status_table(units))
         for r in reports:
