@@ -77,8 +77,10 @@ def _connect_timeout(jobs: Sequence[Job], timeout: float | None) -> float:
     return timeout or max((j.app.timeout for j in jobs), default=DEFAULT_TIMEOUT)
 
 
-def run(inv: Inventory, jobs: Sequence[Job], out: Reporter, rollout: Rollout = Rollout()) -> list[HostReport]:
-    """Run every job's plan, one connection per host, hosts as `rollout` says; the reports in job order."""
+def run(inv: Inventory, jobs: Sequence[Job], out: Reporter, rollout: Rollout = Rollout(),
+        sessions: Mapping[str, Session] | None = None) -> list[HostReport]:
+    """Run every job's plan, one connection per host, hosts as `rollout` says; the reports in job order.
+    `sessions`: connections the task opened before (the redis check's), used instead of new ones."""
     hosts = by_host(jobs)
     reports = {h: [HostReport(h, j.app.name) for j in js] for h, js in hosts.items()}
     gate = threading.Semaphore(rollout.restart_at_once) if rollout.restart_at_once > 0 else None
@@ -96,7 +98,8 @@ def run(inv: Inventory, jobs: Sequence[Job], out: Reporter, rollout: Rollout = R
             job.finish(report)
 
     def work(h: str) -> bool:
-        return on_host(inv.hosts[h], hosts[h], reports[h], out, one, _connect_timeout(hosts[h], rollout.timeout))
+        return on_host(inv.hosts[h], hosts[h], reports[h], out, one, _connect_timeout(hosts[h], rollout.timeout),
+                       (sessions or {}).get(h))
 
     rolling.run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason), batch=rollout.batch,
                 default_batch=rollout.default_batch, parallel=rollout.parallel, max_fail=rollout.max_fail)
@@ -108,7 +111,8 @@ def _in_job_order(jobs: Sequence[Job], reports: Mapping[str, list[HostReport]]) 
     return [next(taken[j.host]) for j in jobs]
 
 
-def preview_plans(inv: Inventory, jobs: Sequence[Job], out: Reporter, timeout: float | None = None) -> list[HostReport]:
+def preview_plans(inv: Inventory, jobs: Sequence[Job], out: Reporter, timeout: float | None = None,
+                  sessions: Mapping[str, Session] | None = None) -> list[HostReport]:
     """Each job's plan as data, with what it would change read from its host (one connection per host,
     hosts at once, nothing changed): `details["plan"]` = [{"stage", "commands"}], `details["changes"]`,
     `details["on_failure"]` (the recovery steps, by name). A host that cannot be read fails its report."""
@@ -124,7 +128,8 @@ def preview_plans(inv: Inventory, jobs: Sequence[Job], out: Reporter, timeout: f
         report.details.update(plan_data(plan, seen.changes))
 
     def work(h: str) -> bool:
-        return on_host(inv.hosts[h], hosts[h], reports[h], quiet, one, _connect_timeout(hosts[h], timeout))
+        return on_host(inv.hosts[h], hosts[h], reports[h], quiet, one, _connect_timeout(hosts[h], timeout),
+                       (sessions or {}).get(h))
 
     rolling.run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason))
     return _in_job_order(jobs, reports)
@@ -175,10 +180,11 @@ def elide_programs(command: str) -> str:
 
 def perform(inv: Inventory, jobs: Sequence[Job], out: Reporter, task: str, *, json: bool, dry_run: bool = False,
             rollout: Rollout = Rollout(), extra: Mapping[str, Any] | None = None,
-            notes: Sequence[str] = ()) -> list[HostReport]:
+            notes: Sequence[str] = (), sessions: Mapping[str, Session] | None = None) -> list[HostReport]:
     """Run the jobs (or with `dry_run` print their plans) and report: one JSON report (deploytool.report)
     or progress lines, `notes` and the summary table. The reports, for the task's exit code."""
-    reports = preview_plans(inv, jobs, out, rollout.timeout) if dry_run else run(inv, jobs, out, rollout)
+    reports = (preview_plans(inv, jobs, out, rollout.timeout, sessions) if dry_run
+               else run(inv, jobs, out, rollout, sessions))
     if json:
         out.json(reports, task, dry_run=dry_run, extra=extra)
         return reports

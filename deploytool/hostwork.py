@@ -14,16 +14,19 @@ T = TypeVar("T")
 
 
 def on_host(host: Host, items: Sequence[T], reports: Sequence[HostReport], out: Reporter,
-            work: Callable[[Session, T, HostReport], None], timeout: float = DEFAULT_TIMEOUT) -> bool:
+            work: Callable[[Session, T, HostReport], None], timeout: float = DEFAULT_TIMEOUT,
+            session: Session | None = None) -> bool:
     """Connect once and run `work` for each item; a HostError fails only that item's report, a failed
-    connection fails them all. True if every report is ok."""
-    try:
-        with out.stage(reports[0], "connect"):
-            session = connect(host, timeout)
-    except HostError as e:
-        for r in reports:
-            r.status, r.error = "failed", str(e)
-        return False
+    connection fails them all. True if every report is ok. `session`: a connection to the host opened
+    earlier in the same task, handed over (one connection per host per task); closed here either way."""
+    if session is None:
+        try:
+            with out.stage(reports[0], "connect"):
+                session = connect(host, timeout)
+        except HostError as e:
+            for r in reports:
+                r.status, r.error = "failed", str(e)
+            return False
     try:
         for item, report in zip(items, reports, strict=True):
             try:

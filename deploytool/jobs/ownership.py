@@ -18,16 +18,16 @@ this app's queues are refused (they would take its jobs)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 
 from deploytool.errors import HostError
-from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect, expected
 from deploytool.jobs.model import Reading, SeenWorker
 from deploytool.jobs.systems import SYSTEMS
 from deploytool.kinds import KINDS, RedisKeys
-from deploytool.remote import Session
+from deploytool.remote import Session, connect
 from deploytool.report import HostReport, Reporter, mark_skipped
 from deploytool.rolling import run
 
@@ -63,8 +63,8 @@ def foreign(inv: Inventory, app: str, reading: Reading, shared: bool = False) ->
 
 
 def check_host(session: Session, inv: Inventory, app: App, groups: Sequence[WorkerGroup]) -> None:
-    """Refuse (HostError) when the app's Redis DB, read through this host, holds another app's
-    workers or queues."""
+    """Refuse (Refused) when the app's Redis DB, read through this host, holds another app's workers or
+    queues; a probe that cannot read it raises HostError."""
     host = session.host.name
     found: list[str] = []
     for group in groups:
@@ -72,12 +72,16 @@ def check_host(session: Session, inv: Inventory, app: App, groups: Sequence[Work
         reading = collect.read_on(session, app, group, system, expected.queues(inv, app.name, system))
         found += foreign(inv, app.name, reading, shared=app.redis_shared)
     if found:
-        raise HostError(
+        raise Refused(
             f"{host}: redis check: the Redis DB of {app.name} holds another app's "
             f"{'workers' if app.redis_shared else 'workers or queues'}: {'; '.join(found)}. Refusing to "
             "deploy: give each app its own Redis DB (or, for one app's own leftovers, stop those workers "
             "or empty those queues)"
         )
+
+
+class Refused(HostError):
+    """The DB holds another app's workers or queues: no host of the app may be deployed."""
 
 
 def checked_groups(inv: Inventory, host: str, app: App) -> list[WorkerGroup]:
@@ -90,36 +94,103 @@ def checked_groups(inv: Inventory, host: str, app: App) -> list[WorkerGroup]:
     return list(first.values())
 
 
-def probes(inv: Inventory, targets: Sequence[tuple[str, App]]) -> dict[str, dict[str, list[WorkerGroup]]]:
-    """Where each app's Redis DB is read: the DB is one per app, so one probe per system through the
-    first selected host (inventory order) that runs a group of it, not one per host: the check costs
-    the same on 2 hosts as on 200. Host → app → groups to probe there."""
+def candidates(inv: Inventory, targets: Sequence[tuple[str, App]]) -> dict[str, list[tuple[str, list[WorkerGroup]]]]:
+    """Per app, the selected hosts that can read its DB (inventory order, whatever the order of --host),
+    each with its groups to probe there: one per system whose keys take no prefix."""
     order = {h: i for i, h in enumerate(inv.hosts)}
-    chosen: dict[str, dict[str, list[WorkerGroup]]] = {}
-    done: set[tuple[str, str]] = set()
+    found: dict[str, list[tuple[str, list[WorkerGroup]]]] = {}
     for host, app in sorted(targets, key=lambda t: order.get(t[0], len(order))):
-        for g in checked_groups(inv, host, app):
-            if (app.name, g.kind) not in done:
-                done.add((app.name, g.kind))
-                chosen.setdefault(host, {}).setdefault(app.name, []).append(g)
+        groups = checked_groups(inv, host, app)
+        if groups:
+            found.setdefault(app.name, []).append((host, groups))
+    return found
+
+
+def probes(inv: Inventory, targets: Sequence[tuple[str, App]]) -> dict[str, dict[str, list[WorkerGroup]]]:
+    """Where each app's Redis DB is read when every host answers: the DB is one per app, so one probe per
+    system through the first selected host that runs a group of it, not one per host: the check costs
+    the same on 2 hosts as on 200. Host → app → groups to probe there."""
+    chosen: dict[str, dict[str, list[WorkerGroup]]] = {}
+    for app, hosts in candidates(inv, targets).items():
+        done: set[str] = set()
+        for host, groups in hosts:
+            for g in groups:
+                if g.kind not in done:
+                    done.add(g.kind)
+                    chosen.setdefault(host, {}).setdefault(app, []).append(g)
     return chosen
 
 
-def preflight(inv: Inventory, targets: Sequence[tuple[str, App]], out: Reporter) -> list[HostReport]:
-    """The check of every selected app's Redis DB, before anything is deployed. Reports for the hosts
-    that read a DB; when one found another app's workers or queues, also one per selected (host, app)
-    of that app, none started."""
+def preflight(inv: Inventory, targets: Sequence[tuple[str, App]], out: Reporter,
+              keep: dict[str, Session] | None = None) -> list[HostReport]:
+    """The check of every selected app's Redis DB, before anything is deployed; apps at once, each
+    through its hosts in order until every system was read: a host that cannot be reached or cannot read
+    the DB is passed over (the deploy reports it on its own). Reports: one per host that read a DB; when
+    a DB holds another app's workers or queues, or no host could read it, one per selected (host, app)
+    of that app as well, none started. `keep`: the connections opened here are left open in it, for
+    the deploy to use (one connection per host per deploy)."""
     apps = {a.name: a for _, a in targets}
-    where = probes(inv, targets)
-    reports = {h: [HostReport(h, a) for a in per_app] for h, per_app in where.items()}
+    where = candidates(inv, targets)
+    sessions: dict[str, Session] = {}
+    dead: set[str] = set()
+    lock = threading.Lock()
+    reports: dict[str, list[HostReport]] = {name: [] for name in where}
 
-    def work(h: str) -> bool:
-        def one(session: Session, app: str, r: HostReport) -> None:
-            with out.stage(r, "redis check"):
-                check_host(session, inv, apps[app], where[h][app])
-        return on_host(inv.hosts[h], list(where[h]), reports[h], out, one)
+    def session_of(host: str, report: HostReport) -> Session | None:
+        with lock:  # two apps on one host share its connection
+            if host in dead:
+                return None
+            if host not in sessions:
+                try:
+                    with out.stage(report, "connect"):
+                        sessions[host] = connect(inv.hosts[host])
+                except HostError as e:
+                    dead.add(host)
+                    report.status, report.error = "failed", str(e)
+                    return None
+            return sessions[host]
 
-    run(list(where), work, lambda h, reason: mark_skipped(reports[h], reason), max_fail=len(where))
+    def check_app(name: str) -> bool:
+        todo = {g.kind for _, groups in where[name] for g in groups}
+        errors: list[str] = []
+        for host, groups in where[name]:
+            wanted = [g for g in groups if g.kind in todo]
+            if not wanted:
+                continue
+            r = HostReport(host, name)
+            session = session_of(host, r)
+            if session is None:
+                errors.append(r.error or f"{host}: unreachable")
+                continue
+            try:
+                with out.stage(r, "redis check"):
+                    check_host(session, inv, apps[name], wanted)
+            except Refused as e:
+                r.status, r.error = "failed", out.redact(str(e))
+                reports[name].append(r)
+                return False
+            except HostError as e:  # this host cannot read the DB: another may
+                errors.append(out.redact(str(e)))
+                continue
+            reports[name].append(r)
+            todo -= {g.kind for g in wanted}
+            if not todo:
+                return True
+        failed = HostReport(where[name][0][0], name)
+        failed.status = "failed"
+        failed.error = f"redis check: no selected host could read the Redis DB of {name}: {'; '.join(errors)}"
+        reports[name].append(failed)
+        return False
+
+    try:
+        run(list(where), check_app, lambda name, reason: mark_skipped(reports[name], reason),
+            max_fail=len(where))
+    finally:
+        if keep is None:
+            for s in sessions.values():
+                s.close()
+        else:
+            keep.update(sessions)
     checked = [r for rs in reports.values() for r in rs]
     refused = {r.app: r for r in checked if r.status != "ok"}
     for host, app in targets:

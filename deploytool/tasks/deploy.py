@@ -19,6 +19,7 @@ from deploytool.tasks.options import Target, command, load, select_targets
 # and every other task do not pay for it.
 if TYPE_CHECKING:
     from deploytool.inventory import Inventory
+    from deploytool.remote import Session
 
 DEPLOY_HELP = {
     "revision": "git revision to deploy (default: the app's source.revision)",
@@ -83,20 +84,38 @@ def deploy(
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
-    from deploytool import engine
-    from deploytool.deploy import Deploy, release_name
+    from deploytool.deploy import release_name
     from deploytool.jobs import ownership
-    from deploytool.source import pack, resolve
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)
     out = Reporter(secrets(inv), quiet=json)
     name = release_name()
     templates = project_templates(project_dir(c.config))
-    # Before anything is touched: no other app's workers or queues in the apps' Redis DBs.
-    checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out)
-    if any(r.status != "ok" for r in checked):
-        finish(out, checked, json, "deploy")
+    # Before anything is touched: no other app's workers or queues in the apps' Redis DBs. The check's
+    # connections are the deploy's: each host sees one per deploy.
+    sessions: dict[str, Session] = {}
+    try:
+        checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out, keep=sessions)
+        if any(r.status != "ok" for r in checked):
+            finish(out, checked, json, "deploy")
+        reports = _deploy(inv, targets, out, name, templates, revision, batch, parallel, restart_batch, max_fail,
+                          timeout, force_unlock, dry_run, json, sessions)
+    finally:
+        for session in sessions.values():  # those no host's deploy took over (closing twice is harmless)
+            session.close()
+    if any(r.status != "ok" for r in reports):
+        raise Exit(code=1)
+
+
+def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, templates: list[Path],
+            revision: str | None, batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
+            timeout: float | None, force_unlock: bool, dry_run: bool, json: bool,
+            sessions: dict[str, Session]) -> list[HostReport]:
+    from deploytool import engine
+    from deploytool.deploy import Deploy
+    from deploytool.source import pack, resolve
+
     apps = {t.app.name: t.app for t in targets}
     revisions = {n: resolve(a, revision) for n, a in apps.items()}
     with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:
@@ -111,10 +130,8 @@ def deploy(
         # Workers restart rolling (`restart_at_once` hosts at a time) while the rest runs in parallel.
         rollout = engine.Rollout(batch=batch, parallel=parallel, max_fail=max_fail, timeout=timeout,
                                  restart_at_once=batch_size(restart_batch, len(grouped), default=1))
-        reports = engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
-                                 extra={"release": name})
-    if any(r.status != "ok" for r in reports):
-        raise Exit(code=1)
+        return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
+                              extra={"release": name}, sessions=sessions)
 
 
 @command(release="release to roll back to (timestamp; default: the one before current)",
