@@ -108,7 +108,10 @@ def hold_lock(app: App, record: str, token: str, bound: float) -> str:
         f"r={q(lay.lock)}; f={q(lay.flock)}",
         f'if [ -d "$r" ]; then cat "$r/holder" 2>/dev/null || echo "{{}}"; exit {LEGACY_LOCK}; fi',
         'exec 9>>"$f" || exit 1',
-        f'if ! flock -n 9; then cat "$r" 2>/dev/null || echo "{{}}"; exit {LOCK_BUSY}; fi',
+        # Busy: name the holder. One that has just taken the flock writes its record a moment later:
+        # wait for it (at most 2 s) rather than report an unknown holder.
+        'if ! flock -n 9; then i=0; while [ ! -s "$r" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i+1)); done',
+        f'  cat "$r" 2>/dev/null || echo "{{}}"; exit {LOCK_BUSY}; fi',
         f'printf \'%s\\n\' {q(record)} > "$r.$$" && mv -f "$r.$$" "$r" || exit 1',
         f"echo {LOCKED}",
         f'while IFS= read -r -t {bound:g} line; do [ "$line" = release ] && break; done',

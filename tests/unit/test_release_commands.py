@@ -163,6 +163,25 @@ def test_lock_is_exclusive_names_the_holder_and_frees_itself(app: App) -> None:
     assert not Path(lay.lock).exists()
 
 
+def test_busy_lock_waits_for_the_record_of_a_holder_that_just_took_it(app: App) -> None:
+    import fcntl
+    import threading
+
+    ok(rel.check(app.model_copy(update={"linked_files": ()})))
+    lay = rel.Layout(app)
+    ann = Holder("ann", "ci-7", 4242, "abc123", "20260101000000", "2026-01-01T00:00:00+00:00", "tok-ann")
+    with open(lay.flock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # the flock is taken, its record not written yet
+        late = threading.Timer(0.4, lambda: Path(lay.lock).write_text(ann.json() + "\n"))
+        late.start()
+        second = hold(app, Holder("bob", "ci-8", 1, "def", "x", "y", "tok-bob"))
+        out, _ = second.communicate(timeout=30)
+        late.join()
+    assert second.returncode == rel.LOCK_BUSY
+    assert Holder.parse(out) == ann
+    Path(lay.lock).unlink()
+
+
 def test_lock_without_heartbeat_lets_go_and_removes_only_its_own_record(app: App) -> None:
     ok(rel.check(app.model_copy(update={"linked_files": ()})))
     lay = rel.Layout(app)
