@@ -12,14 +12,11 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.project import project_dir, project_templates
-from deploytool.report import HostReport, Reporter, json_text, mark_skipped
-from deploytool.rolling import run
-from deploytool.tasks.deploy import by_host
+from deploytool.report import HostReport, Reporter, json_text
 from deploytool.tasks.options import command, load, select_targets
 
 if TYPE_CHECKING:  # the checks and SSH are imported by the task body, not by `fab --list`
     from deploytool.inventory import App
-    from deploytool.remote import Session
 
 # Checks whose passing results are shown as one line listing their names.
 LISTED = ("sudo", "program")
@@ -67,35 +64,35 @@ def check(
     """Check that hosts are ready for a deploy (host key, sudo, deploy_to, linked files, programs, disk,
     units); changes nothing; exit 1 if any problem."""
     from deploytool import check as checks
-    from deploytool import task_reports
+    from deploytool import engine, task_reports
     from deploytool.check import Finding
-    from deploytool.execute import Execution
-    from deploytool.hostwork import on_host
+    from deploytool.plan import Facts
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)
     templates = project_templates(project_dir(c.config))
     sizes = archive_sizes({t.app.name: t.app for t in targets}, revision)
-    grouped = by_host(targets)
-    reports = {h: [HostReport(h, t.app.name) for t in ts] for h, ts in grouped.items()}
-    quiet = Reporter(quiet=True)
 
-    def work(h: str) -> bool:
-        def one(session: Session, a: App, report: HostReport) -> None:
-            plan = checks.check_plan(inv, h, a, templates)
-            ex = Execution(session, h, report, quiet)
-            if not ex.run(lambda facts: plan):
+    def job(h: str, a: App) -> engine.Job:
+        plan = checks.check_plan(inv, h, a, templates)
+        output: list[str] = [""]
+
+        def note(facts: Facts, report: HostReport) -> None:
+            output[0] = facts.get(checks.OUTPUT, "")
+
+        def finish(report: HostReport) -> None:
+            if report.status != "ok":
                 return
-            found = checks.check_findings(ex.facts.get(checks.OUTPUT, ""), inv, h, a, templates, sizes[a.name])
+            found = checks.check_findings(output[0], inv, h, a, templates, sizes[a.name])
             report.details["findings"] = [asdict(f) for f in found]
             bad = checks.problems(found)
             if bad:
                 report.status, report.error = "failed", "; ".join(f"{f.check}: {f.detail}" for f in bad)
 
-        return on_host(inv.hosts[h], [t.app for t in grouped[h]], reports[h], quiet, one)
+        return engine.Job(h, a, lambda facts: plan, note=note, finish=finish)
 
-    run(list(reports), work, lambda h, reason: mark_skipped(reports[h], reason))
-    done = [r for rs in reports.values() for r in rs]
+    # Read only: one plan of read-only steps per host and app, run by the one runner.
+    done = engine.run(inv, [job(t.host, t.app) for t in targets], Reporter(quiet=True))
     for r in done:
         if r.status == "failed" and "findings" not in r.details:
             # Not connected: an unknown or changed host key, or an unreachable host.

@@ -14,15 +14,13 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import InputError
-from deploytool.report import HostReport, Reporter, json_text, mark_skipped
-from deploytool.rolling import run
+from deploytool.report import HostReport, Reporter, json_text
 from deploytool.tasks.options import Target, command, load, select_targets
 
 if TYPE_CHECKING:  # the inventory model and SSH are imported by the task body, not by `fab --list`
     from deploytool.commands.config import SharedFile
     from deploytool.inventory import Inventory
     from deploytool.plan import Plan
-    from deploytool.remote import Session
     from deploytool.shared_files import Content
 
 
@@ -55,29 +53,26 @@ def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, d
                what: str = "") -> list[HostReport]:
     """Each host's upload plan (a dry run: only its read-only compare) run by the one executor; a dry
     run's reports hold the plan it would run (`what`: the file it would send)."""
-    from deploytool import shared_files
-    from deploytool.execute import Execution
-    from deploytool.hostwork import on_host
+    from deploytool import engine, shared_files
     from deploytool.plan import Facts
 
-    reports = {h: HostReport(h, f.app.name) for h, f in files.items()}
-    quiet = Reporter(quiet=True)
+    def job(h: str, f: SharedFile) -> engine.Job:
+        seen: list[Facts] = [{}]
 
-    def work(h: str) -> bool:
-        def one(session: Session, f: SharedFile, report: HostReport) -> None:
-            def build(facts: Facts) -> Plan:
-                return shared_files.compare_plan(f) if dry_run else shared_files.upload_plan(f, content, facts)
+        def build(facts: Facts) -> Plan:
+            seen[0] = facts
+            return shared_files.compare_plan(f) if dry_run else shared_files.upload_plan(f, content, facts)
 
-            ex = Execution(session, h, report, quiet, timeout=f.app.timeout)
-            if ex.run(build):
-                report.details["result"] = shared_files.outcome(f, content, ex.facts, dry_run)
+        def finish(report: HostReport) -> None:
+            if report.status == "ok":
+                report.details["result"] = shared_files.outcome(f, content, seen[0], dry_run)
             if dry_run:
                 report.details.update(plan_data(shared_files.upload_plan(f, None, {}, what=what)))
 
-        return on_host(inv.hosts[h], [files[h]], [reports[h]], quiet, one)
+        return engine.Job(h, f.app, build, finish=finish)
 
-    run(list(files), work, lambda h, reason: mark_skipped([reports[h]], reason))
-    return list(reports.values())
+    # A dry run runs the read-only compare plan: the hosts are read, as every dry run reads them.
+    return engine.run(inv, [job(h, f) for h, f in files.items()], Reporter(quiet=True))
 
 
 def source_name(source: str) -> str:
