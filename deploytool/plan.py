@@ -1,6 +1,21 @@
 """A host's plan: the actions an operation takes on one host, in order, as plain data, and the recovery
-steps that put the host back if any of them fails. Built by pure functions (deploy, rollback,
-workers.restart), printed by --dry-run, run by deploytool.execute.
+steps that put the host back if any of them fails. Built by pure functions, printed by --dry-run
+(deploytool.engine), run by the one executor (deploytool.execute) through the one runner
+(deploytool.engine.run).
+
+Where each operation's plan is built:
+
+    deploy                      deploytool.deploy.Deploy.build_plan
+    rollback                    deploytool.releases.rollback_plan
+    workers.install / uninstall deploytool.workers.install_plan / uninstall_plan
+    workers.start / stop        deploytool.workers.start_plan / stop_plan
+    workers.quiet / restart     deploytool.workers.quiet_plan / restart_plan
+    workers.enable / disable    deploytool.workers.enable_plan / disable_plan
+    config.upload               deploytool.shared_files.upload_plan (its dry run: compare_plan)
+    check (read only)           deploytool.check.check_plan
+
+Their commands come from pure builders in deploytool.commands (one module per subject), argv joined into
+shell text in one place (deploytool.remote.join / script).
 
 A plan is a list that is easy to extend: to hook a step in, add a Step to the Script where it belongs
 (its `stage` names it in reports) and, if it changes something that must be undone on failure, name a
