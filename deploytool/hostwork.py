@@ -8,7 +8,7 @@ from typing import TypeVar
 from deploytool.errors import HostError
 from deploytool.inventory import Host
 from deploytool.remote import DEFAULT_TIMEOUT, Session, connect
-from deploytool.report import HostReport, Reporter
+from deploytool.report import HostReport, Reporter, StageReport
 
 T = TypeVar("T")
 
@@ -19,7 +19,11 @@ def on_host(host: Host, items: Sequence[T], reports: Sequence[HostReport], out: 
     """Connect once and run `work` for each item; a HostError fails only that item's report, a failed
     connection fails them all. True if every report is ok. `session`: a connection to the host opened
     earlier in the same task, handed over (one connection per host per task); closed here either way."""
-    if session is None:
+    if session is not None:
+        # The connection this task opened earlier is this host's one: reported as its connect stage.
+        began, seconds = session.opened
+        reports[0].stages.append(StageReport("connect", round(seconds, 3), "ok", round(max(0.0, began - out.t0), 3)))
+    else:
         try:
             with out.stage(reports[0], "connect"):
                 session = connect(host, timeout)

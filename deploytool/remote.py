@@ -187,6 +187,7 @@ class Session:
     commands: int = 0
     uploads: int = 0
     liveness: _Liveness | None = None
+    opened: tuple[float, float] = (0.0, 0.0)  # when connecting began (monotonic) and how long it took
 
     def real(self) -> Session:
         return self
@@ -366,7 +367,8 @@ def connect(host: Host, timeout: float = DEFAULT_TIMEOUT) -> Session:
     for name in (host.address, f"[{host.address}]:{host.port}"):
         for key in _known_keys(known_hosts).get(name, {}).values():
             conn.client.get_host_keys().add(name, key.get_name(), key)
-    deadline = time.monotonic() + host.connect_timeout
+    began = time.monotonic()
+    deadline = began + host.connect_timeout
     while True:
         try:
             conn.open()
@@ -381,7 +383,8 @@ def connect(host: Host, timeout: float = DEFAULT_TIMEOUT) -> Session:
     transport = conn.client.get_transport()
     assert transport is not None
     transport.set_keepalive(max(1, int(host.keepalive)))
-    return Session(host, conn, timeout=timeout, liveness=_Liveness(transport, host.keepalive))
+    return Session(host, conn, timeout=timeout, liveness=_Liveness(transport, host.keepalive),
+                   opened=(began, time.monotonic() - began))
 
 
 _KNOWN: dict[tuple[str, float], paramiko.HostKeys] = {}
