@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from local_shell import LocalShell
 from test_check_commands import inventory
 
 from deploytool import check, context
@@ -16,40 +16,10 @@ from deploytool.commands import check as probes
 from deploytool.commands import unitfiles
 from deploytool.execute import Execution
 from deploytool.plan import Script, describe
-from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
-from deploytool.rolling import CANCELLED
 from deploytool.workers import Workers
 
-
-class LocalShell:
-    """Runs scripts with bash here, passing stdout lines as they come, as the host's session does."""
-
-    def __init__(self) -> None:
-        self.scripts: list[str] = []
-
-    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
-            on_line: Callable[[str], None] | None = None) -> Result:
-        self.scripts.append(command)
-        r = subprocess.run(["bash", "-s"], input=command, capture_output=True, text=True, timeout=60, check=False)
-        for line in r.stdout.splitlines():
-            if on_line:
-                on_line(line)
-        return Result(r.stdout, r.stderr, r.returncode)
-
-    def put(self, local: Path, remote: str, stage: str, timeout: float | None = None) -> None:
-        raise AssertionError("a check uploads nothing")
-
-    def real(self) -> Session:
-        raise AssertionError("a check takes no lock")
-
-
-@pytest.fixture(autouse=True)
-def not_cancelled() -> Iterator[None]:
-    # Another test may leave the process-wide cancel flag set (deploytool.rolling).
-    CANCELLED.clear()
-    yield
-    CANCELLED.clear()
+pytestmark = pytest.mark.usefixtures("not_cancelled")
 
 
 def test_one_round_trip_of_read_only_steps(tmp_path: Path) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import getpass
 import io
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from local_shell import LocalShell
 
 from deploytool import shared_files
 from deploytool.commands import config as cmd
@@ -19,49 +18,25 @@ from deploytool.errors import HostError
 from deploytool.execute import Execution
 from deploytool.inventory import App
 from deploytool.plan import Script, Upload, describe
-from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
-from deploytool.rolling import CANCELLED
 from deploytool.shared_files import Content
 from deploytool.tasks.config import plan_data, plan_lines
 
 SECRET = b"TOKEN=very-secret-value\n"
 
 
-class LocalHost:
-    """Runs scripts with bash here and uploads by copying: the host's session, on this machine."""
-
-    def __init__(self, broken_upload: bool = False) -> None:
-        self.scripts: list[str] = []
-        self.uploads: list[str] = []
-        self.broken_upload = broken_upload
-
-    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
-            on_line: Callable[[str], None] | None = None) -> Result:
-        self.scripts.append(command)
-        r = subprocess.run(["bash", "-s"], input=command, capture_output=True, text=True, timeout=60, check=False)
-        for line in r.stdout.splitlines():
-            if on_line:
-                on_line(line)
-        return Result(r.stdout, r.stderr, r.returncode)
-
-    def put(self, local: Path, remote: str, stage: str, timeout: float | None = None) -> None:
-        self.uploads.append(remote)
-        if self.broken_upload:  # the connection dropped halfway: part of the file is there
+def local_host(broken_upload: bool = False) -> LocalShell:
+    """The host's session on this machine: uploads copy the file (or, broken, leave part of it)."""
+    def upload(local: Path, remote: str, stage: str) -> None:
+        if broken_upload:  # the connection dropped halfway: part of the file is there
             Path(remote).write_bytes(local.read_bytes()[:5])
             raise HostError(f"h: {stage}: upload to {remote}: timed out")
         shutil.copyfile(local, remote)
 
-    def real(self) -> Session:
-        raise AssertionError("no lock here")
+    return LocalShell(upload=upload)
 
 
-@pytest.fixture(autouse=True)
-def not_cancelled() -> Iterator[None]:
-    # Another test may leave the process-wide cancel flag set (deploytool.rolling).
-    CANCELLED.clear()
-    yield
-    CANCELLED.clear()
+pytestmark = pytest.mark.usefixtures("not_cancelled")
 
 
 @pytest.fixture
@@ -78,7 +53,7 @@ def content(tmp_path: Path) -> Content:
     return Content.of(source)
 
 
-def upload(f: SharedFile, content: Content, host: LocalHost) -> tuple[bool, HostReport, str]:
+def upload(f: SharedFile, content: Content, host: LocalShell) -> tuple[bool, HostReport, str]:
     report = HostReport("h", "shop")
     ex = Execution(host, "h", report, Reporter(out=io.StringIO()))
     ok = ex.run(lambda facts: shared_files.upload_plan(f, content, facts))
@@ -109,7 +84,7 @@ def test_the_plan_compares_prepares_uploads_installs_and_removes_the_temporary_f
 
 def test_changed_then_unchanged_then_a_wrong_mode_is_put_right(env_file: SharedFile, content: Content) -> None:
     path = Path(env_file.path)
-    host = LocalHost()
+    host = local_host()
     ok, report, result = upload(env_file, content, host)
     assert ok and result == shared_files.CHANGED, report
     assert path.read_bytes() == SECRET and oct(path.stat().st_mode & 0o777) == "0o600"
@@ -117,13 +92,13 @@ def test_changed_then_unchanged_then_a_wrong_mode_is_put_right(env_file: SharedF
     assert [s.name for s in report.stages] == ["compare", "prepare", "upload", "install"]
     assert all(SECRET.decode().strip() not in s for s in host.scripts)
 
-    again = LocalHost()
+    again = local_host()
     ok, report, result = upload(env_file, content, again)
     assert ok and result == shared_files.UNCHANGED and [s.name for s in report.stages] == ["compare"]
     assert len(again.scripts) == 1 and not again.uploads
 
     path.chmod(0o644)
-    ok, _, result = upload(env_file, content, LocalHost())
+    ok, _, result = upload(env_file, content, local_host())
     assert ok and result == shared_files.CHANGED and oct(path.stat().st_mode & 0o777) == "0o600"
 
 
@@ -131,7 +106,7 @@ def test_a_broken_upload_leaves_the_old_file_and_no_temporary_file(env_file: Sha
     path = Path(env_file.path)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"OLD=1\n")
-    ok, report, _ = upload(env_file, content, LocalHost(broken_upload=True))
+    ok, report, _ = upload(env_file, content, local_host(broken_upload=True))
     assert not ok and report.status == "failed" and "timed out" in (report.error or "")
     assert path.read_bytes() == b"OLD=1\n"
     assert [p.name for p in path.parent.iterdir()] == ["app.env"]
@@ -140,7 +115,7 @@ def test_a_broken_upload_leaves_the_old_file_and_no_temporary_file(env_file: Sha
 
 def test_a_dry_run_only_compares_and_prints_the_plan_without_the_content(
         env_file: SharedFile, content: Content) -> None:
-    host = LocalHost()
+    host = local_host()
     report = HostReport("h", "shop")
     ex = Execution(host, "h", report, Reporter(out=io.StringIO()))
     assert ex.run(lambda facts: shared_files.compare_plan(env_file))

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from local_shell import LocalShell
 
 from deploytool import workers as ops
 from deploytool.commands import systemctl as sc
@@ -19,9 +18,7 @@ from deploytool.engine import Job, dry_run_text, plan_data
 from deploytool.execute import Execution
 from deploytool.inventory import Inventory, load_inventory
 from deploytool.plan import Plan, Script, describe
-from deploytool.remote import Result, Session
 from deploytool.report import HostReport, Reporter
-from deploytool.rolling import CANCELLED
 from deploytool.units import MARKER
 from deploytool.workers import Workers, instance_changes, instance_effects, parse_instances
 
@@ -154,36 +151,6 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
     (state / "loaded").write_text("tools-tricky@1.service loaded active running tricky\n"
                                   "tools-tricky@2.service loaded failed failed tricky\n")
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "STATE": str(state)}
-
-
-class LocalShell:
-    """The host's session, played by a local bash."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
-
-    def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
-            on_line: Callable[[str], None] | None = None) -> Result:
-        r = subprocess.run(["bash", "-s"], input=command, capture_output=True, text=True, env=self.env,
-                           cwd=self.cwd, timeout=60, check=False)
-        for line in r.stdout.splitlines():
-            if on_line:
-                on_line(line)
-        return Result(r.stdout, r.stderr, r.returncode)
-
-    def put(self, local: Path, remote: str, stage: str, timeout: float | None = None) -> None:
-        raise AssertionError("no uploads here")
-
-    def real(self) -> Session:
-        raise AssertionError("no lock here")
-
-
-@pytest.fixture
-def not_cancelled() -> Iterator[None]:
-    # Another test's interruption must not leak into this one's executor.
-    CANCELLED.clear()
-    yield
-    CANCELLED.clear()
 
 
 @pytest.mark.usefixtures("not_cancelled")
