@@ -116,9 +116,12 @@ def failed_stages(progress: str, host: str) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize(("after", "stage"), [("lock", "upload"), ("units", "quiet"), ("quiet", "restart")])
+# The link drops right after `after` is reported; the host is lost in the next stage, or in the one after
+# it when the next is quicker than the link going down (a 0.01 s upload of the sample app).
+@pytest.mark.parametrize(("after", "stages"), [("lock", ("upload", "code")), ("units", ("quiet", "restart")),
+                                               ("quiet", ("restart",))])
 def test_partition_fails_the_host_within_the_bound_others_deploy_rerun_converges(
-        deployed: None, tmp_path: Path, after: str, stage: str) -> None:
+        deployed: None, tmp_path: Path, after: str, stages: tuple[str, ...]) -> None:
     inv = variant(tmp_path, fast)
     with fab_running("deploy", "--inventory", inv, "--host", "prod-a,prod-b") as proc:
         seen = wait_line(proc, "prod-a", after)
@@ -131,10 +134,9 @@ def test_partition_fails_the_host_within_the_bound_others_deploy_rerun_converges
     summary = {line.split()[0]: line for line in progress.splitlines()[-3:] if line.split()}
     assert " ok " in summary["prod-b"], progress
     assert "prod-a: " in summary["prod-a"] and "no answer from the host" in summary["prod-a"], progress
-    # The stage the link went down in (the quiet round trip may be done before the link drops).
-    allowed = (stage, "restart" if stage == "quiet" else stage)
-    assert failed_stages(progress, "prod-a")[0] in allowed, progress
-    assert any(f"prod-a: {name}: no answer from the host" in summary["prod-a"] for name in allowed), progress
+    # The stage the link went down in.
+    assert failed_stages(progress, "prod-a")[0] in stages, progress
+    assert any(f"prod-a: {name}: no answer from the host" in summary["prod-a"] for name in stages), progress
     # Back on the network: a rerun converges both hosts on one release.
     report = deploy_when_free("--inventory", inv, "--host", "prod-a,prod-b")
     for h in report["hosts"]:
