@@ -881,7 +881,7 @@ def report(res: Results, command: str) -> str:
            f"deploytool's compared runs use `fab deploy {shlex.join(ALL_AT_ONCE)}` (every host's workers restarted "
            "at once, as the peers do)" if ALL_AT_ONCE else "",
            f"Machine: {os.cpu_count()} CPUs, {mem_gib():.1f} GiB RAM, kernel {platform.release()}, "
-           f"{distro()}; load average at the start {os.getloadavg()[0]:.2f}; tools: {versions()}", ""]
+           f"{distro()}; load average at the start {load_at_start:.2f}; tools: {versions()}", ""]
     if res.startup:
         out += ["## Start-up: before the first connection (no host involved)", ""]
         out += startup_table(res)
@@ -1060,11 +1060,12 @@ def versions() -> str:
 
 
 res_started = ""
+load_at_start = 0.0  # read when the run starts: by the report, the run itself has loaded the machine
 light_run = False
 
 
 def main() -> int:
-    global res_started, light_run
+    global res_started, light_run, load_at_start
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,8,32",
                     help=f"fleet sizes, comma-separated (default 1,8,32; max {MAX_HOSTS})")
@@ -1086,6 +1087,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     # Start-up first, outside the lock: it needs no host (its one connect goes to a closed loopback port).
     res_started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_at_start = os.getloadavg()[0]
     res.commits.append(deploytool_version())
     measure_startup(res, args.repeat, args.startup_baseline)
     if args.startup_only:
