@@ -46,17 +46,19 @@ class System:
     default_threads: int = 1
     # The broker sees one consumer per process, whatever its threads (Dramatiq on RabbitMQ).
     per_process: bool = False
+    # Programs in probes/ sent ahead of the probe, in its language: code several probes share.
+    prelude: tuple[str, ...] = ()
 
     def source(self) -> str:
-        return (PROBES / self.probe).read_text()
+        return "\n".join((PROBES / name).read_text() for name in (*self.prelude, self.probe))
 
 
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
         System("sidekiq", "sidekiq.rb", language="ruby", default_threads=5),
-        System("rq", "rq.py"),
-        System("celery", "celery.py", probe_args=_celery_app),
+        System("rq", "rq.py", prelude=("local.py",)),
+        System("celery", "celery.py", probe_args=_celery_app, prelude=("local.py",)),
         System("dramatiq", "dramatiq.py", probe_args=_dramatiq_module, per_process=True),
     )
 }

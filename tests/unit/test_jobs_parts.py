@@ -4,6 +4,7 @@ the three output formats, and which workers and queues belong to another app."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -293,3 +294,22 @@ def test_probes_side_by_side_in_a_real_shell() -> None:
     assert failed == "prod-a: exit 3: Redis refused"
     assert junk == "prod-a: unreadable probe output (JSONDecodeError): not-json"
     assert collect.split_side_by_side("prod-a", "", 1) == ["prod-a: no output from the probe"]
+
+
+def test_python_probes_carry_their_shared_code_once() -> None:
+    from deploytool.jobs.systems import SYSTEMS
+
+    for system in SYSTEMS.values():
+        source = system.source()
+        if system.language == "python3":
+            compile(source, system.probe, "exec")  # one program, as the host's interpreter reads it
+        uses = "unit_of(" in source.replace("def unit_of(", "")
+        assert source.count("def unit_of(") == (1 if uses else 0), system.name
+    # The shared function, run here: this process's unit from its cgroup, or None outside systemd.
+    scope: dict[str, object] = {}
+    exec(SYSTEMS["rq"].source().split("import json", 1)[0], scope)
+    unit_of = scope["unit_of"]
+    assert callable(unit_of)
+    found = unit_of(os.getpid())
+    assert found is None or found.endswith(".service")
+    assert unit_of(None) is None

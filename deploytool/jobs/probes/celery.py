@@ -23,18 +23,7 @@ from celery.app.utils import find_app
 
 INSPECT_TIMEOUT = 1.5  # seconds each broadcast waits for the nodes' replies
 
-
-def unit_of(pid):
-    """The systemd unit a local process runs in, from its cgroup path (its last `.service` part)."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                parts = [p for p in line.strip().split("/") if p.endswith(".service")]
-                if parts:
-                    return parts[-1]
-    except (OSError, TypeError):
-        pass
-    return None
+# unit_of(pid) comes from local.py, sent to the host ahead of this program (deploytool.jobs.systems).
 
 
 def waiting(app, name):
@@ -100,7 +89,7 @@ def main(app_name, names):
             # A node quieted with cancel_consumer consumes no queue any more.
             "busy": len(active.get(node, [])), "quiet": not consuming.get(node),
             # Nodes are named after the inventory host (-n app-group-N@HOST); the machine's own name may differ.
-            "unit": unit_of(pid) if node_host in (hostname, os.environ.get("DEPLOYTOOL_HOST")) else None,
+            "unit": unit_of(pid) if node_host in (hostname, os.environ.get("DEPLOYTOOL_HOST")) else None,  # noqa: F821
         })
     print(json.dumps({"system": "celery", "hostname": hostname, "time": time.time(), "queues": queues,
                       "other_queues": [], "workers": workers}))

@@ -22,18 +22,7 @@ from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegi
 from rq.utils import utcparse
 from rq.worker import Worker
 
-
-def unit_of(pid):
-    """The systemd unit a local process runs in, from its cgroup path (its last `.service` part)."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                parts = [p for p in line.strip().split("/") if p.endswith(".service")]
-                if parts:
-                    return parts[-1]
-    except (OSError, TypeError):
-        pass
-    return None
+# unit_of(pid) comes from local.py, sent to the host ahead of this program (deploytool.jobs.systems).
 
 
 def latency(redis, queue, now):
@@ -73,7 +62,7 @@ def main(names):
         workers.append({
             "name": w.name, "hostname": w.hostname, "pid": w.pid, "tag": "", "queues": w.queue_names(),
             "concurrency": 1, "busy": 1 if w.get_state() == "busy" else 0, "quiet": False,
-            "unit": unit_of(w.pid) if local else None,
+            "unit": unit_of(w.pid) if local else None,  # noqa: F821
         })
     others = sorted(set(q.name for q in Queue.all(connection=redis)) - set(names))
     print(json.dumps({
