@@ -135,13 +135,17 @@ def preview_plans(inv: Inventory, jobs: Sequence[Job], out: Reporter, timeout: f
     return _in_job_order(jobs, reports)
 
 
-def plan_data(plan: Plan, changes: Sequence[str] = ()) -> dict[str, Any]:
-    """A plan as a dry run reports it: stages with their commands, changes, recovery steps by name."""
+def plan_data(plan: Plan, changes: Sequence[str] | None = None) -> dict[str, Any]:
+    """A plan as a dry run reports it: stages with their commands, what the host read says would change
+    (when a preview read it), recovery steps by name."""
     on_failure = [r.name for r in plan.recovery]
     if any(isinstance(a, Lock) for a in plan.actions):
         on_failure.append("unlock")
-    return {"plan": [{"stage": s, "commands": cmds} for s, cmds in describe(plan)],
-            "changes": list(changes), "on_failure": on_failure}
+    data: dict[str, Any] = {"plan": [{"stage": s, "commands": cmds} for s, cmds in describe(plan)]}
+    if changes is not None:
+        data["changes"] = list(changes)
+    data["on_failure"] = on_failure
+    return data
 
 
 DRY_RUN = "dry run: nothing is uploaded, locked or changed; hosts are only read (units, instances, releases)"

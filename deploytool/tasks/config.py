@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -54,6 +54,7 @@ def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, d
     """Each host's upload plan (a dry run: only its read-only compare) run by the one executor; a dry
     run's reports hold the plan it would run (`what`: the file it would send)."""
     from deploytool import engine, shared_files
+    from deploytool.engine import plan_data
     from deploytool.plan import Facts
 
     def job(h: str, f: SharedFile) -> engine.Job:
@@ -79,17 +80,10 @@ def source_name(source: str) -> str:
     return "standard input" if source == "-" else source
 
 
-def plan_data(plan: Plan) -> dict[str, Any]:
-    """A plan in a dry run's JSON report: each stage with its commands, the recovery steps by name."""
-    from deploytool.plan import describe
-
-    return {"plan": [{"stage": s, "commands": c} for s, c in describe(plan)],
-            "on_failure": [r.name for r in plan.recovery]}
-
-
 def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
     """Each host's stages and commands (deploytool.plan.describe); the content is never in them."""
     from deploytool import shared_files
+    from deploytool.engine import plan_data
 
     lines = ["dry run: hosts are only read (the compare stage); a changed file would be sent as below"]
     for h, f in files.items():

@@ -14,13 +14,14 @@ from local_shell import LocalShell
 from deploytool import shared_files
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
+from deploytool.engine import plan_data
 from deploytool.errors import HostError
 from deploytool.execute import Execution
 from deploytool.inventory import App
 from deploytool.plan import Script, Upload, describe
 from deploytool.report import HostReport, Reporter
 from deploytool.shared_files import Content
-from deploytool.tasks.config import plan_data, plan_lines
+from deploytool.tasks.config import plan_lines
 
 SECRET = b"TOKEN=very-secret-value\n"
 
