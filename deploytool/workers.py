@@ -198,30 +198,6 @@ def install_plan(w: Workers, template_dirs: Sequence[Path] = (), facts: Facts | 
     return Plan((Script(tuple(steps)),), recovery)
 
 
-def installed(session: Session, w: Workers, stage: str = "units") -> tuple[dict[str, str], list[str]]:
-    """The app's unit files as they are on the host now, and the names of its environment files that
-    differ from the wanted ones (their content is never read back). Read only."""
-    return parse_installed(session.run(unitfiles.read_all(w.app, w.env_files), stage).stdout)
-
-
-def parse_installed(out: str) -> tuple[dict[str, str], list[str]]:
-    """read_all() output → (unit file name → content, environment files that would change)."""
-    head, *chunks = ("\n" + out).split(unitfiles.SEPARATOR)
-    env_changed = [line.split(" ", 1)[1] for line in head.splitlines() if line.startswith(unitfiles.ENV_CHANGED + " ")]
-    files: dict[str, str] = {}
-    for chunk in chunks:
-        name, _, content = chunk.partition("\n")
-        files[name.strip()] = content
-    return files, env_changed
-
-
-def changes(session: Session, w: Workers, template_dirs: Sequence[Path] = ()) -> list[str]:
-    """What installing the units would change on the host: a diff per unit, and a line per environment
-    file (never its content). Read only: what a dry run shows for the units stage."""
-    files, env_changed = installed(session, w)
-    return unit_diff(files, w.rendered(template_dirs), env_changed)
-
-
 def unit_diff(current: dict[str, str], wanted: dict[str, str], env_changed: Sequence[str] = ()) -> list[str]:
     """A unified diff per unit that would change, then `<env file>: (environment file changed)`."""
     lines: list[str] = []
@@ -311,7 +287,7 @@ def preview(session: Session, w: Workers, template_dirs: Sequence[Path] = (), st
     env_files = [] if removing else w.env_files
     out = session.run(unitfiles.read_instances(w.app, w.target) + "\n"
                       + unitfiles.read_all(w.app, env_files), stage).stdout
-    files, env_changed = parse_installed(out)
+    files, env_changed = unitfiles.parse_read_all(out)
     loaded, enabled = parse_instances(out.split(unitfiles.SEPARATOR, 1)[0])
     if removing:
         return [f"{name}: would be removed" for name in sorted(files)] + \
