@@ -10,7 +10,8 @@ probed cannot be told apart). A queue holding jobs that no group of the app work
 Checked for the kinds whose keys take no prefix (Sidekiq, RQ): Celery and Dramatiq keep apps apart
 with the app's redis_namespace (a key prefix) instead.
 
-The DB is one per app: it is read once per system, through one host (`probes`), whatever the fleet's size.
+The DB is one per app: it is read once per system, through the first selected host that can (`preflight`),
+whatever the fleet's size.
 
 An app with `redis_shared: true` shares its DB knowingly: there only another app's workers on one of
 this app's queues are refused (they would take its jobs)."""
@@ -104,21 +105,6 @@ def candidates(inv: Inventory, targets: Sequence[tuple[str, App]]) -> dict[str, 
         if groups:
             found.setdefault(app.name, []).append((host, groups))
     return found
-
-
-def probes(inv: Inventory, targets: Sequence[tuple[str, App]]) -> dict[str, dict[str, list[WorkerGroup]]]:
-    """Where each app's Redis DB is read when every host answers: the DB is one per app, so one probe per
-    system through the first selected host that runs a group of it, not one per host: the check costs
-    the same on 2 hosts as on 200. Host → app → groups to probe there."""
-    chosen: dict[str, dict[str, list[WorkerGroup]]] = {}
-    for app, hosts in candidates(inv, targets).items():
-        done: set[str] = set()
-        for host, groups in hosts:
-            for g in groups:
-                if g.kind not in done:
-                    done.add(g.kind)
-                    chosen.setdefault(host, {}).setdefault(app, []).append(g)
-    return chosen
 
 
 def preflight(inv: Inventory, targets: Sequence[tuple[str, App]], out: Reporter,

@@ -273,14 +273,14 @@ def test_the_redis_check_covers_kinds_without_a_key_prefix_only() -> None:
 def test_the_redis_check_reads_each_apps_db_once_through_its_first_selected_host() -> None:
     sample = INV.apps_on("prod-a")["sample"]
     both = [("prod-b", sample), ("prod-a", sample)]
-    # One probe per system for the whole app, through the first host in inventory order, whatever
-    # the order of --host: the DB is the app's, not the host's.
-    where = ownership.probes(INV, both)
-    assert {h: {a: [g.name for g in gs] for a, gs in apps.items()} for h, apps in where.items()} == {
-        "prod-a": {"sample": ["sidekiq", "rq"]}}
-    assert list(ownership.probes(INV, [("prod-b", sample)])) == ["prod-b"]
+    # The hosts the app's DB is read through, in inventory order whatever the order of --host: the
+    # first that answers reads it for the whole app (one probe per system), the DB being the app's.
+    where = ownership.candidates(INV, both)
+    assert {a: [(h, [g.name for g in gs]) for h, gs in hosts] for a, hosts in where.items()} == {
+        "sample": [("prod-a", ["sidekiq", "rq"]), ("prod-b", ["sidekiq", "rq"])]}
+    assert [h for h, _ in ownership.candidates(INV, [("prod-b", sample)])["sample"]] == ["prod-b"]
     basic = load_inventory(Path(__file__).parent / "inventories" / "basic.yml")
-    assert ownership.probes(basic, [("worker-1", basic.apps_on("worker-1")["stats"])]) == {}
+    assert ownership.candidates(basic, [("worker-1", basic.apps_on("worker-1")["stats"])]) == {}
 
 
 def test_probes_side_by_side_in_a_real_shell() -> None:
