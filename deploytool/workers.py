@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploytool import context
+from deploytool.commands import ready, unitfiles
 from deploytool.commands import systemctl as sc
-from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Inventory, WorkerGroup
@@ -105,11 +105,16 @@ def stop_script(w: Workers) -> str:
 
 
 def restart_script(w: Workers) -> str:
-    """Stop (each worker drains within its grace), start, and check that every unit is active.
+    """Stop (each worker drains within its grace), start, and wait until every group is ready as its
+    system tells it, each unit still active with the process it started (deploytool.commands.ready),
+    within the group's timeout.
 
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
-    return "\n".join([stop_script(w), join(sc.start(w.app, [w.target, *w.units])),
-                      sc.all_active(w.app, w.units)])
+    groups = [g for g in w.groups if g.processes]
+    # The first line names the step when it fails (deploytool.remote.script quotes it).
+    return "\n".join(["# restart: stop, start, wait until every worker is ready", stop_script(w),
+                      ready.prepare(w.app, groups, w.host), join(sc.start(w.app, [w.target, *w.units])),
+                      ready.wait(w.app, groups, w.host)])
 
 
 def recover_script(w: Workers) -> str:

@@ -146,6 +146,9 @@ class WorkerGroup(_Model):
     threads: Annotated[Int, Field(ge=1, le=1024)] | None = None
     queues: tuple[QueueItem, ...] = ()
     timeout: Annotated[Int, Field(ge=1, le=86400)] | None = None
+    # Seconds a restarted worker must stay up, same process, before it counts as ready (besides what
+    # its system tells); 0: no wait. Default: the kind's (deploytool.kinds, `command`: 5).
+    ready_after: Annotated[Int, Field(ge=0, le=3600)] | None = None
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     command: tuple[Text, ...] | None = None
     # The system user the workers run as; default: the host's SSH user, never root implicitly.
@@ -194,6 +197,11 @@ class WorkerGroup(_Model):
     def grace(self) -> int:
         """Seconds a stopping worker may take to finish running jobs."""
         return self.timeout if self.timeout is not None else KINDS[self.kind].default_timeout
+
+    @property
+    def ready_wait(self) -> int:
+        """Seconds a restarted worker must stay up before it counts as ready."""
+        return self.ready_after if self.ready_after is not None else KINDS[self.kind].ready_after
 
 
 def _hook_shorthand(value: Any) -> Any:

@@ -15,9 +15,9 @@ from typing import Any
 from deploytool import units
 from deploytool.inventory import NAMESPACE_ENV, App, WorkerGroup
 from deploytool.jobs.model import QueueCounts, Reading, SeenWorker
-from deploytool.jobs.systems import System
+from deploytool.jobs.systems import SYSTEMS, System
 from deploytool.kinds import KINDS
-from deploytool.remote import join
+from deploytool.remote import Expand, join
 
 q = shlex.quote
 END = "DEPLOYTOOL_PROBE_END"
@@ -76,6 +76,18 @@ def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str],
     args = [*system.probe_args(argv), *queues]
     run = join(["sh", "-c", launcher(system, argv[0], host), "sh", *args])
     return f"{context(app, group)}\n{run} <<'{END}'\n{system.source()}\n{END}"
+
+
+def ready_command(app: App, group: WorkerGroup, mode: str, state: str, spec: Mapping[str, Any],
+                  host: str = "") -> str:
+    """Shell text running the group's readiness probe (System.ready_probe) in `mode` (mark, check), in
+    the workers' context; `state` is what `mark` printed (shell text expanded on the host: `$var`),
+    `spec` what the group's units should show."""
+    system = SYSTEMS[group.kind]
+    argv = list(group.command or KINDS[group.kind].program)
+    args = [*system.probe_args(argv), mode, Expand(state), json.dumps(spec, sort_keys=True)]
+    run = join(["sh", "-c", launcher(system, argv[0], host), "sh", *args])
+    return f"{context(app, group)}\n{run} <<'{END}'\n{system.source(system.ready_probe)}\n{END}"
 
 
 class ProbeOutputError(ValueError):
