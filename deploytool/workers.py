@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploytool import context
-from deploytool.commands import ready, unitfiles
+from deploytool.commands import ready, running, unitfiles
 from deploytool.commands import systemctl as sc
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
@@ -20,7 +20,7 @@ from deploytool.jobs import collect
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
 from deploytool.plan import Facts, Plan, Recovery, Script, Step
-from deploytool.remote import Session, join
+from deploytool.remote import Expand, Session, join
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
 
@@ -84,15 +84,19 @@ class Workers:
             if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
                 cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
-                # In the group's own context (user, release, PATH, environment): the broker URL and
-                # the app's Celery module are there, and `celery` is the units' celery.
+                # In the group's own context (user, PATH, environment): the broker URL is there, and
+                # `celery` is the units' celery; in the release the node runs (its working directory),
+                # not `current`, which a deploy has already switched: the node's own Celery app.
                 program = context.program(self.app, g)
+                cwd = Expand("$" + running.VAR)
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    running = sc.systemctl(self.app, "is-active", "--quiet", unit)
-                    cmds += [if_active(running, until_replied(join(context.in_context(
-                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g))))
+                    active = sc.systemctl(self.app, "is-active", "--quiet", unit)
+                    where = running.release_of(self.app, g, [unit])
+                    cmds += [if_active(active, where + "\n" + until_replied(join(context.in_context(
+                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g,
+                                 cwd=cwd))))
                              for q in g.queues]
         return cmds
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deploytool import units
+from deploytool.commands import running
 from deploytool.inventory import NAMESPACE_ENV, App, WorkerGroup
 from deploytool.jobs.model import QueueCounts, Reading, SeenWorker
 from deploytool.jobs.systems import SYSTEMS, System
@@ -53,13 +54,16 @@ def launcher(system: System, program: str, host: str) -> str:
 
 
 def context(app: App, group: WorkerGroup) -> str:
-    """Shell text giving the probe the workers' context: the release as working directory (before a
-    first deploy, when the check before a deploy runs too, there is none: the home directory), the
-    inventory's environment, then the env file, which wins as it does in the units.
+    """Shell text giving the probe the workers' context: as working directory the release the group's
+    running workers work in (deploytool.commands.running: their code, not whatever `current` says),
+    `current` when none runs (before a first deploy, when the check before a deploy runs too, there
+    is none: the home directory), the inventory's environment, then the env file, which wins as it
+    does in the units.
 
     Unlike deploytool.context it does not need the environment files deploytool writes: the check before
     a first deploy runs before they exist. It runs as the SSH user, with the units' PATH."""
-    lines = [f"cd {q(app.current_path)} 2>/dev/null || cd"]
+    lines = [running.release_of(app, group),
+             f'cd "${running.VAR}" 2>/dev/null || cd {q(app.current_path)} 2>/dev/null || cd']
     # The units' PATH, never the login shell's (whose shims may name another interpreter).
     lines.append(f"export PATH={q(units.search_path(app, group) or units.DEFAULT_PATH)}")
     lines += [f"export {k}={q(v)}" for k, v in environment(app, group).items()]

@@ -1,15 +1,17 @@
-"""Readiness: the shell text of deploytool.commands.ready, run by a real bash against a stand-in systemctl."""
+"""Readiness and the release a running worker works in: the shell text of deploytool.commands.ready and
+.running, run by a real bash against a stand-in systemctl (real processes for /proc/PID/cwd)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploytool.commands import ready
+from deploytool.commands import ready, running
 from deploytool.inventory import App, Inventory, WorkerGroup, load_inventory
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
@@ -33,6 +35,41 @@ def stand_in(tmp_path: Path, systemctl: str) -> dict[str, str]:
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A process working in an old release, as a worker started before `current` was switched."""
+    old = tmp_path / "releases" / "1"
+    new = tmp_path / "releases" / "2"
+    old.mkdir(parents=True)
+    new.mkdir()
+    (tmp_path / "current").symlink_to(new)
+    p = subprocess.Popen(["sleep", "60"], cwd=old)
+    yield p, old
+    p.kill()
+    p.wait()
+
+
+def release(env: dict[str, str], app: App, group: WorkerGroup) -> str:
+    text = running.release_of(app, group) + '\nprintf "%s" "$release"'
+    return subprocess.run(["bash", "-c", text], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_release_of_is_the_running_workers_directory_not_current(
+        tmp_path: Path, shop: App, worker: tuple[subprocess.Popen[bytes], Path]) -> None:
+    p, old = worker
+    app = shop.model_copy(update={"deploy_to": str(tmp_path)})
+    # The first instance is not running (MainPID 0), the second is the worker.
+    env = stand_in(tmp_path, f'case "$*" in *@1.service) echo 0 ;; *) echo {p.pid} ;; esac')
+    assert release(env, app, app.workers["celery"]) == str(old)
+
+
+def test_release_of_is_current_resolved_when_no_worker_runs(tmp_path: Path, shop: App,
+                                                           worker: tuple[subprocess.Popen[bytes], Path]) -> None:
+    app = shop.model_copy(update={"deploy_to": str(tmp_path)})
+    env = stand_in(tmp_path, "echo 0")
+    assert release(env, app, app.workers["celery"]) == str(tmp_path / "releases" / "2")
 
 
 def states_systemctl(tmp_path: Path) -> tuple[dict[str, str], Path]:

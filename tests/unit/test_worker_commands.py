@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.commands import running
 from deploytool.inventory import Inventory, load_inventory
 from deploytool.workers import Workers, recover_script, restart_script
 
@@ -29,12 +30,15 @@ def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inv
 def test_celery_quiet_cancels_each_queue_on_each_node_in_the_group_context(inv: Inventory) -> None:
     commands = workers(inv, "shop", "celery").quiet_commands()
     assert len(commands) == 4 * 2  # four processes, two queues
-    # Only while the node's unit runs, tried until the node replies, in the group's context.
+    # Only while the node's unit runs, tried until the node replies, in the group's context and in the
+    # release the node itself runs (a deploy has switched `current` to the new one already).
     assert commands[4] == (
         "if sudo -n systemctl is-active --quiet shop-celery@3.service; then "
+        + running.release_of(inv.apps_on("w1")["shop"], inv.apps_on("w1")["shop"].workers["celery"],
+                             ["shop-celery@3.service"]) + "\n"
         "for attempt in $(seq 10); do if "
         "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
-        "--property=WorkingDirectory=/srv/shop/current "
+        '"--property=WorkingDirectory=$release" '
         "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
         "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
         "-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer mail -d shop-celery-3@w1"
