@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploytool import context
+from deploytool import context, host_runner
 from deploytool import workers as ops
 from deploytool.commands import check as probes
 from deploytool.commands import config as config_cmd
@@ -34,10 +34,10 @@ OUTPUT = f"output:{PROBE}"
 # Programs a host may be asked to run; those that occur as a command word in the builders' output are
 # the ones checked (git only for the git strategy, loginctl only for user-mode units, ...).
 VOCABULARY = (
-    "git", "tar", "gzip", "flock", "systemd-run", "base64", "cmp", "sha256sum", "mktemp", "stat", "logger",
+    "git", "tar", "gzip", "systemd-run", "base64", "cmp", "sha256sum", "mktemp", "stat", "logger",
     "awk", "sed", "grep", "cut", "sort", "tail", "head", "date", "expr", "readlink", "basename", "dirname",
     "ln", "mv", "rm", "mkdir", "chmod", "chown", "tee", "ls", "cat", "du", "df", "sudo", "systemctl",
-    "journalctl", "loginctl",
+    "journalctl", "loginctl", "python3",
 )
 # Programs a builder needs without naming them: `tar -z` runs gzip.
 IMPLIED = {"tar -xzf": "gzip"}
@@ -63,8 +63,7 @@ def host_commands(inv: Inventory, host: str, app: App, template_dirs: Sequence[P
     plan = d.build_plan({}, holder)
     texts = [step.command for action in plan.actions if isinstance(action, Script) for step in action.steps]
     texts += [r.command for r in plan.recovery]
-    texts += [rel.hold_lock(app, holder.json(), holder.token, 1), rel.lock_is_ours(app, holder.token),
-              join(rel.clear_legacy_lock(app))]
+    texts.append(host_runner.BOOT)
     texts += [
         rel.switch_back(app, release, "19990101000000"), ops.recover_script(w), ops.restart_script(w),
         unitfiles.remove_all(app), unitfiles.read_all(app), join(sc.logs(app, w.units, 10, None, False)),
