@@ -203,8 +203,7 @@ class Execution:
             if isinstance(action, Script) and action.steps:
                 self.facts[f"output:{action.steps[0].stage}"] = "\n".join(output)
             output.clear()
-            if i + 1 < len(self.plan.actions):
-                self._go(stream, i + 1, replan=True)
+            self._go(stream, i + 1, replan=True)
         elif ev.get("wait") == "upload":
             i = int(ev["at"])
             action = self.plan.actions[i]

@@ -23,8 +23,9 @@ Protocol (one SSH channel; the controller's side in deploytool.execute):
 3. The runner writes lines on stdout, every marker signed with the plan's nonce as the controller's own
    scripts sign theirs (deploytool.remote): the scripts' own lines (`@@deploytool-stage NAME`, facts,
    output) as they come, and its events as `@@deploytool-runner JSON`:
-       {"done": N}                 script N succeeded; unless it was the last action, the runner waits
-                                   for `go` (as long as the controller's heartbeat arrives)
+       {"done": N}                 script N succeeded; the runner waits for `go` N+1, the last script
+                                   too (the rest of the plan may depend on what it reported), as long
+                                   as the controller's heartbeat arrives
        {"wait": "gate", "at": N}   action N restarts workers: it starts once the controller says go
        {"wait": "upload", "at": N} the controller uploads action N's file, then says go
        {"failed": STAGE, "error": TEXT}   the action failed (exit code, timeout, lock busy, lost controller)
@@ -36,8 +37,9 @@ Protocol (one SSH channel; the controller's side in deploytool.execute):
    lock. After it, nothing is undone; a controller going away leaves the runner to finish the plan on
    its own (cleanup, revision log, unlock), skipping the waits.
 5. With a lock, the runner records each run in `deploy_to/.deploy.last` (JSON: holder, state running,
-   ok, failed or abandoned, stage, reason, what the host did), read by the next deploy, `fab releases`
-   and `fab workers.status`.
+   ok, failed or abandoned, stage, reason, what the host did); once it holds the lock it reports the
+   record of the run before as the fact `@@deploytool-last JSON`. `fab releases` and
+   `fab workers.status` read it too.
 
 Plan (JSON): {"nonce", "bound" (seconds), "timeout" (seconds per stage), "actions": [...],
 "recovery": [{"name", "command"}]}; actions:
@@ -92,6 +94,7 @@ exec(compile(exactly(int(line())), "deploytool-runner", "exec"))'
 MARKER = re.compile(r"(?<!@)@@deploytool-([a-z]+)\b")
 STAGE = "@@deploytool-stage"
 EVENT = "@@deploytool-runner"
+LAST = "@@deploytool-last"
 LOCK_BUSY = 75
 LEGACY_LOCK = 76
 
@@ -296,9 +299,10 @@ class Run:
                         raise Failed(self.stage or "start", "the controller went away: " + gone)
                 self.act(i, a)
                 if a["type"] == "script":
+                    # Even after the last one: the plan may go on once the controller has read what
+                    # the host reported (a rollback's target, once the host listed its releases).
                     self.out.event(done=i)
-                    if i + 1 < len(self.actions):
-                        self.proceed(i + 1)
+                    self.proceed(i + 1)
                 i += 1
         except Exception as e:  # a fault of the runner itself still puts the host back
             f = e if isinstance(e, Failed) else Failed(self.stage or "start",
@@ -465,6 +469,8 @@ class Run:
             f.write(a["record"] + "\n")
         os.replace(tmp, record)
         self.lock_fd, self.lock_paths = fd, (record, a["token"])
+        # The record of the run before this one, for the controller to tell (was it abandoned?).
+        self.out.line(LAST + " " + " ".join(read(self.last_path).split()))
         self.record = {"holder": json.loads(a["record"]), "state": "running", "pid": os.getpid()}
         self.note(stage="lock")
 

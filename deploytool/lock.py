@@ -68,3 +68,20 @@ class Holder:
     def describe(self) -> str:
         return (f"{self.user}@{self.controller} pid {self.pid} since {self.started} "
                 f"(release {self.release}, revision {self.revision[:12] or '?'})")
+
+
+def last_run_note(host: str, app: str, text: str) -> str | None:
+    """What to tell about the host's record of the last deploy or rollback (host_runner's
+    `.deploy.last`): only one that was abandoned (its controller went away) is worth a note."""
+    try:
+        record = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("state") != "abandoned":
+        return None
+    holder = record.get("holder") or {}
+    who = (f"{holder.get('user', '?')}@{holder.get('controller', '?')} pid {holder.get('pid', '?')}, "
+           f"release {holder.get('release', '?')}, started {holder.get('started', '?')}")
+    did = record.get("did") or "had not finished when this was read"
+    return (f"{host}: {app}: the last deploy ({who}) was abandoned at stage {record.get('stage', '?')}: "
+            f"{record.get('reason', 'its controller went away')}; the host {did}")

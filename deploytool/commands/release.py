@@ -18,6 +18,9 @@ STAGE = "@@deploytool-stage"  # a line announcing the next stage of a multi-stag
 PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointed to before
 REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
 RELEASE = "@@deploytool-release"  # the release name the host settled on
+LAST = "@@deploytool-last"  # the host's record of the last deploy or rollback (host_runner: .deploy.last)
+CWD = "@@deploytool-cwd"  # UNIT PATH: the working directory of a unit's main process (the release it runs)
+CURRENT = "@@deploytool-current"  # the release directory `current` points to
 
 
 def stage(name: str) -> str:
@@ -57,6 +60,10 @@ class Layout:
     @property
     def flock(self) -> str:
         return f"{self.deploy_to}/.deploy.flock"
+
+    @property
+    def last_run(self) -> str:
+        return f"{self.deploy_to}/.deploy.last"
 
     @property
     def revisions_log(self) -> str:
@@ -206,3 +213,24 @@ def list_releases(app: App) -> str:
         f"printf '%s %s\\n' \"$r\" \"$(head -n1 releases/$r/REVISION 2>/dev/null)\"; done; "
         f"echo \"current $({current_release()})\""
     )
+
+
+def last_run(app: App) -> str:
+    """Prints the record the host's plan runner left of the last deploy or rollback (one JSON line)."""
+    return f"printf '%s %s\\n' {LAST} \"$(tr -d '\\n' < {q(Layout(app).last_run)} 2>/dev/null)\""
+
+
+def running_releases(app: App, units: Sequence[str]) -> str:
+    """Prints where `current` points and, per unit, its main process's working directory: the release
+    it was started in (systemd resolves WorkingDirectory=current at start), whatever `current` says now.
+    A process of another user cannot be read without privileges: its line is left empty."""
+    lines = [f"printf '%s %s\\n' {CURRENT} \"$(readlink -f {q(Layout(app).current)})\""]
+    if units:
+        # `show` needs no privileges; one value per unit, in order (blank lines between them collapse).
+        show = join(["systemctl", *(["--user"] if app.systemd == "user" else []), "show", "--property=MainPID",
+                     "--value", *units])
+        lines += [f"set -- $({show})",
+                  f"for u in {' '.join(q(u) for u in units)}; do pid=${{1:-0}}; shift; "
+                  f"printf '%s %s %s\\n' {CWD} \"$u\" "
+                  f"\"$( [ \"$pid\" -gt 0 ] && readlink /proc/$pid/cwd 2>/dev/null)\"; done"]
+    return "\n".join(lines)
