@@ -108,6 +108,7 @@ class Execution:
         self.errors: list[str] = []
         self.finished = ""
         self.aborted = False
+        self.expected = ""  # the stage the host starts next (between two of them, where it was)
 
     @property
     def bound(self) -> float:
@@ -140,7 +141,7 @@ class Execution:
 
     def _drive(self) -> None:
         clock = self.out.clock(self.report)
-        first = self._first_stage()
+        first = self.expected = self._first_stage()
         stream = self.session.start(host_runner.BOOT, first)
         self.sent = plan_data(self.plan, self.session.nonce)
         data = json.dumps({"nonce": self.session.nonce, "bound": self.bound,
@@ -159,15 +160,26 @@ class Execution:
         threading.Thread(target=beat, daemon=True, name="runner-heartbeat").start()
         try:
             self._follow(stream, clock)
+        except HostError:
+            self._cut_off(clock)
+            raise
         finally:
             stopped.set()
             stream.close()
 
-    def _first_stage(self) -> str:
-        a = self.plan.actions[0]
+    def _first_stage(self, index: int = 0) -> str:
+        if index >= len(self.plan.actions):
+            return "finish"
+        a = self.plan.actions[index]
         if isinstance(a, Script):
             return a.steps[0].stage if a.steps else "script"
         return a.stage
+
+    def _cut_off(self, clock: StageClock) -> None:
+        """The stage the host was in (or about to start) when it was cut off: reported failed."""
+        if clock.current is None:
+            clock.begin(self.expected)
+        clock.end("failed")
 
     def _follow(self, stream: Stream, clock: StageClock) -> None:
         output: list[str] = []
@@ -179,14 +191,14 @@ class Execution:
                 if self.session.lost():
                     self._lost(clock)
                 if stream.ended():
-                    clock.end("failed")
-                    raise HostError(f"{self.host}: {clock.current.name if clock.current else 'start'}: the "
+                    raise HostError(f"{self.host}: {clock.current.name if clock.current else self.expected}: the "
                                     f"plan runner ended without a result: "
                                     f"{_last(stream.error_text())}")
                 continue
             marker, _, value = line.partition(" ")
             if marker == rel.STAGE:
                 clock.begin(value.strip())
+                self.expected = value.strip()
             elif marker == "@@deploytool-" + EVENT:
                 self._event(json.loads(value), stream, clock, output)
             elif marker.startswith("@@deploytool-"):
@@ -204,6 +216,7 @@ class Execution:
                 self.facts[f"output:{action.steps[0].stage}"] = "\n".join(output)
             output.clear()
             self._go(stream, i + 1, replan=True)
+            self.expected = self._first_stage(i + 1)
         elif ev.get("wait") == "upload":
             i = int(ev["at"])
             action = self.plan.actions[i]
@@ -282,8 +295,7 @@ class Execution:
             self.gate.release()
 
     def _lost(self, clock: StageClock) -> None:
-        stage = clock.current.name if clock.current else "start"
-        clock.end("failed")
+        stage = clock.current.name if clock.current else self.expected
         raise HostError(f"{self.host}: {stage}: no answer from the host for over {self.session.keepalive * 3:g}s "
                         "(network or host down); "
                         f"gave up here; the host runs its plan's recovery by itself once {self.bound:g}s pass "
