@@ -28,7 +28,7 @@ from deploytool.source import Revision
 from deploytool.workers import Workers
 
 # The check plan's stages: one round trip, its output read from the first stage's.
-PROBE, PROGRAMS, UNITS = "probe", "programs", "units"
+PROBE, PROGRAMS, UNITS, WORKERS = "probe", "programs", "units", "workers"
 OUTPUT = f"output:{PROBE}"
 
 # Programs a host may be asked to run; those that occur as a command word in the builders' output are
@@ -139,7 +139,8 @@ def check_plan(inv: Inventory, host: str, app: App, template_dirs: Sequence[Path
 
     w = Workers(inv, host, app)
     return Plan((Script((Step(PROBE, probe), Step(PROGRAMS, probes.if_released(app, resolve(False), resolve(True))),
-                         Step(UNITS, unitfiles.read_all(app, w.env_files)))),))
+                         Step(UNITS, unitfiles.read_all(app, w.env_files)),
+                         Step(WORKERS, rel.running_releases(app, w.units)))),))
 
 
 def check_findings(output: str, inv: Inventory, host: str, app: App, template_dirs: Sequence[Path],
@@ -150,7 +151,24 @@ def check_findings(output: str, inv: Inventory, host: str, app: App, template_di
     return [Finding("host key", True, "known (strict checking)"),
             *findings(rows, app, archive_bytes, inv.hosts[host].user),
             *worker_programs(context.parse_programs(output, probes.PROGRAM), inv, host, app, released),
-            units_finding(output, Workers(inv, host, app), template_dirs)]
+            units_finding(output, Workers(inv, host, app), template_dirs),
+            *releases_finding(output)]
+
+
+def releases_finding(output: str) -> list[Finding]:
+    """Whether every running worker runs the release `current` points to (a deploy that was cut off
+    before its restart, a restart that failed, could leave them on another)."""
+    current, cwd, _ = ops.parse_releases(output)
+    if not current:
+        return []
+    releases = current.rsplit("/", 1)[0] + "/"
+    name = current.rsplit("/", 1)[1]
+    stale = sorted(f"{unit} runs release {path.removeprefix(releases)}" for unit, path in cwd.items()
+                   if path.startswith(releases) and path != current)
+    if stale:
+        return [Finding("workers", False, f"not on the release current points to ({name}): {', '.join(stale)}")]
+    running = sum(1 for path in cwd.values() if path)
+    return [Finding("workers", True, f"{running} running worker(s) on the release current points to ({name})")]
 
 
 def units_finding(output: str, w: Workers, template_dirs: Sequence[Path]) -> Finding:

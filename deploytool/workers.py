@@ -344,19 +344,19 @@ def status(session: Session, w: Workers, stage: str = "status") -> tuple[list[Un
                              rel.running_releases(w.app, w.units), rel.last_run(w.app)), stage).stdout
     shown, _, facts = out.partition(SEPARATOR + "\n")
     found = [_parse_show(session.host.name, block) for block in shown.strip().split("\n\n") if block.strip()]
-    current, cwd, last = _parse_releases(facts)
+    current, cwd, last = parse_releases(facts)
     readings = collect.read_here(session, w.inv, w.app, w.groups)
-    return [_with_release(_with_process(u, readings), current, cwd.get(u.unit)) for u in found], last
+    return [with_release(_with_process(u, readings), current, cwd.get(u.unit)) for u in found], last
 
 
 SEPARATOR = "@@deploytool-end-of-units"
 
 
-def _parse_releases(text: str) -> tuple[str, dict[str, str], str]:
+def parse_releases(text: str) -> tuple[str, dict[str, str], str]:
     """(`current`'s release directory, unit → its process's working directory, the last-run record)."""
     current, last, cwd = "", "", {}
     for line in text.splitlines():
-        marker, _, rest = line.partition(" ")
+        marker, _, rest = line.strip().partition(" ")
         if marker == rel.CURRENT:
             current = rest.strip()
         elif marker == rel.LAST:
@@ -367,7 +367,7 @@ def _parse_releases(text: str) -> tuple[str, dict[str, str], str]:
     return current, cwd, last
 
 
-def _with_release(u: UnitStatus, current: str, cwd: str | None) -> UnitStatus:
+def with_release(u: UnitStatus, current: str, cwd: str | None) -> UnitStatus:
     """The release the unit's process runs: the directory under releases/ it works in (a release that
     was removed since reads `NAME (deleted)`)."""
     if not cwd or not current or not u.main_pid:

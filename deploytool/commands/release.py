@@ -19,8 +19,9 @@ PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointe
 REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
 RELEASE = "@@deploytool-release"  # the release name the host settled on
 LAST = "@@deploytool-last"  # the host's record of the last deploy or rollback (host_runner: .deploy.last)
-CWD = "@@deploytool-cwd"  # UNIT PATH: the working directory of a unit's main process (the release it runs)
-CURRENT = "@@deploytool-current"  # the release directory `current` points to
+# Plain lines (no markers: they are read from a whole output, not as facts) of running_releases().
+CWD = "deploytool-cwd"  # UNIT PATH: the working directory of a unit's main process (the release it runs)
+CURRENT = "deploytool-current"  # the release directory `current` points to
 
 
 def stage(name: str) -> str:
