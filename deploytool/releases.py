@@ -73,11 +73,13 @@ def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
 
 
 def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
-                  facts: Facts, holder: Holder, force_unlock: bool = False, dry: bool = False) -> Plan:
+                  facts: Facts, holder: Holder, force_unlock: bool = False, dry: bool = False,
+                  reason: str = "") -> Plan:
     """Lock, read the releases, then (once the host listed them) switch `current` to the chosen one,
     sync the units, quiet and restart the workers, log it. On failure: `current` back where it was,
     units as the inventory wants them, workers running. `dry`: a plan to print (the units stage says
-    what it does instead of carrying the environment files' content)."""
+    what it does instead of carrying the environment files' content). `reason`: why, for revisions.log
+    (a canary's gate)."""
     w = Workers(inv, host, app)
     actions: list[Action] = [Lock(app, holder, force_unlock), Script((Step("check", rel.list_releases(app)),))]
     recovery: tuple[Recovery, ...] = ()
@@ -97,6 +99,7 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
             steps.append(Step("restart", ops.restart_script(w), arms=("workers",)))
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         line = f"{datetime.now(UTC).isoformat(timespec='seconds')} {who} rolled back to release {target}"
+        line += f" ({reason})" if reason else ""
         actions += [Script(tuple(steps), commits=True), Script((Step("log", rel.log_revision(app, line)),)),
                     Unlock()]
         recovery = (Recovery("switch back", rel.switch_back(app, target, before)),
@@ -106,7 +109,7 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
 
 
 def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
-                 force_unlock: bool = False) -> Job:
+                 force_unlock: bool = False, reason: str = "") -> Job:
     """The rollback of `app` on `host` as the engine runs it; its dry run lists the releases (read only)
     and says which would become current, with the units and instances the sync would change."""
     holder = Holder.me("", wanted or "previous")
@@ -136,7 +139,7 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
                                 *ops.preview(session, w, template_dirs, starts=True)])
 
     return Job(host, app, lambda facts: rollback_plan(inv, host, app, wanted, template_dirs, facts, holder,
-                                                      force_unlock),
+                                                      force_unlock, reason=reason),
                note=note, preview=preview,
                dry_plan=lambda seen: rollback_plan(inv, host, app, wanted, template_dirs, seen.facts, holder,
                                                    force_unlock, dry=True),

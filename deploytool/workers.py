@@ -387,6 +387,14 @@ def with_release(u: UnitStatus, current: str, cwd: str | None) -> UnitStatus:
     return replace(u, release=cwd.removeprefix(releases), current=current.rsplit("/", 1)[1])
 
 
+def unit_states(session: Session, w: Workers, stage: str = "status") -> list[UnitStatus]:
+    """Each worker unit's state as systemd tells it (active, restarts, main PID), read in one round trip."""
+    if not w.units:
+        return []
+    out = session.run(join(sc.show(w.app, w.units)), stage).stdout
+    return [_parse_show(session.host.name, block) for block in out.strip().split("\n\n") if block.strip()]
+
+
 def _with_process(u: UnitStatus, readings: Sequence[Reading]) -> UnitStatus:
     """The unit's worker process as its system records it, seen from this host: by the unit of its
     cgroup, else by the `-g app-group-N` tag deploytool passes (preferring the unit's main PID)."""

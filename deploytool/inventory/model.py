@@ -316,6 +316,10 @@ class App(_Model):
     systemd: Literal["system", "user"] = "system"
     # Seconds each stage of a deploy or worker task may take on a host (a build included).
     timeout: Annotated[float, Field(strict=True, gt=0, le=86400)] = 600.0
+    # Seconds a deploy watches each batch (`--canary`, `--soak`) before the next: deploytool.canary.
+    soak: Annotated[float, Field(strict=True, ge=0, le=86400)] = 0.0
+    # Commands run on a soaked batch's hosts in the workers' runtime context: exit 0 = healthy.
+    health: tuple[Annotated[Text, AfterValidator(_not_blank)], ...] = ()
     workers: dict[Name, WorkerGroup] = Field(default_factory=dict)
 
     @field_validator("workers", mode="before")
