@@ -219,9 +219,10 @@ def _watched(inv: Inventory, targets: list[Target], jobs: list[Job], out: Report
         why = f"canary gate {trip.gate} tripped: {'; '.join(trip.readings)}"
         if watch.rollback:
             # Hosts whose first release this was have nothing to go back to: left as they are.
-            back = [(r, rollback_job(inv, r.host, a, r.details["previous_release"], templates,
-                                     reason=f"canary gate {trip.gate} tripped"))
-                    for r in done for a in apps if a.name == r.app and r.details.get("previous_release")]
+            # Each host's own app (its host overrides: processes, threads), as its deploy had it.
+            back = [(r, rollback_job(inv, r.host, inv.apps_on(r.host)[r.app], r.details["previous_release"],
+                                     templates, reason=f"canary gate {trip.gate} tripped"))
+                    for r in done if r.details.get("previous_release")]
             undone = engine.run(inv, [j for _, j in back], out,
                                 engine.Rollout(default_batch=1, timeout=rollout.timeout))
             for (r, _), b in zip(back, undone, strict=True):

@@ -142,7 +142,10 @@ def back_on(host: str, release: str, expected_units: int) -> None:
         return len(rows) == expected_units and all(state == "active" and cwd == release
                                                    for state, _, cwd in rows.values())
 
-    wait_for(settled, 60, f"every worker of {host} active in {release}", interval=1)
+    try:
+        wait_for(settled, 60, f"every worker of {host} active in {release}", interval=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {expected_units} units expected, found {worker_units(host)}") from None
     before = worker_units(host)
     time.sleep(7)  # longer than RestartSec=5: a crash loop would show
     assert worker_units(host) == before

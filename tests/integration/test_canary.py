@@ -19,6 +19,7 @@ from helpers import (
     client,
     client_argv,
     client_env,
+    fab,
     fab_json,
     new_revision,
     readlink_current,
@@ -109,3 +110,14 @@ def test_a_healthy_release_passes_every_gate_under_load(deployed: None, tmp_path
     for h in report["hosts"]:
         assert readlink_current(h["host"]) == f"{DEPLOY_TO}/releases/{h['release']}"
         back_on(h["host"], f"{DEPLOY_TO}/releases/{h['release']}", len(worker_units(h["host"])))
+
+
+def test_dry_run_prints_the_waves_and_the_gates_and_changes_nothing(deployed: None) -> None:
+    before = {h: readlink_current(h) for h in ("prod-a", "prod-b")}
+    r = fab("deploy", "--host", "prod-a,prod-b", "--canary", "1", "--soak", "30", "--max-failed-increase", "2",
+            "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "wave 1: prod-a, then a soak of 30 s\nwave 2: prod-b\n" in r.stdout, r.stdout
+    for gate in ("crash loop: ", "workers lost: ", "failures: more than 2 new", "health: "):
+        assert gate in r.stdout, r.stdout
+    assert {h: readlink_current(h) for h in before} == before
