@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,21 +35,26 @@ KINDS = ("sidekiq", "rq")
 
 
 @pytest.fixture
-def load() -> Iterator[None]:
-    """Sidekiq and RQ jobs enqueued at 5 a second each while the test runs."""
+def load() -> Iterator[Callable[[], None]]:
+    """Sidekiq and RQ jobs enqueued at 5 a second each while the test runs; yields what stops them."""
     conn = redis.Redis.from_url(REDIS_URL, socket_timeout=10)
     for kind in KINDS:
         client("reset", kind)
     enqueuers = [subprocess.Popen(client_argv("enqueue", kind, "--rate", "5", "--duration", "0"),
                                   env=client_env(), stdout=subprocess.PIPE, text=True) for kind in KINDS]
-    try:
-        wait_for(lambda: all(conn.scard(f"sample:enqueued:{k}") >= 10 for k in KINDS), 60, "the load to start")
-        yield
-    finally:
+
+    def stop() -> None:
         for p in enqueuers:
-            p.terminate()
+            if p.poll() is None:
+                p.terminate()
         for p in enqueuers:
             p.communicate(timeout=60)
+
+    try:
+        wait_for(lambda: all(conn.scard(f"sample:enqueued:{k}") >= 10 for k in KINDS), 60, "the load to start")
+        yield stop
+    finally:
+        stop()
         conn.close()
 
 
@@ -59,7 +64,7 @@ def failed_jobs(conn: redis.Redis) -> tuple[int, int]:
 
 
 def test_a_release_whose_jobs_raise_is_rolled_back_on_the_canary(deployed: None, tmp_path: Path,
-                                                                  load: None) -> None:
+                                                                  load: Callable[[], None]) -> None:
     def raising(repo: Path) -> None:
         rb = repo / "sidekiq_app.rb"
         rb.write_text(rb.read_text().replace("  def perform(id, seconds = nil)\n",
@@ -94,11 +99,16 @@ def test_a_release_whose_jobs_raise_is_rolled_back_on_the_canary(deployed: None,
     conn.close()
 
 
-def test_a_healthy_release_passes_every_gate_under_load(deployed: None, tmp_path: Path, load: None) -> None:
+def test_a_healthy_release_passes_every_gate_under_load(deployed: None, tmp_path: Path,
+                                                         load: Callable[[], None]) -> None:
     def harmless(repo: Path) -> None:
         (repo / "CHANGES").write_text("a healthy release\n")
 
     inv = revision_inventory(tmp_path, new_revision(tmp_path, harmless))
+    started = time.monotonic()
+    plain, _ = fab_json("deploy", "--inventory", inv, "--host", "prod-a,prod-b")
+    took_plain = time.monotonic() - started
+    assert plain == 0
     started = time.monotonic()
     code, report = fab_json("deploy", "--inventory", inv, "--host", "prod-a,prod-b", "--canary", "1",
                             "--soak", "20")
@@ -106,10 +116,17 @@ def test_a_healthy_release_passes_every_gate_under_load(deployed: None, tmp_path
     assert code == 0, report
     [soaked] = report["watch"]["soaks"]
     assert soaked["hosts"] == ["prod-a"] and soaked["tripped"] is None, soaked
-    print(f"healthy canary deploy: {took:.1f} s with a soak of 20 s; readings: {len(soaked['readings'])}")
+    print(f"healthy canary deploy: {took:.1f} s with a soak of 20 s, a plain deploy {took_plain:.1f} s; "
+          f"readings: {len(soaked['readings'])}")
+    # The soak, plus the failure rate read before the first host is touched (two readings 5 s apart).
+    assert took <= took_plain + 20 + 15, (took, took_plain)
     for h in report["hosts"]:
         assert readlink_current(h["host"]) == f"{DEPLOY_TO}/releases/{h['release']}"
         back_on(h["host"], f"{DEPLOY_TO}/releases/{h['release']}", len(worker_units(h["host"])))
+    load()  # every job enqueued over both deploys was done
+    for kind in KINDS:
+        c = client("count", kind, "--wait", "120")
+        assert c["missing"] == 0, c
 
 
 def test_dry_run_prints_the_waves_and_the_gates_and_changes_nothing(deployed: None) -> None:
