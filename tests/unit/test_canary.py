@@ -80,3 +80,16 @@ def test_bad_canary_options_are_bad_input(option: str, value: str) -> None:
 def test_an_apps_soak_and_health_hooks_come_from_the_inventory() -> None:
     app = load_inventory(SANDBOX).apps["sample"]
     assert app.soak == 0 and app.health == ()
+
+
+@pytest.mark.parametrize(("details", "rollback", "said"), [
+    ({"rollback": "ok", "rolled_back_to": "20260101000000"}, True, "; rolled back to release 20260101000000"),
+    ({"rollback": "failed: prod-a: restart: exit 1"}, True, "; rollback failed: prod-a: restart: exit 1"),
+    ({}, True, "; nothing to roll back to (its first release)"),
+    ({}, False, "; left as it is (--no-rollback)"),
+])
+def test_a_tripped_host_says_what_became_of_it(details: dict[str, str], rollback: bool, said: str) -> None:
+    from deploytool.report import HostReport
+    from deploytool.tasks.deploy import _undone
+
+    assert _undone(HostReport("prod-a", "sample", details=details), rollback) == said
