@@ -118,8 +118,9 @@ def test_a_healthy_release_passes_every_gate_under_load(deployed: None, tmp_path
     assert soaked["hosts"] == ["prod-a"] and soaked["tripped"] is None, soaked
     print(f"healthy canary deploy: {took:.1f} s with a soak of 20 s, a plain deploy {took_plain:.1f} s; "
           f"readings: {len(soaked['readings'])}")
-    # The soak, plus the failure rate read before the first host is touched (two readings 5 s apart).
-    assert took <= took_plain + 20 + 15, (took, took_plain)
+    # The soak; the failure rate read before the first host is touched (two readings 5 s apart); and the
+    # second wave's own stages, which a plain deploy runs side by side with the first host's.
+    assert took <= took_plain + 20 + 45, (took, took_plain)
     for h in report["hosts"]:
         assert readlink_current(h["host"]) == f"{DEPLOY_TO}/releases/{h['release']}"
         back_on(h["host"], f"{DEPLOY_TO}/releases/{h['release']}", len(worker_units(h["host"])))

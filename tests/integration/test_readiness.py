@@ -23,6 +23,7 @@ from helpers import (
 
 pytestmark = pytest.mark.integration
 
+
 def deploy_fails_and_every_host_is_back(tmp_path: Path, change: Callable[[Path], None], group: str) -> str:
     before = {h: readlink_current(h) for h in APP_HOSTS}
     counts = {h: len(worker_units(h)) for h in APP_HOSTS}
