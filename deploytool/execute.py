@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,13 +109,15 @@ class Execution:
         self.finished = ""
         self.aborted = False
         self.expected = ""  # the stage the host starts next (between two of them, where it was)
+        self.stream: Stream | None = None
+        self.sending = threading.Lock()  # one message at a time: a heartbeat never splits a message
 
     @property
     def bound(self) -> float:
         """Seconds without a heartbeat after which the host's runner counts this controller as gone."""
         return self.session.keepalive * HEARTBEAT_MISSES
 
-    def run(self, build: Any) -> bool:
+    def run(self, build: Callable[[Facts], Plan]) -> bool:
         """Run the plan `build` makes from what the host reported so far (it is rebuilt after each script,
         so later actions can use the release name the host settled on). False if it failed."""
         self.build = build
@@ -142,19 +144,16 @@ class Execution:
     def _drive(self) -> None:
         clock = self.out.clock(self.report)
         first = self.expected = self._first_stage()
-        stream = self.session.start(host_runner.BOOT, first)
+        stream = self.stream = self.session.start(host_runner.BOOT, first)
         self.sent = plan_data(self.plan, self.session.nonce)
         data = json.dumps({"nonce": self.session.nonce, "bound": self.bound,
                            "timeout": self.timeout or 600.0, **self.sent})
-        program = PROGRAM.encode()
-        stream.send(f"{len(program)}\n")
-        stream.send(PROGRAM)
-        stream.send(f"{len(data.encode())}\n{data}")
+        self._send(f"{len(PROGRAM.encode())}\n{PROGRAM}{len(data.encode())}\n{data}")
         stopped = threading.Event()
 
         def beat() -> None:
             while not stopped.wait(self.session.keepalive):
-                if not stream.send("\n"):
+                if not self._send("\n"):
                     return
 
         threading.Thread(target=beat, daemon=True, name="runner-heartbeat").start()
@@ -166,6 +165,14 @@ class Execution:
         finally:
             stopped.set()
             stream.close()
+
+    def _send(self, text: str) -> bool:
+        assert self.stream is not None
+        with self.sending:
+            return self.stream.send(text)
+
+    def _message(self, data: dict[str, Any]) -> bool:
+        return self._send(json.dumps(data) + "\n")
 
     def _first_stage(self, index: int = 0) -> str:
         if index >= len(self.plan.actions):
@@ -185,7 +192,7 @@ class Execution:
         output: list[str] = []
         while not self.finished:
             if CANCELLED.is_set() and not self.aborted:
-                self.aborted = stream.send(json.dumps({"abort": INTERRUPTED}) + "\n")
+                self.aborted = self._message({"abort": INTERRUPTED})
             line = stream.read_line(1.0)
             if line is None:
                 if self.session.lost():
@@ -248,7 +255,7 @@ class Execution:
             with contextlib.suppress(HostError):
                 self.plan = self.build(self.facts)
             recovery = plan_data(self.plan, self.session.nonce)["recovery"]
-            stream.send(json.dumps({"recover": 1, "recovery": recovery}) + "\n")
+            self._message({"recover": 1, "recovery": recovery})
         elif "busy" in ev:
             self.report.status, self.report.error = "failed", self._busy(ev["busy"], bool(ev.get("legacy")))
         elif "recovered" in ev:
@@ -272,12 +279,12 @@ class Execution:
             if now != self.sent:
                 message.update(now)
                 self.sent = now
-        stream.send(json.dumps(message) + "\n")
+        self._message(message)
 
     def _abort(self, stream: Stream, reason: str) -> None:
         """A failure seen here (an upload): the host is told to put itself back."""
         self.report.status, self.report.error = "failed", self.out.redact(f"{self.host}: {reason}")
-        self.aborted = stream.send(json.dumps({"abort": reason}) + "\n")
+        self.aborted = self._message({"abort": reason})
 
     def _take_gate(self) -> bool:
         """The rolling gate, waited for in slices so an interruption is noticed while waiting."""

@@ -171,12 +171,15 @@ class Controller:
                     return str(m["abort"])
         return None
 
-    def wait_go(self, index: int) -> Message | None:
-        """The `go` for action `index`; None once the controller is gone or aborted."""
-        return self.wait_for(lambda m: m.get("go") == index, stop_at_abort=True)
+    def wait_go(self, index: int, limit: float | None = None) -> Message | None:
+        """The `go` for action `index`; None once the controller is gone or aborted, or `limit` passed."""
+        return self.wait_for(lambda m: m.get("go") == index, stop_at_abort=True, limit=limit)
 
-    def wait_for(self, wanted: Callable[[Message], bool], stop_at_abort: bool = False) -> Message | None:
-        """The first message `wanted` accepts (those before it dropped); None once the controller is gone."""
+    def wait_for(self, wanted: Callable[[Message], bool], stop_at_abort: bool = False,
+                 limit: float | None = None) -> Message | None:
+        """The first message `wanted` accepts (those before it dropped); None once the controller is gone
+        (or `limit` seconds passed)."""
+        deadline = None if limit is None else time.monotonic() + limit
         with self.cond:
             while True:
                 for i, m in enumerate(self.messages):
@@ -186,6 +189,8 @@ class Controller:
                         del self.messages[: i + 1]
                         return m
                 if self.eof or time.monotonic() - self.last > self.bound:
+                    return None
+                if deadline is not None and time.monotonic() > deadline:
                     return None
                 self.cond.wait(0.5)
 
@@ -302,7 +307,7 @@ class Run:
                     # Even after the last one: the plan may go on once the controller has read what
                     # the host reported (a rollback's target, once the host listed its releases).
                     self.out.event(done=i)
-                    self.proceed(i + 1)
+                    self.proceed(i + 1, limit=self.timeout)
                 i += 1
         except Exception as e:  # a fault of the runner itself still puts the host back
             f = e if isinstance(e, Failed) else Failed(self.stage or "start",
@@ -322,18 +327,20 @@ class Run:
         self.out.event(finished="ok")
         return 0
 
-    def proceed(self, index: int, what: str = "the controller's go") -> None:
+    def proceed(self, index: int, what: str = "the controller's go", limit: float | None = None) -> None:
         """Wait for the controller's go for action `index` (with the rest of the plan, rebuilt from what
         the host reported). As long as the controller's heartbeat arrives: a live controller decides
         when (the rolling gate), a gone one is noticed within `bound`."""
         if self.committed and self.gone():
             return  # finish on its own
-        m = self.controller.wait_go(index)
+        m = self.controller.wait_go(index, limit)
         if m is None:
             if self.committed:
                 self.gone()
                 return
             reason = self.controller.abort()
+            if reason is None and self.gone() is None:
+                reason = f"no word from the controller within {limit:g}s while this host waited for {what}"
             if reason is None:
                 reason = f"the controller went away while this host waited for {what}: {self.gone()}"
             raise Failed(self.stage, reason)
@@ -357,7 +364,7 @@ class Run:
             self.arm(a.get("arms", []))
             self.begin(a["stage"])
             self.out.event(wait="upload", at=i)
-            self.proceed(i, "its upload")
+            self.proceed(i, "its upload", self.timeout)
         else:
             if a.get("rolling") and not (self.committed and self.gone()):
                 self.stage = a.get("first", "script")
