@@ -56,22 +56,25 @@ def perform(c: Context, inventory: str | None, host: str | None, app: str | None
 
 
 @command(out="directory to write the units to (HOST/UNIT with several hosts); default: print",
-         show_secrets="show the environment files' values (default: ***)")
+         show_secrets="show the environment files' secret values too (default: ***)")
 def render(
     c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
     out: str | None = None, show_secrets: bool = False,
 ) -> None:
     """Render the worker units and environment files for hosts without connecting to them."""
+    from deploytool.redact import inventory_secrets
     from deploytool.units import render_app
     from deploytool.workers import Workers
 
-    inv = load(c, inventory)
+    # --show-secrets prints them on purpose: then they are not redacted from the output.
+    inv = load(c, inventory, redacting=not show_secrets)
+    secrets = inventory_secrets(inv)
     targets = select_targets(inv, host, app)
     many_hosts = len({t.host for t in targets}) > 1
     for t in targets:
         units = render_app(inv, t.host, t.app, template_dirs=project_templates(project_dir(c.config)))
         w = Workers(inv, t.host, t.app)
-        env_files = [e if show_secrets else redacted(e) for e in w.env_files]
+        env_files = [e if show_secrets else redacted(e, secrets) for e in w.env_files]
         if out is None:
             for unit in units:
                 print(f"# --- {t.host}: {unit.name}\n{unit.content}")
@@ -89,12 +92,13 @@ def render(
               f"{len(env_files)} environment files to {directory}")
 
 
-def redacted(env: EnvFile) -> EnvFile:
-    """The environment file with every value shown as ***."""
+def redacted(env: EnvFile, secrets: Sequence[str]) -> EnvFile:
+    """The environment file with its secret values shown as *** (deploytool.redact: `secrets:`, secret
+    names, URL passwords); ordinary values as they are."""
+    from deploytool.redact import redact
     from deploytool.units import EnvFile
 
-    lines = [line.split("=", 1)[0] + "=***" for line in env.content.splitlines()]
-    return EnvFile(env.path, "".join(line + "\n" for line in lines))
+    return EnvFile(env.path, redact(env.content, secrets))
 
 
 def write_private(path: Path, content: str) -> None:
