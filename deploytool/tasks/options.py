@@ -35,6 +35,7 @@ HELP = {
     "app": "app name; default: every app on the selected hosts",
     "role": "select the hosts having this role",
     "dry_run": "print the plan and change nothing",
+    "verbose": "with --dry-run: each stage's commands and every unit diff line (default: stages and changes)",
     "json": "print one JSON report on stdout",
     "group": "only this worker group",
     "timeout": "seconds each stage may take on a host (default: the app's `timeout`, 600)",
