@@ -96,11 +96,62 @@ def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
     return lines
 
 
+def stale_workers(inv: Inventory, targets: list[Target], paths: dict[str, str]) -> dict[str, list[str] | None]:
+    """Per host, the running workers whose units load the file (`paths`: its path per host) and that
+    started before it last changed
+    (deploytool.stale_workers; read only); None where the host could not be read."""
+    from deploytool import engine, stale_workers
+    from deploytool.remote import Session
+
+    found: dict[str, list[str] | None] = {t.host: None for t in targets}
+
+    def op(session: Session, t: Target, r: HostReport) -> None:
+        path = paths[t.host]
+        units = stale_workers.wanted_units(inv, t.host, t.app, path)
+        if units:
+            found[t.host] = stale_workers.parse(session.run(stale_workers.read_command(t.app, path, units),
+                                                            "workers").stdout)
+        else:
+            found[t.host] = []
+
+    engine.on_hosts(inv, targets, op, Reporter(quiet=True), None)
+    return found
+
+
+def restart_workers(inv: Inventory, targets: list[Target], json: bool) -> dict[str, HostReport]:
+    """The workers of `targets` restarted as `fab workers.restart` does: rolling, one host at a time,
+    each host's units active before the next; on failure they are started again."""
+    from deploytool import engine
+    from deploytool import workers as ops
+    from deploytool.workers import Workers
+
+    def job(t: Target) -> engine.Job:
+        w = Workers(inv, t.host, t.app)
+        return engine.Job(t.host, t.app, lambda _: ops.restart_plan(w))
+
+    reports = engine.run(inv, [job(t) for t in targets], Reporter(quiet=json), engine.Rollout(default_batch=1))
+    return {r.host: r for r in reports}
+
+
+def effect_lines(r: HostReport) -> list[str]:
+    """What the upload means for the workers of one host, for the text output."""
+    if "restarted" in r.details:
+        return [f"  workers restarted (rolling): {', '.join(r.details['restarted']) or 'none run there'}"]
+    stale = r.details.get("stale_workers")
+    if stale:
+        return [f"  still running with the old file (their units load it at start): {', '.join(stale)}; "
+                f"restart them: fab workers.restart --host {r.host} (or config.upload ... --restart)"]
+    return []
+
+
 @command(file="the linked file, as in the app's linked_files (e.g. config/app.env)",
-         from_="the file on this machine to upload, or - for standard input")
+         from_="the file on this machine to upload, or - for standard input",
+         restart="restart the app's workers (rolling, as workers.restart) on the hosts where the file changed "
+                 "or where workers still run with an older one")
 def upload(
     c: Context, file: str | None = None, from_: str | None = None, inventory: str | None = None,
-    host: str | None = None, app: str | None = None, dry_run: bool = False, json: bool = False,
+    host: str | None = None, app: str | None = None, restart: bool = False, dry_run: bool = False,
+    json: bool = False,
 ) -> None:
     """Put a linked file into shared/ on every host of the app: mode 0600, owned by the workers' user."""
     from deploytool import shared_files, task_reports
@@ -114,6 +165,12 @@ def upload(
     files = {t.host: shared_files.shared_file(inv, t.host, t.app, file) for t in targets}
     with tempfile.TemporaryDirectory(prefix="deploytool-upload-") as workdir:
         done = upload_all(inv, files, read_content(from_, Path(workdir)), dry_run, source_name(from_))
+    if not dry_run:
+        settle_workers(inv, targets, done, {h: f.path for h, f in files.items()}, restart, json)
+    elif restart:
+        for r in done:
+            if r.details.get("result") == shared_files.WOULD_CHANGE:
+                r.details["result"] += " (its workers would be restarted, rolling)"
     if json:
         print(json_text(task_reports.config_upload(done, file, dry_run)))
     else:
@@ -122,8 +179,37 @@ def upload(
         for r in done:
             shown = r.details.get("result") or f"{r.status}: {r.error}"
             print(redact(f"{r.host}: {r.app}: {files[r.host].path}: {shown}"))
+            print(redact("\n".join(effect_lines(r))), end="\n" if effect_lines(r) else "")
     if any(r.status != "ok" for r in done):
         raise Exit(code=1)
+
+
+def settle_workers(inv: Inventory, targets: list[Target], done: list[HostReport], paths: dict[str, str],
+                   restart: bool, json: bool) -> None:
+    """After the upload: which workers run with an older file (`details.stale_workers`); with `restart`,
+    those hosts' workers (and those of every host where the file changed) restarted, rolling
+    (`details.restarted`; a failed restart fails the host)."""
+    from deploytool import shared_files
+    from deploytool.workers import Workers
+
+    uploaded = [t for t, r in zip(targets, done, strict=True) if r.status == "ok"]
+    if not uploaded:
+        return
+    stale = stale_workers(inv, uploaded, paths)
+    reports = {r.host: r for r in done}
+    for h, units in stale.items():
+        reports[h].details["stale_workers"] = units
+    if not restart:
+        return
+    chosen = [t for t in uploaded if stale[t.host] or reports[t.host].details.get("result") == shared_files.CHANGED]
+    restarted = restart_workers(inv, chosen, json) if chosen else {}
+    for h, rr in restarted.items():
+        r = reports[h]
+        if rr.status == "ok":
+            r.details["restarted"] = Workers(inv, h, next(t.app for t in chosen if t.host == h)).units
+            r.details["stale_workers"] = []
+        else:
+            r.status, r.error = "failed", f"restart: {rr.error}"
 
 
 config = Collection("config", upload)
