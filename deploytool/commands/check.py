@@ -100,3 +100,18 @@ def parse(text: str) -> list[tuple[str, str, bool, list[str]]]:
         if len(parts) >= 4 and parts[0] == MARK:
             rows.append((parts[1], parts[2], parts[3] == "ok", parts[4:]))
     return rows
+
+
+MISSING = "@@@deploytool-missing@@@"
+
+
+def missing(paths: Sequence[str], home_paths: Sequence[str] = ()) -> str:
+    """Print `MISSING path` for each of `paths` that does not exist (a directory with a trailing `/`
+    must be one); `home_paths` are relative to the user's home. Read only; exits 0."""
+    tests = [f"[ -e {q(p)} ] || echo {MISSING} {q(p)}" for p in paths]
+    tests += [f'[ -e "$HOME/"{q(p)} ] || echo {MISSING} "$HOME/"{q(p)}' for p in home_paths]
+    return "\n".join([*tests, "true"])
+
+
+def parse_missing(text: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith(MISSING + " ")]

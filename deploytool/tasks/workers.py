@@ -144,16 +144,18 @@ def install(c: Context, inventory: str | None = None, host: str | None = None, a
     perform(c, inventory, host, app, job, task="workers.install", json=json, dry_run=dry_run, verbose=verbose)
 
 
-@command()
+@command(purge="also remove the app's deploy_to (releases, shared/ with its linked files, current, revisions.log, "
+               "the lock): the app is then gone from the host")
 def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-              dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
-    """Stop, disable and remove all of an app's worker units."""
+              purge: bool = False, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
+    """Stop, disable and remove all of an app's worker units and environment files (--purge: its deploy_to)."""
     from deploytool import workers as ops
     from deploytool.engine import Job, Preview
 
     def job(w: Workers) -> Job:
-        return Job(w.host, w.app, lambda _: ops.uninstall_plan(w),
-                   preview=lambda s: Preview(changes=ops.preview(s, w, removing=True)))
+        gone = [f"{w.app.deploy_to}: would be removed, with releases, shared/ and the lock (--purge)"] if purge else []
+        return Job(w.host, w.app, lambda _: ops.uninstall_plan(w, purge),
+                   preview=lambda s: Preview(changes=ops.preview(s, w, removing=True) + gone))
     perform(c, inventory, host, app, job, task="workers.uninstall", json=json, dry_run=dry_run, verbose=verbose)
 
 
