@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from deploytool.commands import systemctl as sc
@@ -42,8 +43,15 @@ def _started(text: str) -> float | None:
         return None
 
 
-def parse(output: str) -> list[str]:
-    """The running units that started before the file was last changed, in the order systemd listed them."""
+@dataclass(frozen=True)
+class Seen:
+    running: list[str]  # the units read that run now
+    stale: list[str]  # those of them whose units load the file and that started before it last changed
+
+
+def parse(output: str, loading: Sequence[str]) -> Seen:
+    """What read_command printed: the running units, and those of `loading` (the units that load the file)
+    that started before the file was last changed, in the order systemd listed them."""
     mtime: float | None = None
     units: list[dict[str, str]] = [{}]
     for line in output.splitlines():
@@ -55,14 +63,14 @@ def parse(output: str) -> list[str]:
         elif "=" in line:
             key, _, value = line.partition("=")
             units[-1][key] = value
-    if mtime is None:
-        return []
+    running = [u["Id"] for u in units if u.get("ActiveState") in RUNNING and "Id" in u]
     stale = []
     for u in units:
         started = _started(u.get("ExecMainStartTimestamp", ""))
-        if u.get("ActiveState") in RUNNING and started is not None and started < mtime:
+        if u.get("Id") in running and u["Id"] in loading and started is not None and mtime is not None \
+                and started < mtime:
             stale.append(u["Id"])
-    return stale
+    return Seen(running, stale)
 
 
 def wanted_units(inv: Inventory, host: str, app: App, path: str) -> list[str]:

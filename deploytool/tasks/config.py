@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the inventory model and SSH are imported by the task body, 
     from deploytool.inventory import Inventory
     from deploytool.plan import Plan
     from deploytool.shared_files import Content
+    from deploytool.stale_workers import Seen
 
 
 def read_content(source: str, workdir: Path) -> Content:
@@ -96,29 +97,26 @@ def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
     return lines
 
 
-def stale_workers(inv: Inventory, targets: list[Target], paths: dict[str, str]) -> dict[str, list[str] | None]:
-    """Per host, the running workers whose units load the file (`paths`: its path per host) and that
-    started before it last changed
-    (deploytool.stale_workers; read only); None where the host could not be read."""
+def read_workers(inv: Inventory, targets: list[Target], paths: dict[str, str]) -> dict[str, Seen | None]:
+    """Per host, the app's running workers and those of them whose units load the file (`paths`: its path
+    per host) and that started before it last changed (deploytool.stale_workers; read only); None where
+    the host could not be read."""
     from deploytool import engine, stale_workers
     from deploytool.remote import Session
+    from deploytool.workers import Workers
 
-    found: dict[str, list[str] | None] = {t.host: None for t in targets}
+    found: dict[str, Seen | None] = {t.host: None for t in targets}
 
     def op(session: Session, t: Target, r: HostReport) -> None:
-        path = paths[t.host]
-        units = stale_workers.wanted_units(inv, t.host, t.app, path)
-        if units:
-            found[t.host] = stale_workers.parse(session.run(stale_workers.read_command(t.app, path, units),
-                                                            "workers").stdout)
-        else:
-            found[t.host] = []
+        path, units = paths[t.host], Workers(inv, t.host, t.app).units
+        output = session.run(stale_workers.read_command(t.app, path, units), "workers").stdout
+        found[t.host] = stale_workers.parse(output, stale_workers.wanted_units(inv, t.host, t.app, path))
 
     engine.on_hosts(inv, targets, op, Reporter(quiet=True), None)
     return found
 
 
-def restart_workers(inv: Inventory, targets: list[Target], json: bool) -> dict[str, HostReport]:
+def restart_workers(inv: Inventory, targets: list[Target], json: bool) -> list[HostReport]:
     """The workers of `targets` restarted as `fab workers.restart` does: rolling, one host at a time,
     each host's units active before the next; on failure they are started again."""
     from deploytool import engine
@@ -129,14 +127,13 @@ def restart_workers(inv: Inventory, targets: list[Target], json: bool) -> dict[s
         w = Workers(inv, t.host, t.app)
         return engine.Job(t.host, t.app, lambda _: ops.restart_plan(w))
 
-    reports = engine.run(inv, [job(t) for t in targets], Reporter(quiet=json), engine.Rollout(default_batch=1))
-    return {r.host: r for r in reports}
+    return engine.run(inv, [job(t) for t in targets], Reporter(quiet=json), engine.Rollout(default_batch=1))
 
 
 def effect_lines(r: HostReport) -> list[str]:
     """What the upload means for the workers of one host, for the text output."""
-    if "restarted" in r.details:
-        return [f"  workers restarted (rolling): {', '.join(r.details['restarted']) or 'none run there'}"]
+    if r.details.get("restarted"):
+        return [f"  workers restarted (rolling): {', '.join(r.details['restarted'])}"]
     stale = r.details.get("stale_workers")
     if stale:
         return [f"  still running with the old file (their units load it at start): {', '.join(stale)}; "
@@ -186,30 +183,37 @@ def upload(
 
 def settle_workers(inv: Inventory, targets: list[Target], done: list[HostReport], paths: dict[str, str],
                    restart: bool, json: bool) -> None:
-    """After the upload: which workers run with an older file (`details.stale_workers`); with `restart`,
-    those hosts' workers (and those of every host where the file changed) restarted, rolling
-    (`details.restarted`; a failed restart fails the host)."""
-    from deploytool import shared_files
+    """After the upload: which workers run with an older file (`details.stale_workers`: their units load
+    it and they started before it changed). With `restart`, the app's workers restarted, rolling
+    (`details.restarted`; a failed restart fails the host) on each host where such workers run, or
+    where the file changed, no unit loads it (the app reads it itself) and workers run. Where none
+    run yet, nothing is restarted: the first deploy starts them with the new file."""
+    from deploytool import shared_files, stale_workers
     from deploytool.workers import Workers
 
     uploaded = [t for t, r in zip(targets, done, strict=True) if r.status == "ok"]
     if not uploaded:
         return
-    stale = stale_workers(inv, uploaded, paths)
+    seen = read_workers(inv, uploaded, paths)
     reports = {r.host: r for r in done}
-    for h, units in stale.items():
-        reports[h].details["stale_workers"] = units
+    chosen = []
+    for t in uploaded:
+        s = seen[t.host]
+        reports[t.host].details["stale_workers"] = s.stale if s else None
+        changed = reports[t.host].details.get("result") == shared_files.CHANGED
+        unloaded = not stale_workers.wanted_units(inv, t.host, t.app, paths[t.host])
+        if s and (s.stale or (changed and unloaded and s.running)):
+            chosen.append(t)
     if not restart:
         return
-    chosen = [t for t in uploaded if stale[t.host] or reports[t.host].details.get("result") == shared_files.CHANGED]
-    restarted = restart_workers(inv, chosen, json) if chosen else {}
-    for h, rr in restarted.items():
-        r = reports[h]
+    for t, rr in zip(chosen, restart_workers(inv, chosen, json) if chosen else [], strict=True):
+        r = reports[t.host]
         if rr.status == "ok":
-            r.details["restarted"] = Workers(inv, h, next(t.app for t in chosen if t.host == h)).units
-            r.details["stale_workers"] = []
+            r.details["restarted"], r.details["stale_workers"] = Workers(inv, t.host, t.app).units, []
         else:
             r.status, r.error = "failed", f"restart: {rr.error}"
+    for t in uploaded:
+        reports[t.host].details.setdefault("restarted", [])
 
 
 config = Collection("config", upload)

@@ -27,8 +27,11 @@ def test_running_workers_started_before_the_change_are_stale() -> None:
         "Id=a@3.service", "ActiveState=inactive", "ExecMainStartTimestamp=Sun 2026-12-06 21:00:00.000000 UTC", "",
         "Id=a@4.service", "ActiveState=inactive", "ExecMainStartTimestamp=", ""])
     # 1796591737.5 is 2026-12-06 21:15:37.5 UTC: @1 started before it, @2 after; @3 and @4 do not run.
-    assert stale_workers.parse(out) == ["a@1.service"]
-    assert stale_workers.parse(out.replace("1796591737.500000", "none")) == []
+    loading = ["a@1.service", "a@2.service", "a@3.service", "a@4.service"]
+    assert stale_workers.parse(out, loading) == stale_workers.Seen(["a@1.service", "a@2.service"], ["a@1.service"])
+    # A unit that does not load the file is never stale; without the file, nothing is.
+    assert stale_workers.parse(out, ["a@2.service"]).stale == []
+    assert stale_workers.parse(out.replace("1796591737.500000", "none"), loading).stale == []
 
 
 def test_the_read_command_asks_systemd_with_microseconds() -> None:
