@@ -216,3 +216,9 @@ def worker_programs(found: dict[str, str | None], inv: Inventory, host: str, app
 
 def problems(found: Sequence[Finding]) -> list[Finding]:
     return [f for f in found if not f.ok and not f.note]
+
+
+def lock_held(session: Session, app: App) -> list[str]:
+    """A rollback's dry run: the deploy lock probe alone (read only); the problem if a deploy holds it."""
+    output = session.run("\n".join(probes.lock(app)), "check").stdout
+    return [f"{f.check}: {f.detail}" for f in problems(findings(probes.parse(output), app, None, ""))]

@@ -118,3 +118,30 @@ def test_installed_units_are_parsed_after_the_other_probes() -> None:
                      unitfiles.SEPARATOR.strip("\n") + " b.target", "[Unit]"]) + "\n"
     assert unitfiles.parse_read_all(out) == ({"a.service": "[Unit]\n\n[Service]", "b.target": "[Unit]\n"},
                                              ["shop.env"])
+
+
+def test_a_dry_run_names_what_would_make_the_deploy_fail(tmp_path: Path) -> None:
+    from deploytool.commands.release import Layout
+
+    inv = inventory(tmp_path)
+    app = inv.apps_on("h1")["shop"]
+    shell = LocalShell()
+    problems = check.would_fail(shell, inv, "h1", app, [], 4096)  # type: ignore[arg-type]
+    shared = app.shared_path
+    upload = "fab config.upload --app shop --file config/{} --from PATH"
+    assert f"linked file: {shared}/config/app.env: missing; upload it: {upload.format('app.env')}" in problems
+    assert f"linked file: {shared}/config/master.key: missing; upload it: {upload.format('master.key')}" in problems
+    assert len(shell.scripts) == 1 and not Path(app.deploy_to).exists()  # one read-only round trip
+    # The rollback's dry run asks only about the lock.
+    assert check.lock_held(shell, app) == []  # type: ignore[arg-type]
+    Path(app.deploy_to).mkdir()
+    lay = Layout(app)
+    Path(lay.flock).touch()
+    with subprocess.Popen(["flock", lay.flock, "sleep", "30"], start_new_session=True) as held:
+        try:
+            subprocess.run(["bash", "-c", f"until ! flock -n {lay.flock} true; do sleep 0.05; done"], timeout=10,
+                           check=True)
+            [problem] = check.lock_held(shell, app)  # type: ignore[arg-type]
+            assert problem.startswith("lock: shop is being deployed now by a holder that left no record")
+        finally:
+            os.killpg(held.pid, signal.SIGKILL)
