@@ -81,8 +81,9 @@ def source_name(source: str) -> str:
     return "standard input" if source == "-" else source
 
 
-def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
-    """Each host's stages and commands (deploytool.plan.describe); the content is never in them."""
+def plan_lines(files: dict[str, SharedFile], source: str, verbose: bool = True) -> list[str]:
+    """Each host's stages with their commands (deploytool.plan.describe; without `verbose` the stages by
+    name only); the content is never in them."""
     from deploytool import shared_files
     from deploytool.engine import plan_data
 
@@ -90,7 +91,9 @@ def plan_lines(files: dict[str, SharedFile], source: str) -> list[str]:
     for h, f in files.items():
         data = plan_data(shared_files.upload_plan(f, None, {}, what=source_name(source)))
         lines.append(f"{h}: {f.app.name}: {f.path}")
-        for stage in data["plan"]:
+        if not verbose:
+            lines.append(f"  stages: {', '.join(s['stage'] for s in data['plan'])}  (--verbose: their commands)")
+        for stage in data["plan"] if verbose else []:
             lines.append(f"  [{stage['stage']}]")
             lines += [f"    {ln}" for c in stage["commands"] for ln in c.splitlines()]
         lines.append(f"  [on failure] {', '.join(data['on_failure'])}")
@@ -148,7 +151,7 @@ def effect_lines(r: HostReport) -> list[str]:
 def upload(
     c: Context, file: str | None = None, from_: str | None = None, inventory: str | None = None,
     host: str | None = None, app: str | None = None, restart: bool = False, dry_run: bool = False,
-    json: bool = False,
+    verbose: bool = False, json: bool = False,
 ) -> None:
     """Put a linked file into shared/ on every host of the app: mode 0600, owned by the workers' user."""
     from deploytool import shared_files, task_reports
@@ -172,7 +175,7 @@ def upload(
         print(json_text(task_reports.config_upload(done, file, dry_run)))
     else:
         if dry_run:
-            print(redact("\n".join(plan_lines(files, from_))))
+            print(redact("\n".join(plan_lines(files, from_, verbose))))
         for r in done:
             shown = r.details.get("result") or f"{r.status}: {r.error}"
             print(redact(f"{r.host}: {r.app}: {files[r.host].path}: {shown}"))

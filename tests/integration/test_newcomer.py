@@ -97,7 +97,10 @@ def test_a_newcomers_first_hour(fleet: Fleet, bin_dir: Path, app: Path, cleanup:
     missing = (f"linked file: {DEPLOY_TO}/shared/config/app.env: missing; upload it: "
                f"fab config.upload --app {APP} --file config/app.env --from PATH")
     assert "would fail" in dry.stdout and missing in dry.stdout, dry.stdout
-    assert "stages: check, lock, upload" in dry.stdout and "tar -xzf" not in dry.stdout  # concise
+    # Concise: what would fail, the changes in a line each, the stages by name; a few lines, no command.
+    assert "stages: check, lock, upload" in dry.stdout and "tar -xzf" not in dry.stdout
+    assert f"{APP}-jobs@.service: new unit (" in dry.stdout
+    assert len(dry.stdout.splitlines()) < 25, dry.stdout
     assert f"warning: {APP}: " in dry.stderr and "jobs/new.py" in dry.stderr, dry.stderr
     (app / "jobs" / "new.py").unlink()
     assert ssh(HOST, f"test -e {DEPLOY_TO}", check=False).returncode == 1  # the dry run made nothing
