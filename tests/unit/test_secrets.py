@@ -184,3 +184,15 @@ def test_a_bad_secret_value_is_not_echoed(inv_path: Path) -> None:
 def test_url_password_alone_is_masked_too() -> None:
     # A password of a URL in the inventory is masked wherever it appears, not only inside its URL.
     assert redact(f"AUTH {URL_PASSWORD} failed", [URL_PASSWORD]) == "AUTH *** failed"
+
+
+def test_secrets_merge_like_environment(inv_path: Path) -> None:
+    # A host's override of one secret: merged over the app's (its other secrets stay), masked too.
+    inv_path.write_text(INVENTORY.replace("    address: 10.0.0.2\n", "    address: 10.0.0.2\n    apps:\n"
+                                          "      shop:\n        secrets: {EXTRA_SECRET: b-only-value}\n", 1))
+    inv = load_inventory(str(inv_path))
+    a, b = inv.apps_on("prod-a")["shop"], inv.apps_on("prod-b")["shop"]
+    assert a.secrets == {"DATABASE_PASSWORD": APP_SECRET}
+    assert b.secrets == {"DATABASE_PASSWORD": APP_SECRET, "EXTRA_SECRET": "b-only-value"}
+    assert units.environment(b, b.workers["production"])["EXTRA_SECRET"] == "b-only-value"
+    assert "b-only-value" in inventory_secrets(inv)
