@@ -40,6 +40,8 @@ class Deploy:
     force_unlock: bool = False
     # This host runs the app's `once: true` hooks (migrations): one host per app and deploy.
     once_host: bool = False
+    # The packed code's size, for a dry run's disk check (it packs but uploads nothing).
+    archive_bytes: int | None = None
 
     @property
     def workers(self) -> Workers:
@@ -145,7 +147,12 @@ class Deploy:
                 report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
 
         def preview(session: Session) -> Preview:
-            return Preview(changes=ops.preview(session, self.workers, self.template_dirs, starts=True))
+            # deploytool.check builds on Deploy: imported here, where a dry run needs it.
+            from deploytool.check import would_fail
+
+            size = self.archive.stat().st_size if self.archive else self.archive_bytes
+            return Preview(changes=ops.preview(session, self.workers, self.template_dirs, starts=True),
+                           problems=would_fail(session, self.inv, self.host, self.app, self.template_dirs, size))
 
         once = ", runs the app's once hooks" if self.once_host and self.app.hooks.at_once() else ""
         return Job(self.host, self.app, lambda facts: self.build_plan(facts, holder), note=note, finish=finish,

@@ -131,9 +131,13 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
             raise HostError(f"{host}: rollback: {e}") from None
         before = next((r["release"] for r in rows if r["current"]), "")
         revision = next(r["revision"] for r in rows if r["release"] == target) or "unknown revision"
+        # deploytool.check builds on the deploy plan: imported where a dry run needs it.
+        from deploytool.check import lock_held
+
         return Preview(facts={"output:check": listed},
                        changes=[f"current: {before} -> {target} ({revision})",
-                                *ops.preview(session, w, template_dirs, starts=True)])
+                                *ops.preview(session, w, template_dirs, starts=True)],
+                       problems=lock_held(session, app))
 
     return Job(host, app, lambda facts: rollback_plan(inv, host, app, wanted, template_dirs, facts, holder,
                                                       force_unlock),

@@ -132,6 +132,21 @@ def resolve(app: App, ref: str | None) -> Revision:
     return Revision(wanted, r.stdout.strip(), repo, prefix)
 
 
+def uncommitted(revision: Revision) -> list[str]:
+    """Paths of the work tree (of the app's subdirectory) with changes not in the commit a deploy ships,
+    when that commit is the work tree's HEAD (`revision: HEAD`, the checked-out branch): edited, staged
+    or untracked files the deploy silently leaves out. Empty for a bare repository, a mirror, or another
+    commit (a tag deployed from a work tree on a branch is not about the edits there)."""
+    repo = revision.repository
+    if not revision.commit or not repo or _run("-C", repo, "rev-parse", "--is-bare-repository").stdout.strip() \
+            != "false":
+        return []
+    if _run("-C", repo, "rev-parse", "--verify", "--quiet", "HEAD").stdout.strip() != revision.commit:
+        return []
+    r = _run("-C", repo, "status", "--porcelain", "--", revision.prefix or ".")
+    return [line[3:] for line in r.stdout.splitlines() if len(line) > 3]
+
+
 def pack(app: App, revision: Revision, workdir: Path) -> Path:
     """`git archive` of the resolved commit (of the app's subdirectory only, in a monorepo)."""
     tree = f"{revision.commit}:{revision.prefix}" if revision.prefix else revision.commit

@@ -159,9 +159,13 @@ def disable_plan(w: Workers) -> Plan:
     return _one("disable", join(sc.disable(w.app, [w.target, *w.units]))) if w.units else Plan(())
 
 
-def uninstall_plan(w: Workers) -> Plan:
-    """Stop, disable and remove every unit of the app (its environment files too)."""
-    return _one("uninstall", unitfiles.remove_all(w.app))
+def uninstall_plan(w: Workers, purge: bool = False) -> Plan:
+    """Stop, disable and remove every unit of the app (its environment files too); `purge`: then its
+    deploy_to as well (releases, shared/, the lock: commands.release.purge)."""
+    if not purge:
+        return _one("uninstall", unitfiles.remove_all(w.app))
+    # In a subshell: the unit removal's early `exit 0` (no units) must not skip the purge after it.
+    return _one("uninstall", f"(\n{unitfiles.remove_all(w.app)}\n)", rel.purge(w.app))
 
 
 def restart_plan(w: Workers, stage: str = "restart") -> Plan:

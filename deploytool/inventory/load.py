@@ -67,7 +67,8 @@ def _one_line(err: ValidationError, prefix: str, key_prefix: str) -> InputError:
         msg = "unknown key"
     elif first["type"] == "missing":
         msg = "required key is missing"
-    elif isinstance(first.get("input"), str | int | float | bool):
+    elif isinstance(first.get("input"), str | int | float | bool) and "secrets" not in loc:
+        # A value under `secrets:` is never echoed, not even a bad one.
         shown = repr(first["input"])
         msg = f"{msg} (got {shown[:60]})"
     return InputError(f"{prefix}: {key}: {msg}")

@@ -137,6 +137,13 @@ CPUQuota = Annotated[Text, _pattern("CPUQuota")]
 SettingValue = Annotated[Text, BeforeValidator(_setting_value)]
 
 
+def _one_place(environment: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+    # A name in both would leave it to the merge order whether its value is printed.
+    both = sorted(set(environment) & set(secrets))
+    if both:
+        raise ValueError(f"{', '.join(both)}: in both `environment` and `secrets` (keep each name in one)")
+
+
 class WorkerGroup(_Model):
     """N identical worker processes of one kind: systemd instances `<app>-<group>@1..N`."""
 
@@ -147,6 +154,8 @@ class WorkerGroup(_Model):
     queues: tuple[QueueItem, ...] = ()
     timeout: Annotated[Int, Field(ge=1, le=86400)] | None = None
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    # Like `environment:` (same file on the host), but masked in everything deploytool prints.
+    secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
     command: tuple[Text, ...] | None = None
     # The system user the workers run as; default: the host's SSH user, never root implicitly.
     user: Name | None = None
@@ -172,6 +181,16 @@ class WorkerGroup(_Model):
             if problem is not None:
                 raise ValueError(problem)
         return value
+
+    @model_validator(mode="after")
+    def _secrets_apart(self) -> WorkerGroup:
+        _one_place(self.environment, self.secrets)
+        return self
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """`environment:` and `secrets:` together: what the group's environment file gets."""
+        return {**self.environment, **self.secrets}
 
     @model_validator(mode="after")
     def _fits_kind(self) -> WorkerGroup:
@@ -295,6 +314,7 @@ class App(_Model):
     build: tuple[Text, ...] = ()
     hooks: Hooks = Field(default_factory=Hooks)
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)  # as environment:, masked when printed
     # Relative to shared/ unless absolute; loaded by the worker units and by build commands.
     env_file: Text | None = None
     path: SearchPath = ()
@@ -316,6 +336,16 @@ class App(_Model):
         if isinstance(value, dict):
             return {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _secrets_apart(self) -> App:
+        _one_place(self.environment, self.secrets)
+        return self
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """`environment:` and `secrets:` together: what the app's environment files get."""
+        return {**self.environment, **self.secrets}
 
     @property
     def shared_path(self) -> str:

@@ -81,6 +81,7 @@ def deploy(
     timeout: float | None = None,
     force_unlock: bool = False,
     dry_run: bool = False,
+    verbose: bool = False,
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
@@ -100,7 +101,7 @@ def deploy(
         if any(r.status != "ok" for r in checked):
             finish(out, checked, json, "deploy")
         reports = _deploy(inv, targets, out, name, templates, revision, batch, parallel, restart_batch, max_fail,
-                          timeout, force_unlock, dry_run, json, sessions)
+                          timeout, force_unlock, dry_run, json, sessions, verbose)
     finally:
         for session in sessions.values():  # those no host's deploy took over (closing twice is harmless)
             session.close()
@@ -111,27 +112,35 @@ def deploy(
 def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, templates: list[Path],
             revision: str | None, batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
             timeout: float | None, force_unlock: bool, dry_run: bool, json: bool,
-            sessions: dict[str, Session]) -> list[HostReport]:
+            sessions: dict[str, Session], verbose: bool = False) -> list[HostReport]:
     from deploytool import engine
     from deploytool.deploy import Deploy
-    from deploytool.source import pack, resolve
+    from deploytool.source import pack, resolve, uncommitted
 
     apps = {t.app.name: t.app for t in targets}
     revisions = {n: resolve(a, revision) for n, a in apps.items()}
+    for n, rev in revisions.items():
+        left_out = uncommitted(rev)
+        if left_out:
+            shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+            out.line(f"warning: {n}: {rev.repository} has changes not committed at {rev.ref} ({shown}): "
+                     f"the deploy ships {rev.commit[:12]} without them")
     with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:
-        archives = {
-            n: (pack(a, revisions[n], Path(tmp)) if a.source.strategy == "archive" and not dry_run else None)
-            for n, a in apps.items()
-        }
+        # A dry run packs too (locally), for the disk check's size, but sends nothing.
+        packed = {n: (pack(a, revisions[n], Path(tmp)) if a.source.strategy == "archive" else None)
+                  for n, a in apps.items()}
+        archives = {n: (None if dry_run else p) for n, p in packed.items()}
+        sizes = {n: (p.stat().st_size if p else None) for n, p in packed.items()}
         grouped = by_host(targets)
         once = once_hosts(inv, targets)
         jobs = [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates, force_unlock,
-                       once_host=once[t.app.name] == h).job() for h, ts in grouped.items() for t in ts]
+                       once_host=once[t.app.name] == h, archive_bytes=sizes[t.app.name]).job()
+                for h, ts in grouped.items() for t in ts]
         # Workers restart rolling (`restart_at_once` hosts at a time) while the rest runs in parallel.
         rollout = engine.Rollout(batch=batch, parallel=parallel, max_fail=max_fail, timeout=timeout,
                                  restart_at_once=batch_size(restart_batch, len(grouped), default=1))
         return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
-                              extra={"release": name}, sessions=sessions)
+                              extra={"release": name}, sessions=sessions, verbose=verbose)
 
 
 @command(release="release to roll back to (timestamp; default: the one before current)",
@@ -145,6 +154,7 @@ def rollback(
     timeout: float | None = None,
     force_unlock: bool = False,
     dry_run: bool = False,
+    verbose: bool = False,
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
@@ -158,7 +168,7 @@ def rollback(
     jobs = [rollback_job(inv, h, t.app, release, templates, force_unlock)
             for h, ts in by_host(targets).items() for t in ts]
     reports = engine.perform(inv, jobs, out, "rollback", json=json, dry_run=dry_run,
-                             rollout=engine.Rollout(default_batch=1, timeout=timeout))
+                             rollout=engine.Rollout(default_batch=1, timeout=timeout), verbose=verbose)
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
 

@@ -56,8 +56,7 @@ def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     """Validate an inventory and print what runs where."""
     from deploytool import task_reports
 
-    # The summary holds no environment values: nothing to redact.
-    data = summary(load(c, inventory, redacting=False))
+    data = summary(load(c, inventory))
     if json:
         print(json_text(task_reports.inventory_check(data["inventory"], data["hosts"])))
     else:

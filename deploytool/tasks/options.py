@@ -35,6 +35,7 @@ HELP = {
     "app": "app name; default: every app on the selected hosts",
     "role": "select the hosts having this role",
     "dry_run": "print the plan and change nothing",
+    "verbose": "with --dry-run: each stage's commands and every unit diff line (default: stages and changes)",
     "json": "print one JSON report on stdout",
     "group": "only this worker group",
     "timeout": "seconds each stage may take on a host (default: the app's `timeout`, 600)",
@@ -70,9 +71,10 @@ def inventory_name(c: Context, inventory: str | None) -> str:
 def load(c: Context, inventory: str | None, redacting: bool = True) -> Inventory:
     """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/.
 
-    Its `environment:` values are remembered so that every message of this process redacts them; a task
-    that prints none of them (inventory.check) passes `redacting=False`, so ordinary values such as
-    `production` stay readable in its output."""
+    Its secret values (deploytool.redact: `secrets:`, secret names, URL passwords) are remembered so
+    that every message of this process redacts them; ordinary `environment:` values (`production`) are
+    not secret and stay readable. `redacting=False`: a task that prints secrets on purpose
+    (workers.render --show-secrets)."""
     from deploytool.inventory import load_inventory
     from deploytool.redact import inventory_secrets, remember
 

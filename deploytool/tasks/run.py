@@ -90,6 +90,31 @@ def command_text(inv: Inventory, host: str, app: App, group: WorkerGroup | None,
     return join(in_context(inv, host, app, argv, group, tty=interactive))
 
 
+def not_runnable(session: Session, inv: Inventory, host: str, app: App, group: WorkerGroup | None) -> list[str]:
+    """Why the command cannot run on the host, read before it runs (one read-only round trip): the app
+    not deployed there (no release), or an environment file its context loads missing (after
+    workers.uninstall, before a first deploy or config.upload). Empty when it can run."""
+    from deploytool import context
+    from deploytool.commands import check as probes
+
+    rt = context.runtime(inv, host, app, group)
+    paths = [f"{rt.working_directory}/", *rt.env_files]
+    gone = probes.parse_missing(session.run(probes.missing(paths, [rt.home_env_file] if rt.home_env_file else []),
+                                            "run").stdout)
+    reasons = []
+    for path in gone:
+        if path == f"{rt.working_directory}/":
+            reasons.append(f"{app.name} is not deployed there: {app.current_path} is missing "
+                           f"(fab deploy --host {host})")
+        elif path == app.env_file_path:
+            reasons.append(f"its env_file {path} is missing "
+                           f"(fab config.upload --host {host} --file {app.env_file} --from PATH)")
+        else:
+            reasons.append(f"environment file {path} is missing (a deploy or fab workers.install --host {host} "
+                           "writes it)")
+    return reasons
+
+
 def dry_run_text(inv: Inventory, chosen: list[tuple[str, App, WorkerGroup | None]], argv: Sequence[str],
                  interactive: bool) -> str:
     """What `--dry-run` prints: each host and the exact command it would run (redacted by the caller)."""
@@ -124,9 +149,12 @@ def run(c: Context, inventory: str | None = None, host: str | None = None, app: 
         text = command_text(inv, name, the_app, the_group, argv, interactive)
         session = connect(inv.hosts[name])
         try:
-            code = attached(session, text, interactive)
+            reasons = not_runnable(session, inv, name, the_app, the_group)
+            code = 1 if reasons else attached(session, text, interactive)
         finally:
             session.close()
+        for reason in reasons:
+            print(redact(f"error: {name}: {the_app.name}: cannot run: {reason}"), file=sys.stderr)
         if code == EXIT_CHDIR:
             print(f"{name}: {the_app.current_path} is missing: deploy the app first", file=sys.stderr)
         if code and not worst:

@@ -127,6 +127,9 @@ def test_a_dry_run_only_compares_and_prints_the_plan_without_the_content(
     assert lines[1] == f"h: shop: {env_file.path}"
     assert "  [upload]" in lines and f"    upload standard input -> {cmd.temp_template(env_file)}" in lines
     assert lines[-1] == "  [on failure] remove the temporary file"
+    assert plan_lines({"h": env_file}, "-", verbose=False)[1:] == [
+        f"h: shop: {env_file.path}", "  stages: compare, prepare, upload, install  (--verbose: their commands)",
+        "  [on failure] remove the temporary file"]
     assert SECRET.decode().strip() not in "\n".join(lines)
     # The JSON report's details in a dry run: the same plan as data.
     data = plan_data(shared_files.upload_plan(env_file, None, {}, what="standard input"))

@@ -251,16 +251,39 @@ def test_dry_run_text_shows_changes_stages_and_errors(inv: Inventory) -> None:
     jobs = [Job("w1", w.app, lambda _: ops.stop_plan(w), title="stop"), Job("w2", w.app, lambda _: Plan(()))]
     ok, down = HostReport("w1", "shop"), HostReport("w2", "shop", status="failed", error="w2: connect: refused")
     ok.details.update(plan_data(ops.stop_plan(w), ["shop-rq@1.service: would be stopped"]))
-    text = dry_run_text(jobs, [ok, down])
-    assert text.splitlines()[:6] == [
-        "dry run: nothing is uploaded, locked or changed; hosts are only read (units, instances, releases)",
-        "", "w1: shop: stop", "  would change:", "    shop-rq@1.service: would be stopped", "  [stop]"]
+    concise = dry_run_text(jobs, [ok, down])
+    assert concise.splitlines()[:6] == [
+        "dry run: nothing is uploaded, locked or changed; hosts are only read (checks, units, instances, releases)",
+        "", "w1: shop: stop", "  would change:", "    shop-rq@1.service: would be stopped",
+        "  stages: stop  (--verbose: each stage's commands)"]
+    assert "sudo" not in concise and concise.endswith("w2: shop\n  error: w2: connect: refused")
+    text = dry_run_text(jobs, [ok, down], verbose=True)
+    assert text.splitlines()[5] == "  [stop]"
     assert "    sudo -n systemctl stop shop-rq@1.service" in text
     # The requeue program is named, not printed line by line.
     assert "<<'DEPLOYTOOL_REQUEUE_END' || echo 'could not requeue unfinished rq jobs of shop-rq'  " \
            "(here-document: the deploytool/requeue program)\n    } </dev/null" in text and "import " not in text
     assert text.endswith("w2: shop\n  error: w2: connect: refused")
     assert "[on failure]" not in text  # a stop is not undone
+
+
+def test_dry_run_text_lists_what_would_fail_and_summarizes_unit_diffs(inv: Inventory) -> None:
+    from deploytool.engine import summarize_changes
+
+    w = workers(inv, "shop", "rq")
+    report = HostReport("w1", "shop", status="failed", error="w1: would fail: linked file: x")
+    report.details.update(plan_data(ops.stop_plan(w), ops.unit_diff({"a.service": "x\ny\n", "c.service": "z"},
+                                                                    {"a.service": "x\nY\nw\n", "b.service": "1\n2"},
+                                                                    ["/etc/deploytool/shop/rq.env"])))
+    report.details["problems"] = ["linked file: /srv/shop/shared/.env: missing; upload it: fab config.upload ..."]
+    text = dry_run_text([Job("w1", w.app, lambda _: Plan(()))], [report])
+    assert text.splitlines()[2:9] == [
+        "w1: shop", "  would fail (the real run stops at its check stage, nothing changed):",
+        "    linked file: /srv/shop/shared/.env: missing; upload it: fab config.upload ...", "  would change:",
+        "    a.service: changed (+2 -1 lines)", "    b.service: new unit (2 lines)", "    c.service: would be removed"]
+    assert summarize_changes(["/etc/deploytool/shop/rq.env: (environment file changed)", "u@1.service: would be "
+                              "started"]) == ["/etc/deploytool/shop/rq.env: (environment file changed)",
+                                              "u@1.service: would be started"]
 
 
 def test_a_plan_with_a_lock_is_unlocked_last_on_failure() -> None:
