@@ -350,7 +350,21 @@ class Session:
                 self.close()
                 raise error
         if failure:
-            raise HostError(f"{self.host.name}: {stage}: upload to {remote}: {_describe(failure[0])}") from None
+            raise HostError(f"{self.host.name}: {stage}: upload to {remote}: "
+                            f"{self._upload_problem(local, remote) or _describe(failure[0])}") from None
+
+    def _upload_problem(self, local: Path | Any, remote: str) -> str | None:
+        """Why an upload failed, when the host can tell: SFTP reports a full disk only as "Failure"."""
+        directory = remote.rsplit("/", 1)[0] or "/"
+        try:
+            free = self.run(f"df -Pk {shlex.quote(directory)} | awk 'NR==2 {{print $4}}'", "upload", timeout=30)
+            size_kb = -(-os.path.getsize(local) // 1024)
+        except (HostError, OSError):
+            return None
+        text = free.stdout.strip()
+        if text.isdigit() and int(text) < size_kb:
+            return f"no space left on device ({text} KiB free under {directory}, the upload is {size_kb} KiB)"
+        return None
 
     def close(self) -> None:
         if self.liveness is not None:

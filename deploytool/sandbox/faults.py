@@ -70,10 +70,15 @@ def small_disk(host: SandboxHost, path: str, size_kib: int, owner: tuple[int, in
     """A tmpfs of `size_kib` at `path` in the host, owned by `owner` (uid, gid), for the duration of the
     block; whatever was at `path` before shows again afterwards."""
     uid, gid = owner
+    made = run(in_host(host.name, ["test", "-e", path]), check=False).returncode != 0
     run(in_host(host.name, ["mkdir", "-p", path]))
-    run(in_host(host.name, ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755,uid={uid},gid={gid}",
-                            "deploytool-small-disk", path]))
     try:
-        yield
+        run(in_host(host.name, ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755,uid={uid},gid={gid}",
+                                "deploytool-small-disk", path]))
+        try:
+            yield
+        finally:
+            run(in_host(host.name, ["umount", path]))
     finally:
-        run(in_host(host.name, ["umount", path]))
+        if made:
+            run(in_host(host.name, ["rmdir", path]), check=False)
