@@ -238,34 +238,45 @@ def fill(leave_kib: int) -> None:
     ssh("prod-b", f"head -c {(free - leave_kib) * 1024} /dev/zero > {TIGHT}/filler")
 
 
-@pytest.mark.parametrize(("leave_kib", "stage"), [(4, "upload"), (16, "code")])
-def test_a_deploy_that_fills_the_disk_fails_cleanly(deployed: None, fleet: Fleet, tmp_path: Path,
-                                                    leave_kib: int, stage: str) -> None:
+@pytest.fixture
+def tight(deployed: None, fleet: Fleet, tmp_path: Path) -> Iterator[str]:
+    """The tight app deployed once on a 1 MiB disk of its own on prod-b (its worker running); its
+    inventory. Afterwards its units are removed and the disk unmounted, also when the test fails."""
     inventory = variant(tmp_path, tight_app)
-    owner = tuple(int(x) for x in ssh("prod-b", "id -u; id -g").stdout.split())
-    with fleet.small_disk("prod-b", TIGHT, 1024, (owner[0], owner[1])):
+    uid, gid = (int(x) for x in ssh("prod-b", "id -u; id -g").stdout.split())
+    with fleet.small_disk("prod-b", TIGHT, 1024, (uid, gid)):
         try:
             r = fab("deploy", "--inventory", inventory, "--app", "tight", "--host", "prod-b")
             assert r.returncode == 0, r.stderr
-            # Room for this deploy, not for two releases: fab check warns (and the host stays ok).
-            release_kib = int(ssh("prod-b", f"du -sk $(readlink -f {TIGHT}/current) | cut -f1").stdout.split()[0])
-            fill(release_kib + 20 + release_kib // 2)
-            r = fab("check", "--inventory", inventory, "--app", "tight", "--host", "prod-b")
-            assert r.returncode == 0, r.stdout + r.stderr
-            assert "is below two releases" in r.stdout, r.stdout
-
-            ssh("prod-b", f"rm -f {TIGHT}/filler")
-            fill(leave_kib)
-            before = tight_state()
-            assert before["active"] == "active", before
-            code, report = fab_json("deploy", "--inventory", inventory, "--app", "tight", "--host", "prod-b")
-            assert code == 1, report
-            [entry] = report["hosts"]
-            failed = [s["name"] for s in entry["stages"] if s["status"] == "failed" and ":" not in s["name"]]
-            assert failed == [stage], entry["stages"]
-            assert "no space left" in entry["error"].lower() and TIGHT in entry["error"], entry["error"]
-            # Nothing it unpacked is left, current and the worker are as they were.
-            assert tight_state() == before
+            yield inventory
         finally:
             ssh("prod-b", f"rm -f {TIGHT}/filler", check=False)
             fab("workers.uninstall", "--inventory", inventory, "--app", "tight", "--host", "prod-b")
+
+
+def test_fab_check_warns_when_the_disk_holds_less_than_two_releases(tight: str) -> None:
+    release_kib = int(ssh("prod-b", f"du -sk $(readlink -f {TIGHT}/current) | cut -f1").stdout.split()[0])
+    # Room for a deploy (the upload and a release), not for two releases.
+    fill(release_kib + 20 + release_kib // 2)
+    r = fab("check", "--inventory", tight, "--app", "tight", "--host", "prod-b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is below two releases" in r.stdout, r.stdout
+    ssh("prod-b", f"rm -f {TIGHT}/filler")
+    r = fab("check", "--inventory", tight, "--app", "tight", "--host", "prod-b")
+    assert r.returncode == 0 and "is below two releases" not in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("leave_kib", "stage"), [(4, "upload"), (16, "code")])
+def test_a_deploy_that_fills_the_disk_fails_cleanly(tight: str, leave_kib: int, stage: str) -> None:
+    """Room for the lock's record only (the upload fails), or for the upload too (unpacking fails)."""
+    fill(leave_kib)
+    before = tight_state()
+    assert before["active"] == "active", before
+    code, report = fab_json("deploy", "--inventory", tight, "--app", "tight", "--host", "prod-b")
+    assert code == 1, report
+    [entry] = report["hosts"]
+    failed = [s["name"] for s in entry["stages"] if s["status"] == "failed" and ":" not in s["name"]]
+    assert failed == [stage], entry["stages"]
+    assert "no space left" in entry["error"].lower() and TIGHT in entry["error"], entry["error"]
+    # Nothing it unpacked is left, current and the worker are as they were.
+    assert tight_state() == before
