@@ -87,11 +87,14 @@ def remote_programs(texts: Sequence[str]) -> list[str]:
     return sorted(used)
 
 
+def release_kb(archive_bytes: int | None, current_kb: int) -> int:
+    """The size of a release: that of the current one (or of the archive on a first deploy)."""
+    return max(current_kb, -(-(archive_bytes or 0) // 1024))
+
+
 def needed_kb(archive_bytes: int | None, current_kb: int) -> int:
-    """Room a deploy needs under deploy_to: the uploaded archive plus the unpacked release, taken as
-    the size of the current release (or of the archive on a first deploy)."""
-    archive_kb = -(-(archive_bytes or 0) // 1024)
-    return archive_kb + max(current_kb, archive_kb)
+    """Room a deploy needs under deploy_to: the uploaded archive plus the unpacked release."""
+    return -(-(archive_bytes or 0) // 1024) + release_kb(archive_bytes, current_kb)
 
 
 def _kib(kb: int) -> str:
@@ -127,6 +130,12 @@ def findings(rows: list[tuple[str, str, bool, list[str]]], app: App, archive_byt
             enough = free >= need
             out.append(Finding("disk", enough, f"{_kib(free)} free under {name}, a deploy needs about "
                                                f"{_kib(need)}" + ("" if enough else ": not enough")))
+            two = 2 * release_kb(archive_bytes, size)
+            if enough and free < two:
+                # Enough for this deploy, but the next one may fill the disk half way (cleanup runs last).
+                out.append(Finding("disk", False, f"warning: {_kib(free)} free under {name} is below two "
+                                                  f"releases ({_kib(two)}): a later deploy may run out of space",
+                                   note=True))
     return out
 
 

@@ -273,7 +273,9 @@ class Run:
                 f.write(json.dumps(self.record, sort_keys=True) + "\n")
             os.replace(tmp, self.last_path)
         except OSError:
-            pass
+            # A full disk: the record stays as it was, and no half-written copy is left beside it.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     # -- actions --
 

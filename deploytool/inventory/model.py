@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
@@ -375,6 +376,22 @@ class Host(_Model):
     keepalive: Annotated[float, Field(strict=True, ge=0.5, le=60)] = 5.0
     # Apply ~/.ssh/config and /etc/ssh/ssh_config (ProxyCommand, ...): off unless asked for.
     ssh_config: Annotated[bool, Field(strict=True)] = False
+    # Another host of the inventory this one is reached through (a bastion): its address, port, user,
+    # key and known_hosts are used for the hop.
+    jump: Name | None = None
+    # The jump host, itself with its own jump resolved: set by deploytool.inventory.load, never from YAML.
+    _via: Host | None = PrivateAttr(default=None)
+
+    @property
+    def route(self) -> tuple[Host, ...]:
+        """The jump hosts to pass through on the way here, the first hop first; empty: direct."""
+        return () if self._via is None else (*self._via.route, self._via)
+
+    def through(self, via: Host) -> Host:
+        """This host, reached through `via` (its `jump`, resolved)."""
+        copy = self.model_copy()
+        copy._via = via
+        return copy
 
 
 @dataclass(frozen=True)

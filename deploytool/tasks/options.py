@@ -183,6 +183,17 @@ def check_options(values: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def refuse_fabric_connection(c: Any) -> None:
+    """A task handed a Fabric connection was started with `-H` by Fabric's own executor (a project whose
+    fabric.yaml lacks deploytool's `tasks.executor_class`): it would act on the inventory's hosts, not on
+    the one named. Refused before anything connects (Fabric connects lazily)."""
+    from fabric import Connection
+
+    if isinstance(c, Connection):
+        raise InputError(f"-H/--hosts {c.host}: Fabric's host flag does not reach this task here (fabric.yaml "
+                         "lacks `tasks: {executor_class: deploytool.tasks.run.Executor}`); use --host")
+
+
 def command(**extra_help: str) -> Callable[[Callable[..., None]], Any]:
     """An Invoke task with exit codes, checked options and the shared help texts of the options it has.
 
@@ -195,6 +206,7 @@ def command(**extra_help: str) -> Callable[[Callable[..., None]], Any]:
 
         @functools.wraps(func)
         def checked(*args: Any, **kwargs: Any) -> None:
+            refuse_fabric_connection(args[0] if args else None)
             func(*args, **check_options(kwargs))
 
         checked.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]

@@ -13,6 +13,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import HostError, InputError
+from deploytool.tasks.core_options import apply_hosts as apply_hosts_option
+from deploytool.tasks.core_options import check_refused
 from deploytool.tasks.options import command, load, select_targets, split_names
 
 if TYPE_CHECKING:  # imported by the task body, not by `fab --list`
@@ -33,14 +35,22 @@ EXIT_CHDIR = 200
 
 class Executor(FabricExecutor):  # type: ignore[misc]  # Fabric ships no type hints
     """Leaves the text after `--` to the task that asked for it (`fab run`): Fabric would otherwise run it
-    itself on `-H` hosts, and refuse without them. `fab -H x -- cmd` without a task works as before."""
+    itself on `-H` hosts, and refuse without them. `fab -H x -- cmd` without a task works as before.
+
+    Fabric's core options reach the tasks as deploytool.tasks.core_options says: `-H` as each task's
+    `--host` (never a Fabric connection per host, which the tasks would not use), others refused."""
 
     def expand_calls(self, calls: Any, apply_hosts: bool = True) -> Any:
         if not calls:
             return super().expand_calls(calls, apply_hosts)
+        if apply_hosts:
+            core_args = self.core[0].args
+            check_refused(core_args)
+            if core_args.hosts.value:
+                apply_hosts_option(core_args.hosts.value, calls)
         remainder, self.core.remainder = self.core.remainder, ""
         try:
-            return super().expand_calls(calls, apply_hosts)
+            return super().expand_calls(calls, apply_hosts=False)
         finally:
             self.core.remainder = remainder
 
