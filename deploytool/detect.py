@@ -75,12 +75,11 @@ def gems(lock: str) -> dict[str, str]:
 
 
 def python_packages(text: str) -> set[str]:
-    """Distribution names a requirements file or pyproject.toml names (normalized, extras dropped)."""
-    names = set()
-    for m in re.finditer(r"""(?:^|["'\s])([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:[<>=!~;@]|["',\n]|$)""",
-                         text, re.M):
-        names.add(re.sub(r"[-_.]+", "-", m.group(1)).lower())
-    return names
+    """Distribution names a requirements file or pyproject.toml names (normalized, extras dropped): a
+    requirement starts a line (requirements) or a quoted string (pyproject)."""
+    text = re.sub(r"(^|\s)#.*", "", text, flags=re.M)
+    pattern = r"""(?:^\s*|["'])([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?=[<>=!~;@"',]|$)"""
+    return {re.sub(r"[-_.]+", "-", m.group(1)).lower() for m in re.finditer(pattern, text, re.M)}
 
 
 def dependencies(files: Mapping[str, str]) -> dict[str, str]:
@@ -269,7 +268,7 @@ def _procfile_groups(entries: list[procfile.Entry], files: Mapping[str, str],
             continue
         kind, queues = kind_of(cmd.argv)
         why = f"Procfile: {line}"
-        kind_why = f"{kind_of_why(kind, cmd.argv)}" + (f"; {deps[kind]}" if kind in deps else "")
+        kind_why = kind_of_why(kind, cmd.argv) + (f"; {deps[kind]}" if kind in deps else "")
         queues_why = "from its command" if queues else ""
         note = ""
         config = _option_values(program_words(cmd.argv)[1:], ("-C", "--config")) if kind == "sidekiq" else []
@@ -290,8 +289,9 @@ def _procfile_groups(entries: list[procfile.Entry], files: Mapping[str, str],
 
 def kind_of_why(kind: str, argv: Sequence[str]) -> str:
     if kind == "command":
-        return "no worker system deploytool knows in its command"
-    return f"`{' '.join(program_words(argv)[:2])}` in its command"
+        return "its command starts no worker system deploytool knows"
+    starts = "worker" if kind in ("celery", "rq") else ""
+    return f"its command runs {_base(program_words(argv)[0])} {starts}".rstrip()
 
 
 def _dependency_groups(files: Mapping[str, str], deps: Mapping[str, str]) -> list[Group]:
