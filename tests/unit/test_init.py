@@ -153,3 +153,16 @@ def test_init_keeps_a_gitignore_that_ignores_the_venv_already(app: Path) -> None
     (app / ".gitignore").write_text("*.pyc")
     assert run(app, "deploytool", "init", "--force").returncode == 0
     assert (app / ".gitignore").read_text() == "*.pyc\n.venv/\n"
+
+
+def test_the_readme_example_is_what_init_writes(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text().split("## Quick start on your own hosts", 1)[1].split("\n## ", 1)[0]
+    procfile = readme.split("```text\n# Procfile\n", 1)[1].split("```", 1)[0]
+    expected = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shop = tmp_path / "shop"
+    (shop / "config").mkdir(parents=True)
+    (shop / "Procfile").write_text(procfile)
+    (shop / "config" / "sidekiq.yml").write_text(":concurrency: 10\n:queues:\n  - [critical, 2]\n  - default\n")
+    (shop / "Gemfile.lock").write_text("GEM\n  specs:\n    sidekiq (7.2.4)\n")
+    assert run(shop, "deploytool", "init").returncode == 0
+    assert expected in (shop / "inventories" / "production.yml").read_text()
