@@ -196,13 +196,19 @@ _RULES = (
 )
 
 
+# What an inventory accepts as a group name and as a queue name (deploytool.inventory.model).
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
 def kind_of(argv: Sequence[str]) -> tuple[str, list[Queue]]:
     """The worker kind a command starts (`command` when it is none deploytool knows) and the queues its
-    own options name (empty: the kind's default, or a config file)."""
+    own options name (empty: the kind's default, or a config file; names an inventory would refuse, such
+    as RQ's `*`, are left out)."""
     words = program_words(argv)
     for rule in _RULES:
         if words and rule.matches(words):
-            return rule.kind, rule.queues(words[1:])
+            return rule.kind, [q for q in rule.queues(words[1:]) if QUEUE_NAME.fullmatch(q.name)]
     return "command", []
 
 
@@ -238,7 +244,7 @@ def sidekiq_config(text: str, environment: str = "production") -> SidekiqConfig:
     top = plain(data)
     over = top.get(environment)
     settings = {**top, **(plain(over) if isinstance(over, dict) else {})}
-    queues = []
+    queues: list[Queue] = []
     for item in settings.get("queues") or ():
         if isinstance(item, str):
             queues.append(Queue(item))
@@ -246,6 +252,7 @@ def sidekiq_config(text: str, environment: str = "production") -> SidekiqConfig:
             weight = item[1] if len(item) > 1 and isinstance(item[1], int) and item[1] > 1 else None
             queues.append(Queue(item[0], weight))
     concurrency = settings.get("concurrency")
+    queues = [q for q in queues if QUEUE_NAME.fullmatch(q.name)]
     return SidekiqConfig(tuple(queues), concurrency if isinstance(concurrency, int) and concurrency > 0 else None)
 
 
@@ -259,6 +266,9 @@ def _procfile_groups(entries: list[procfile.Entry], files: Mapping[str, str],
         line = f"{entry.name}: {entry.command}"
         if entry.name in ONE_OFF_TYPES:
             skipped.append(Skipped(entry.name, line, "a one-off command run before a release, not a worker"))
+            continue
+        if not GROUP_NAME.fullmatch(entry.name):
+            skipped.append(Skipped(entry.name, line, "not a worker group name (a letter or digit first)"))
             continue
         try:
             cmd = procfile.command(entry)

@@ -114,6 +114,8 @@ def words(line: str, port: int) -> list[_Word]:
     i, n = 0, len(line)
     while i < n:
         c = line[i]
+        if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F:
+            raise ValueError(f"a control character ({c!r}) cannot be part of a unit's command")
         if c in " \t":
             if word.started:
                 out.append(word)

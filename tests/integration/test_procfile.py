@@ -129,10 +129,9 @@ def test_groups_from_the_procfile_run_its_commands_at_the_deployed_revision(
     ssh(HOST, f"systemctl is-active {clock} {' '.join(jobs)}")
     # The Procfile's line, split as a shell splits it: the assignment through env, $PORT as foreman
     # gives it (5000 + 100 * index 0), the quoted label one argument.
-    assert exec_start(clock) == (f"/usr/bin/env TICK=a b {DEPLOY_TO}/current/bin/work clock --label two words "
-                                 "--port 5000")
-    assert argv_of(clock) == ["/bin/sh", f"{DEPLOY_TO}/current/bin/work", "clock", "--label", "two words",
-                              "--port", "5000"]
+    # (env runs bin/work from the unit's WorkingDirectory, the release.)
+    assert exec_start(clock) == "/usr/bin/env TICK=a b bin/work clock --label two words --port 5000"
+    assert argv_of(clock) == ["/bin/sh", "bin/work", "clock", "--label", "two words", "--port", "5000"]
     assert environ_of(clock)["TICK"] == "a b"
     assert exec_start(jobs[0]) == "rq worker procapp-high procapp-default"
     assert argv_of(jobs[1])[-3:] == ["worker", "procapp-high", "procapp-default"]

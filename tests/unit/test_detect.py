@@ -32,6 +32,7 @@ def q(*names: str | tuple[str, int]) -> list[Queue]:
     ("rq worker high default", "rq", q("high", "default")),
     ("poetry run rq worker -u redis://r:6379/1 --name w1 high -q default", "rq", q("high", "default")),
     ("rq info", "command", q()),
+    ("rq worker '*' default", "rq", q("default")),
     ("dramatiq app", "dramatiq", q()),
     ("dramatiq app.tasks -p 2 -Q emails reports --threads 4", "dramatiq", q("emails", "reports")),
     ("/usr/bin/python3 -m dramatiq app -Q x", "dramatiq", q("x")),
@@ -76,6 +77,7 @@ web: bundle exec puma -p $PORT
 worker: bundle exec sidekiq -C config/sidekiq.yml
 release: bin/rails db:migrate
 piped: bin/log | tee x
+_private: bin/x
 """
 
 
@@ -91,7 +93,8 @@ def test_a_procfile_makes_one_group_per_process_type() -> None:
     # The concurrency stays Sidekiq's to read (-C): said in a comment, not a key.
     assert worker.concurrency_note == "concurrency 10 per process: config/sidekiq.yml (Sidekiq reads it through -C)"
     assert [(s.name, s.why.split(" (")[0]) for s in found.skipped] == [
-        ("release", "a one-off command run before a release, not a worker"), ("piped", "`|` needs a shell")]
+        ("release", "a one-off command run before a release, not a worker"), ("piped", "`|` needs a shell"),
+        ("_private", "not a worker group name")]
 
 
 def test_without_a_procfile_the_dependencies_make_the_groups() -> None:

@@ -97,6 +97,7 @@ def test_words_are_the_ones_a_posix_shell_gives(line: str) -> None:
     ("~/bin/run", "`~` needs a shell"),
     ("bin/run 'open", "not closed"),
     ("A=1", "the command is empty"),
+    ("bin/run \r", "a control character"),
 ])
 def test_what_only_a_shell_can_do_is_refused_with_the_reason(line: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
