@@ -83,3 +83,15 @@ def at_revisions(inv: Inventory, revisions: Mapping[str, Revision] | None = None
         shown = f"{FILE} at {revision.ref}" + (f" ({revision.commit[:12]})" if revision.commit else "")
         texts[name] = (source.show(app, revision, FILE), shown)
     return resolve(inv, texts)
+
+
+def as_of(inv: Inventory, host: str, app: App, commit: str) -> tuple[Inventory, App]:
+    """(inventory, app on `host`) with `app`'s `procfile:` groups as the release of `commit` wants them:
+    what a rollback installs, and what a failed deploy puts back. Unchanged for an app without such
+    groups; InputError if the commit's Procfile cannot be read here."""
+    if app.name not in used(inv):
+        return inv, app
+    if not commit:
+        raise InputError(f"app {app.name}: the release records no revision to read its {FILE} at")
+    at = at_revisions(inv, {app.name: source.resolve(app, commit)})
+    return at, at.apps_on(host)[app.name]

@@ -156,6 +156,12 @@ def test_groups_from_the_procfile_run_its_commands_at_the_deployed_revision(
     assert exec_start(clock).endswith("--label three words now --port 5000")
     assert argv_of(clock)[4] == "three words now"
     ssh(HOST, f"systemctl is-active {clock} {' '.join(jobs)}")
+    # A rollback returns to the v1 release with the units of v1's Procfile.
+    r = fab("rollback", "--inventory", inventory, "--host", HOST)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert exec_start(clock).endswith("--label two words --port 5000")
+    assert argv_of(clock)[4] == "two words"
+    ssh(HOST, f"systemctl is-active {clock} {' '.join(jobs)}")
 
 
 def test_a_missing_process_type_touches_nothing(fleet: Fleet, app: Path, inventory: str) -> None:

@@ -13,7 +13,9 @@ import systemd_parser
 import yaml
 from pydantic import ValidationError
 
+from deploytool.errors import HostError
 from deploytool.inventory import WorkerGroup, load_inventory
+from deploytool.plan import Script
 from deploytool.procfile import BASE_PORT, Entry, command, find, parse
 from deploytool.procfile_groups import at_revisions
 from deploytool.source import resolve
@@ -229,3 +231,41 @@ def test_a_revision_without_a_procfile_is_bad_input_and_nothing_is_rendered(app_
     plain = load_inventory(path)
     v1 = at_revisions(plain, {"shop": resolve(plain.apps_on("a")["shop"], "v1")})
     assert v1.apps_on("a")["shop"].workers["web"].command == ("bin/web", "-p", "5000")
+
+
+def test_a_failed_deploy_and_a_rollback_put_back_the_units_of_the_release_they_return_to(
+    app_repo: Path, tmp_path: Path,
+) -> None:
+    from deploytool.deploy import Deploy
+    from deploytool.lock import Holder
+    from deploytool.releases import rollback_plan
+    from deploytool.workers import Workers
+
+    v1 = git(app_repo, "rev-parse", "v1")
+    commit(app_repo, {"Procfile": "web: bin/web -p $PORT\nclock: bin/clock --every 5\njobs: rq worker low\n"})
+    inv = at_revisions(load_inventory(inventory(tmp_path, app_repo, WORKERS)))
+    app = inv.apps_on("a")["shop"]
+    deploy = Deploy(inv, "a", app, resolve(app, None), "20260102000000", None, ())
+    holder = Holder.me("c0ffee", "20260102000000")
+
+    def clock(w: Workers) -> list[str]:
+        unit = w.rendered(())["shop-clock@.service"]
+        return [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+
+    facts = {"previous": "20260101000000", "previous_revision": v1}
+    plan = deploy.build_plan(facts, holder)
+    [installed] = [s.command for a in plan.actions if isinstance(a, Script) for s in a.steps if s.stage == "units"]
+    [put_back] = [r.command for r in plan.recovery if r.name == "units"]
+    assert clock(deploy.workers) == ["ExecStart=/srv/shop/current/bin/clock --every 5"]
+    assert installed == deploy.workers.install_script(())
+    previous = deploy.previous_workers(facts, deploy.workers)
+    assert clock(previous) == ["ExecStart=/srv/shop/current/bin/clock --every 60"]
+    assert put_back == previous.install_script(()) != installed
+    # A release whose revision this repository does not have: refused before anything changes.
+    with pytest.raises(HostError, match="its units could not be put back"):
+        deploy.build_plan({"previous": "20260101000000", "previous_revision": "f" * 40}, holder)
+
+    listing = f"20260102000000 {git(app_repo, 'rev-parse', 'HEAD')}\n20260101000000 {v1}\ncurrent 20260102000000\n"
+    back = rollback_plan(inv, "a", app, None, (), {"output:check": listing}, holder)
+    [switched] = [s.command for a in back.actions if isinstance(a, Script) for s in a.steps if s.stage == "units"]
+    assert switched == put_back
