@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploytool import context
+from deploytool import context, host_runner
 from deploytool import workers as ops
 from deploytool.commands import check as probes
 from deploytool.commands import config as config_cmd
@@ -28,16 +28,16 @@ from deploytool.source import Revision
 from deploytool.workers import Workers
 
 # The check plan's stages: one round trip, its output read from the first stage's.
-PROBE, PROGRAMS, UNITS = "probe", "programs", "units"
+PROBE, PROGRAMS, UNITS, WORKERS = "probe", "programs", "units", "workers"
 OUTPUT = f"output:{PROBE}"
 
 # Programs a host may be asked to run; those that occur as a command word in the builders' output are
 # the ones checked (git only for the git strategy, loginctl only for user-mode units, ...).
 VOCABULARY = (
-    "git", "tar", "gzip", "flock", "systemd-run", "base64", "cmp", "sha256sum", "mktemp", "stat", "logger",
+    "git", "tar", "gzip", "systemd-run", "base64", "cmp", "sha256sum", "mktemp", "stat", "logger",
     "awk", "sed", "grep", "cut", "sort", "tail", "head", "date", "expr", "readlink", "basename", "dirname",
     "ln", "mv", "rm", "mkdir", "chmod", "chown", "tee", "ls", "cat", "du", "df", "sudo", "systemctl",
-    "journalctl", "loginctl",
+    "journalctl", "loginctl", "python3",
 )
 # Programs a builder needs without naming them: `tar -z` runs gzip.
 IMPLIED = {"tar -xzf": "gzip"}
@@ -63,8 +63,7 @@ def host_commands(inv: Inventory, host: str, app: App, template_dirs: Sequence[P
     plan = d.build_plan({}, holder)
     texts = [step.command for action in plan.actions if isinstance(action, Script) for step in action.steps]
     texts += [r.command for r in plan.recovery]
-    texts += [rel.hold_lock(app, holder.json(), holder.token, 1), rel.lock_is_ours(app, holder.token),
-              join(rel.clear_legacy_lock(app))]
+    texts.append(host_runner.BOOT)
     texts += [
         rel.switch_back(app, release, "19990101000000"), ops.recover_script(w), ops.restart_script(w),
         unitfiles.remove_all(app), unitfiles.read_all(app), join(sc.logs(app, w.units, 10, None, False)),
@@ -140,7 +139,8 @@ def check_plan(inv: Inventory, host: str, app: App, template_dirs: Sequence[Path
 
     w = Workers(inv, host, app)
     return Plan((Script((Step(PROBE, probe), Step(PROGRAMS, probes.if_released(app, resolve(False), resolve(True))),
-                         Step(UNITS, unitfiles.read_all(app, w.env_files)))),))
+                         Step(UNITS, unitfiles.read_all(app, w.env_files)),
+                         Step(WORKERS, rel.running_releases(app, w.units)))),))
 
 
 def check_findings(output: str, inv: Inventory, host: str, app: App, template_dirs: Sequence[Path],
@@ -151,7 +151,24 @@ def check_findings(output: str, inv: Inventory, host: str, app: App, template_di
     return [Finding("host key", True, "known (strict checking)"),
             *findings(rows, app, archive_bytes, inv.hosts[host].user),
             *worker_programs(context.parse_programs(output, probes.PROGRAM), inv, host, app, released),
-            units_finding(output, Workers(inv, host, app), template_dirs)]
+            units_finding(output, Workers(inv, host, app), template_dirs),
+            *releases_finding(output)]
+
+
+def releases_finding(output: str) -> list[Finding]:
+    """Whether every running worker runs the release `current` points to (a deploy that was cut off
+    before its restart, a restart that failed, could leave them on another)."""
+    current, cwd, _ = ops.parse_releases(output)
+    if not current:
+        return []
+    releases = current.rsplit("/", 1)[0] + "/"
+    name = current.rsplit("/", 1)[1]
+    stale = sorted(f"{unit} runs release {path.removeprefix(releases)}" for unit, path in cwd.items()
+                   if path.startswith(releases) and path != current)
+    if stale:
+        return [Finding("workers", False, f"not on the release current points to ({name}): {', '.join(stale)}")]
+    running = sum(1 for path in cwd.values() if path)
+    return [Finding("workers", True, f"{running} running worker(s) on the release current points to ({name})")]
 
 
 def units_finding(output: str, w: Workers, template_dirs: Sequence[Path]) -> Finding:

@@ -17,7 +17,7 @@ from deploytool.commands import release as rel
 from deploytool.engine import Job, Preview
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder
+from deploytool.lock import Holder, last_run_note
 from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
 from deploytool.remote import Session
 from deploytool.report import HostReport
@@ -150,6 +150,9 @@ class Deploy:
         def note(facts: Facts, report: HostReport) -> None:
             report.release = facts.get("release", self.release)
             report.revision = facts.get("revision") or self.revision.commit or None
+            last = last_run_note(self.host, self.app.name, facts.get("last", ""))
+            if last:
+                report.details["last_deploy"] = last
 
         def finish(report: HostReport) -> None:
             if report.status == "failed" and any(st.name.startswith("after_restart") and st.status == "failed"

@@ -196,6 +196,9 @@ def perform(inv: Inventory, jobs: Sequence[Job], out: Reporter, task: str, *, js
         print(out.redact(dry_run_text(jobs, reports)), flush=True)
     for note in sorted(notes):
         out.line(f"note: {note}")
+    for r in reports:
+        if r.details.get("last_deploy"):  # the host's record: a deploy before this one was abandoned
+            out.line(f"note: {r.details['last_deploy']}")
     if not dry_run:
         out.summary(reports)
     return reports

@@ -1,220 +1,325 @@
-"""The one executor: runs a host's plan (deploytool.plan) with one policy for every operation.
+"""The one executor, its controller side: sends a host's plan (deploytool.plan) to the host once, where
+the plan runner (deploytool.host_runner, the protocol is written down there) runs it, and steers it.
 
-- Timeouts: each stage may take the plan's stage timeout; a host answering no keepalive is lost within
-  the liveness bound (deploytool.remote).
-- Recovery: if an action fails (or the run is interrupted), every recovery step armed by a stage that
-  started runs, each on its own, in the plan's order, each result reported; a failing one never stops
-  the next. The lock, if held, is released last, whatever happened.
-- Interruption: Ctrl-C or SIGTERM (rolling.CANCELLED) starts nothing new; the host is put back.
+- The host runs every action and keeps the armed recovery itself: if this controller is killed or its
+  link goes down, the host puts itself back (before the commit point) or finishes (after it).
+- Steering: uploads are made from here when the runner asks for them; the rolling gate is granted here;
+  after each script the rest of the plan is rebuilt from what the host reported and sent on; Ctrl-C or
+  SIGTERM (rolling.CANCELLED) tells the runner to start nothing new and put the host back.
+- Timeouts: each stage may take the plan's stage timeout (the runner enforces it and stops the stage);
+  a host answering no keepalive is lost within the liveness bound (deploytool.remote); the runner counts
+  its controller as gone after `lock.HEARTBEAT_MISSES` missed heartbeats.
 - Reporting: a progress line and a report entry per stage, per recovery step."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext, suppress
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from deploytool import lock
+from deploytool import host_runner
 from deploytool.commands import release as rel
 from deploytool.errors import HostError
-from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Unlock, Upload
-from deploytool.remote import Result, Session, last_lines, script
-from deploytool.report import HostReport, Reporter, StageReport
+from deploytool.lock import HEARTBEAT_MISSES, Holder
+from deploytool.plan import Action, Facts, Lock, Plan, Script, Upload
+from deploytool.remote import script, sign
+from deploytool.report import HostReport, Reporter, StageClock, StageReport
 from deploytool.rolling import CANCELLED
 
-PID = "@@deploytool-pid"  # the remote shell's pid (= its process group)
-RECOVERED = "@@deploytool-recovered"  # a recovery step's result: INDEX EXIT last output
+PROGRAM = Path(host_runner.__file__).read_text()
+EVENT = host_runner.EVENT.removeprefix("@@deploytool-")
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): nothing new started"
+
+
+class Stream(Protocol):
+    """A command running on the host that we talk to (deploytool.remote.Channel)."""
+
+    def send(self, text: str) -> bool: ...
+
+    def read_line(self, timeout: float) -> str | None: ...
+
+    def ended(self) -> bool: ...
+
+    def error_text(self) -> str: ...
+
+    def wait(self, timeout: float) -> int | None: ...
+
+    def close(self) -> None: ...
 
 
 class Runner(Protocol):
     """What the executor needs from a host session (deploytool.remote.Session)."""
 
-    def run(self, command: str, stage: str, check: bool = ..., timeout: float | None = ...,
-            on_line: Callable[[str], None] | None = ...) -> Result: ...
+    nonce: str
+
+    @property
+    def keepalive(self) -> float: ...
+
+    def start(self, command: str, stage: str) -> Stream: ...
 
     def put(self, local: Path, remote: str, stage: str, timeout: float | None = ...) -> None: ...
 
-    def real(self) -> Session:
-        """The SSH session itself (the lock holder needs a channel of its own)."""
-        ...
+    def lost(self) -> bool: ...
 
 
-def recovery_script(steps: list[Recovery]) -> str:
-    """Every step in its own subshell, its exit code and last output lines printed; none stops another."""
-    lines = []
-    for i, r in enumerate(steps):
-        lines.append(
-            f"out=$( ( {r.command}\n) </dev/null 2>&1 ); rc=$?; "
-            f"printf '%s %s %s %s\\n' {RECOVERED} {i} \"$rc\" "
-            f"\"$(printf '%s' \"$out\" | tail -n 3 | tr '\\n' ' ')\""
-        )
-    return "\n".join(lines)
-
-
-def parse_recovered(stdout: str) -> dict[int, tuple[int, str]]:
-    """Step index → (exit code, its last output lines)."""
-    results: dict[int, tuple[int, str]] = {}
-    for line in stdout.splitlines():
-        if line.startswith(RECOVERED + " "):
-            parts = line.split(" ", 3)
-            if len(parts) >= 3 and parts[1].isdigit() and parts[2].isdigit():
-                results[int(parts[1])] = (int(parts[2]), parts[3].strip() if len(parts) > 3 else "")
-    return results
-
-
-class Execution:
-    """One plan on one host: what ran, what is armed, the lock if held."""
-
-    def __init__(self, session: Runner, host: str, report: HostReport, out: Reporter,
-                 gate: threading.Semaphore | None = None, timeout: float | None = None) -> None:
-        self.session, self.host, self.report, self.out = session, host, report, out
-        self.gate, self.timeout = gate, timeout
-        self.facts: Facts = {}
-        self.armed: list[str] = []
-        self.held: lock.Held | None = None
-        self.plan = Plan(())
-        self.stray = ""  # the remote shell of a round trip that was cut off (timed out)
-
-    def run(self, build: Callable[[Facts], Plan]) -> bool:
-        """Run the plan `build` makes from what the hosts reported so far (it is rebuilt after each
-        round trip, so later actions can use the release name the host settled on). False if failed."""
-        done = 0
-        try:
-            while True:
-                self.plan = build(self.facts)
-                if done >= len(self.plan.actions):
-                    return True
-                if CANCELLED.is_set():
-                    raise HostError(f"{self.host}: interrupted (Ctrl-C or SIGTERM): nothing new started")
-                self._action(self.plan.actions[done])
-                done += 1
-        except HostError as e:
-            self.report.status, self.report.error = "failed", self.out.redact(str(e))
-            # Recovery from everything the host reported, up to the failure (what ran before a change,
-            # reported in the failed round trip itself); the last plan if it cannot be rebuilt.
-            with suppress(HostError):
-                self.plan = build(self.facts)
-            self.recover()
-            return False
-
-    def _action(self, action: Action) -> None:
-        if isinstance(action, Script):
-            gate: AbstractContextManager[object] = (
-                _Gate(self.gate, self.host) if action.rolling and self.gate else nullcontext())
-            with gate:
-                self._script(action)
-            if action.commits:
-                self.armed.clear()
-        elif isinstance(action, Upload):
-            self._arm(action.arms)
-            if action.local is None:
-                raise HostError(f"{self.host}: {action.stage}: nothing to upload (a dry run's plan)")
-            with self.out.stage(self.report, action.stage):
-                self.session.put(action.local, action.remote, action.stage, timeout=self.timeout)
-        elif isinstance(action, Lock):
-            with self.out.stage(self.report, action.stage):
-                self.held = lock.acquire(self.session.real(), action.app, action.holder, action.force)
-        elif isinstance(action, Unlock):
-            with self.out.stage(self.report, action.stage):
-                held, self.held = self.held, None
-                if held is not None:
-                    held.release()
-
-    def _arm(self, names: tuple[str, ...]) -> None:
-        for n in names:
-            if n not in self.armed:
-                self.armed.append(n)
-
-    def _script(self, action: Script) -> None:
-        clock = self.out.clock(self.report)
-        arms: dict[str, tuple[str, ...]] = {}
-        for step in action.steps:
-            arms[step.stage] = arms.get(step.stage, ()) + step.arms
-        output: list[str] = []
-
-        def on_line(line: str) -> None:
-            marker, _, value = line.partition(" ")
-            if marker == rel.STAGE:
-                clock.begin(value.strip())
-                self._arm(arms.get(value.strip(), ()))
-            elif marker.startswith("@@deploytool-"):
-                self.facts[marker.removeprefix("@@deploytool-")] = value.strip()
-            else:
-                output.append(line)
-
-        # The remote shell leads its own process group (sshd starts it with setsid): if this round trip
-        # times out, recovery stops what is left of it before putting things back.
-        commands: list[str] = [f"echo {PID} $$"]
-        self.facts.pop("pid", None)
-        if self.held is not None:
-            commands.append(self.held.still_ours())
+def action_data(action: Action, nonce: str) -> dict[str, Any]:
+    """An action as the runner gets it: scripts as shell text signed with the session's nonce."""
+    if isinstance(action, Script):
+        commands: list[str] = []
+        arms: dict[str, list[str]] = {}
         last = None
         for step in action.steps:
             if step.stage != last:
                 commands.append(rel.stage(step.stage))
                 last = step.stage
             commands.append(step.command)
-        first = action.steps[0].stage if action.steps else "script"
+            arms.setdefault(step.stage, [])
+            arms[step.stage] += [a for a in step.arms if a not in arms[step.stage]]
+        return {"type": "script", "text": sign(script(*commands), nonce),
+                "first": action.steps[0].stage if action.steps else "script",
+                "arms": arms, "rolling": action.rolling, "commits": action.commits}
+    if isinstance(action, Upload):
+        return {"type": "upload", "stage": action.stage, "arms": list(action.arms)}
+    if isinstance(action, Lock):
+        return {"type": "lock", "stage": action.stage, "deploy_to": action.app.deploy_to,
+                "record": action.holder.json(), "token": action.holder.token, "force": action.force}
+    return {"type": "unlock", "stage": action.stage}
+
+
+def plan_data(plan: Plan, nonce: str) -> dict[str, Any]:
+    return {"actions": [action_data(a, nonce) for a in plan.actions],
+            "recovery": [{"name": r.name, "command": sign(r.command, nonce)} for r in plan.recovery]}
+
+
+class Execution:
+    """One plan on one host, steered from here while the host runs it."""
+
+    def __init__(self, session: Runner, host: str, report: HostReport, out: Reporter,
+                 gate: threading.Semaphore | None = None, timeout: float | None = None) -> None:
+        self.session, self.host, self.report, self.out = session, host, report, out
+        self.gate, self.timeout = gate, timeout
+        self.facts: Facts = {}
+        self.plan = Plan(())
+        self.sent: dict[str, Any] = {}
+        self.gated = False
+        self.errors: list[str] = []
+        self.finished = ""
+        self.aborted = False
+        self.expected = ""  # the stage the host starts next (between two of them, where it was)
+
+    @property
+    def bound(self) -> float:
+        """Seconds without a heartbeat after which the host's runner counts this controller as gone."""
+        return self.session.keepalive * HEARTBEAT_MISSES
+
+    def run(self, build: Any) -> bool:
+        """Run the plan `build` makes from what the host reported so far (it is rebuilt after each script,
+        so later actions can use the release name the host settled on). False if it failed."""
+        self.build = build
         try:
-            r = self.session.run(script(*commands), first, check=False, timeout=self.timeout, on_line=on_line)
-        except HostError:
-            if clock.current is None:  # cut off before its first stage announced itself
-                clock.begin(first)
-            clock.end("failed")
-            self.stray = self.facts.get("pid", "")
-            raise
-        self.facts[f"output:{first}"] = "\n".join(output)
-        stage = clock.current.name if clock.current else first
-        clock.end("ok" if r.exited == 0 else "failed")
-        if r.exited != 0:
-            raise HostError(f"{self.host}: {stage}: exit {r.exited}: {last_lines(r.stderr or r.stdout)}")
-
-    def recover(self) -> None:
-        """Run every armed recovery step, each on its own and reported; then let go of the lock."""
-        steps = [r for r in self.plan.recovery if r.name in self.armed]
-        if self.stray.isdigit():
-            steps.insert(0, Recovery("stop the stage", f"kill -TERM -- -{self.stray} 2>/dev/null; true"))
-        errors: list[str] = []
-        if steps:
-            results: dict[int, tuple[int, str]] = {}
-            try:
-                r = self.session.run(recovery_script(steps), "recover", check=False, timeout=self.timeout)
-                results = parse_recovered(r.stdout)
-            except HostError as e:
-                errors.append(str(e))
-            for i, step in enumerate(steps):
-                code, text = results.get(i, (-1, "not run: the host could not be reached"))
-                st = StageReport(f"recover:{step.name}", status="ok" if code == 0 else "failed",
-                                 started=round(0.0, 3))
-                self.report.stages.append(st)
-                self.out.line(f"{self.report.host:<10} {self.report.app:<10} {st.name:<10} {st.status}")
-                if code != 0:
-                    errors.append(f"{step.name}: " + (f"exit {code}: {text}" if code >= 0 else text))
-        self.armed.clear()
-        if self.held is not None:
-            held, self.held = self.held, None
-            try:
-                with self.out.stage(self.report, "unlock"):
-                    held.release()
-            except HostError as e:
-                errors.append(str(e))
-        if errors:
-            self.report.error = self.out.redact(f"{self.report.error}; recovery failed: {'; '.join(errors)}")
-
-
-class _Gate:
-    """The rolling gate, waited for in slices so an interruption is noticed while waiting."""
-
-    def __init__(self, sem: threading.Semaphore, host: str) -> None:
-        self.sem, self.host = sem, host
-
-    def __enter__(self) -> None:
-        while not self.sem.acquire(timeout=0.2):
+            self.plan = build(self.facts)
+            if not self.plan.actions:
+                return True
             if CANCELLED.is_set():
-                raise HostError(f"{self.host}: interrupted (Ctrl-C or SIGTERM) while waiting for the rolling "
-                                "restart: nothing new started")
+                raise HostError(f"{self.host}: {INTERRUPTED}")
+            self._drive()
+        except HostError as e:
+            self.report.status = "failed"
+            self.report.error = self.out.redact(str(e))
+        finally:
+            self._ungate()
+        if self.report.status == "failed" or self.errors:
+            self.report.status = "failed"
+            if self.errors:
+                error = self.report.error or f"{self.host}: failed"
+                self.report.error = self.out.redact(f"{error}; recovery failed: {'; '.join(self.errors)}")
+            return False
+        return True
 
-    def __exit__(self, *exc: object) -> None:
-        self.sem.release()
+    def _drive(self) -> None:
+        clock = self.out.clock(self.report)
+        first = self.expected = self._first_stage()
+        stream = self.session.start(host_runner.BOOT, first)
+        self.sent = plan_data(self.plan, self.session.nonce)
+        data = json.dumps({"nonce": self.session.nonce, "bound": self.bound,
+                           "timeout": self.timeout or 600.0, **self.sent})
+        program = PROGRAM.encode()
+        stream.send(f"{len(program)}\n")
+        stream.send(PROGRAM)
+        stream.send(f"{len(data.encode())}\n{data}")
+        stopped = threading.Event()
+
+        def beat() -> None:
+            while not stopped.wait(self.session.keepalive):
+                if not stream.send("\n"):
+                    return
+
+        threading.Thread(target=beat, daemon=True, name="runner-heartbeat").start()
+        try:
+            self._follow(stream, clock)
+        except HostError:
+            self._cut_off(clock)
+            raise
+        finally:
+            stopped.set()
+            stream.close()
+
+    def _first_stage(self, index: int = 0) -> str:
+        if index >= len(self.plan.actions):
+            return "finish"
+        a = self.plan.actions[index]
+        if isinstance(a, Script):
+            return a.steps[0].stage if a.steps else "script"
+        return a.stage
+
+    def _cut_off(self, clock: StageClock) -> None:
+        """The stage the host was in (or about to start) when it was cut off: reported failed."""
+        if clock.current is None:
+            clock.begin(self.expected)
+        clock.end("failed")
+
+    def _follow(self, stream: Stream, clock: StageClock) -> None:
+        output: list[str] = []
+        while not self.finished:
+            if CANCELLED.is_set() and not self.aborted:
+                self.aborted = stream.send(json.dumps({"abort": INTERRUPTED}) + "\n")
+            line = stream.read_line(1.0)
+            if line is None:
+                if self.session.lost():
+                    self._lost(clock)
+                if stream.ended():
+                    raise HostError(f"{self.host}: {clock.current.name if clock.current else self.expected}: the "
+                                    f"plan runner ended without a result: "
+                                    f"{_last(stream.error_text())}")
+                continue
+            marker, _, value = line.partition(" ")
+            if marker == rel.STAGE:
+                clock.begin(value.strip())
+                self.expected = value.strip()
+            elif marker == "@@deploytool-" + EVENT:
+                self._event(json.loads(value), stream, clock, output)
+            elif marker.startswith("@@deploytool-"):
+                self.facts[marker.removeprefix("@@deploytool-")] = value.strip()
+            else:
+                output.append(line)
+
+    def _event(self, ev: dict[str, Any], stream: Stream, clock: StageClock, output: list[str]) -> None:
+        if "done" in ev:
+            i = int(ev["done"])
+            clock.end("ok")
+            self._ungate()
+            action = self.plan.actions[i]
+            if isinstance(action, Script) and action.steps:
+                self.facts[f"output:{action.steps[0].stage}"] = "\n".join(output)
+            output.clear()
+            self._go(stream, i + 1, replan=True)
+            self.expected = self._first_stage(i + 1)
+        elif ev.get("wait") == "upload":
+            i = int(ev["at"])
+            action = self.plan.actions[i]
+            assert isinstance(action, Upload)
+            if action.local is None:
+                self._abort(stream, f"{action.stage}: nothing to upload (a dry run's plan)")
+                return
+            try:
+                self.session.put(action.local, action.remote, action.stage, timeout=self.timeout)
+            except HostError as e:
+                if self.session.lost():
+                    raise self._with_host_recovery(e) from None
+                self._abort(stream, str(e).removeprefix(f"{self.host}: "))
+                return
+            self._go(stream, i, replan=True)
+        elif ev.get("wait") == "gate":
+            if self._take_gate():
+                self._go(stream, int(ev["at"]))
+            else:
+                self._abort(stream, INTERRUPTED)
+        elif "failed" in ev:
+            clock.end("failed")
+            self._ungate()
+            if self.report.status != "failed":
+                self.report.status = "failed"
+                self.report.error = self.out.redact(f"{self.host}: {ev['error']}")
+            # The recovery from everything the host reported up to the failure; the last one if the plan
+            # cannot be rebuilt.
+            with contextlib.suppress(HostError):
+                self.plan = self.build(self.facts)
+            recovery = plan_data(self.plan, self.session.nonce)["recovery"]
+            stream.send(json.dumps({"recover": 1, "recovery": recovery}) + "\n")
+        elif "busy" in ev:
+            self.report.status, self.report.error = "failed", self._busy(ev["busy"], bool(ev.get("legacy")))
+        elif "recovered" in ev:
+            name, rc = str(ev["recovered"]), int(ev["rc"])
+            st = StageReport(f"recover:{name}", status="ok" if rc == 0 else "failed")
+            self.report.stages.append(st)
+            self.out.line(f"{self.report.host:<10} {self.report.app:<10} {st.name:<10} {st.status}")
+            if rc != 0:
+                self.errors.append(f"{name}: exit {rc}: {ev.get('text') or '(no output)'}")
+        elif "finished" in ev:
+            clock.end("ok")
+            self.finished = str(ev["finished"])
+            if self.finished != "ok" and self.report.status != "failed":
+                self.report.status, self.report.error = "failed", f"{self.host}: failed"
+
+    def _go(self, stream: Stream, index: int, replan: bool = False) -> None:
+        message: dict[str, Any] = {"go": index}
+        if replan:
+            self.plan = self.build(self.facts)
+            now = plan_data(self.plan, self.session.nonce)
+            if now != self.sent:
+                message.update(now)
+                self.sent = now
+        stream.send(json.dumps(message) + "\n")
+
+    def _abort(self, stream: Stream, reason: str) -> None:
+        """A failure seen here (an upload): the host is told to put itself back."""
+        self.report.status, self.report.error = "failed", self.out.redact(f"{self.host}: {reason}")
+        self.aborted = stream.send(json.dumps({"abort": reason}) + "\n")
+
+    def _take_gate(self) -> bool:
+        """The rolling gate, waited for in slices so an interruption is noticed while waiting."""
+        if self.gate is None:
+            return True
+        while not self.gate.acquire(timeout=0.2):
+            if CANCELLED.is_set():
+                return False
+        self.gated = True
+        return True
+
+    def _ungate(self) -> None:
+        if self.gated and self.gate is not None:
+            self.gated = False
+            self.gate.release()
+
+    def _lost(self, clock: StageClock) -> None:
+        stage = clock.current.name if clock.current else self.expected
+        raise HostError(f"{self.host}: {stage}: no answer from the host for over {self.session.keepalive * 3:g}s "
+                        "(network or host down); "
+                        f"gave up here; the host runs its plan's recovery by itself once {self.bound:g}s pass "
+                        "without this controller's heartbeat (or finishes a committed deploy)")
+
+    def _with_host_recovery(self, e: HostError) -> HostError:
+        return HostError(f"{e}; the host runs its plan's recovery by itself once {self.bound:g}s pass "
+                         "without this controller's heartbeat")
+
+    def _busy(self, record: str, legacy: bool) -> str:
+        other = Holder.parse(record)
+        who = other.describe() if other else "an unknown holder"
+        app = self.report.app
+        if legacy:
+            return (f"{self.host}: lock: {app} is being deployed by {who} (a lock directory of an older "
+                    "deploytool); if that deploy died, clear it with --force-unlock")
+        return (f"{self.host}: lock: {app} is being deployed by {who}; it is alive (its heartbeat reached the "
+                f"host within {self.bound:g}s), so the lock is not broken even with --force-unlock; a dead "
+                "deploy's lock frees itself within that bound")
+
+
+def _last(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-3:]) if lines else "(no output)"
+
+
+__all__: Sequence[str] = ["Execution", "Runner", "Stream", "action_data", "plan_data"]

@@ -16,9 +16,9 @@ from deploytool.engine import Job, Preview
 from deploytool.errors import HostError, InputError
 from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder
+from deploytool.lock import Holder, last_run_note
 from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock
-from deploytool.remote import Session
+from deploytool.remote import Session, script
 from deploytool.report import HostReport, Reporter
 from deploytool.workers import Workers
 
@@ -38,13 +38,19 @@ def parse_listing(text: str) -> list[dict[str, Any]]:
     return [{"release": r, "revision": rev, "current": r == current} for r, rev in rows]
 
 
-def listing(session: Session, app: App) -> list[dict[str, Any]]:
-    return parse_listing(session.run(rel.list_releases(app), "releases").stdout)
+def listing(session: Session, app: App) -> tuple[list[dict[str, Any]], str]:
+    """The releases, and the host's record of the last deploy or rollback."""
+    out = session.run(script(rel.list_releases(app), rel.last_run(app)), "releases").stdout
+    last = next((ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith(rel.LAST + " ")), "")
+    return parse_listing("\n".join(ln for ln in out.splitlines() if not ln.startswith(rel.LAST))), last
 
 
 def list_host(inv: Inventory, host: str, apps: Sequence[App], reports: Sequence[HostReport]) -> bool:
     def work(session: Session, app: App, report: HostReport) -> None:
-        report.details["releases"] = listing(session, app)
+        report.details["releases"], last = listing(session, app)
+        note = last_run_note(host, app.name, last)
+        if note:
+            report.details["last_deploy"] = note
 
     return on_host(inv.hosts[host], apps, reports, Reporter(quiet=True), work)
 
@@ -124,6 +130,9 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
     holder = Holder.me("", wanted or "previous")
 
     def note(facts: Facts, report: HostReport) -> None:
+        last = last_run_note(host, app.name, facts.get("last", ""))
+        if last:
+            report.details["last_deploy"] = last
         if "output:check" in facts and report.release is None:
             rows = parse_listing(facts["output:check"])
             report.release = choose(rows, wanted)

@@ -59,7 +59,7 @@ def script(*commands: Argv | str) -> str:
 _MARKER = re.compile(r"(?<!@)@@deploytool-([a-z]+)\b")
 
 
-def _sign(text: str, nonce: str) -> str:
+def sign(text: str, nonce: str) -> str:
     return _MARKER.sub(lambda m: f"{m.group(0)}-{nonce}", text)
 
 
@@ -138,6 +138,7 @@ class Channel:
     session: Session
     chan: paramiko.Channel
     buffer: bytes = b""
+    errors: bytes = b""  # the last of its stderr, for the report when it fails before saying why
 
     def send(self, text: str) -> bool:
         try:
@@ -157,11 +158,19 @@ class Channel:
             if self.chan.recv_ready():
                 self.buffer += self.chan.recv(65536)
             elif self.chan.recv_stderr_ready():
-                self.chan.recv_stderr(65536)
+                self.errors = (self.errors + self.chan.recv_stderr(65536))[-4096:]
             elif (self.chan.exit_status_ready() or self.chan.closed) and not self.chan.recv_ready():
                 return None
         line, _, self.buffer = self.buffer.partition(b"\n")
         return _verify(line.decode(errors="replace"), self.session.nonce)
+
+    def ended(self) -> bool:
+        """It exited (or its channel closed) and every line it wrote has been read."""
+        return ((self.chan.exit_status_ready() or self.chan.closed) and not self.chan.recv_ready()
+                and b"\n" not in self.buffer)
+
+    def error_text(self) -> str:
+        return self.errors.decode(errors="replace")
 
     def wait(self, timeout: float) -> int | None:
         """Its exit status, or None if it did not end within `timeout` (or the host was lost)."""
@@ -192,6 +201,10 @@ class Session:
     def real(self) -> Session:
         return self
 
+    @property
+    def keepalive(self) -> float:
+        return self.host.keepalive
+
     def lost(self) -> bool:
         return self.liveness is not None and self.liveness.lost()
 
@@ -212,7 +225,7 @@ class Session:
             chan: paramiko.Channel = transport.open_session(
                 timeout=self.liveness.bound if self.liveness else 30.0)
             chan.exec_command(join(SHELL))
-            chan.sendall(_sign(text, self.nonce).encode())
+            chan.sendall(sign(text, self.nonce).encode())
         except Exception as e:
             if self.lost() or "Timeout opening channel" in str(e):
                 raise self._lost_error(stage) from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploytool import context
+from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
@@ -20,7 +21,7 @@ from deploytool.jobs import collect
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
 from deploytool.plan import Facts, Plan, Recovery, Script, Step
-from deploytool.remote import Session, join
+from deploytool.remote import Session, join, script
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
 
@@ -319,20 +320,62 @@ class UnitStatus:
     # running now. None: the kind keeps no such record, or it could not be read.
     quiet: bool | None = None
     busy: int | None = None
+    # The release its main process runs (its working directory) and the one `current` points to; None
+    # when it cannot be told (no process, one of another user).
+    release: str | None = None
+    current: str | None = None
+
+    @property
+    def stale(self) -> bool:
+        """It runs another release than the one `current` points to."""
+        return self.release is not None and self.current is not None and self.release != self.current
 
     @property
     def ok(self) -> bool:
-        return self.active == "active"
+        return self.active == "active" and not self.stale
 
 
-def status(session: Session, w: Workers, stage: str = "status") -> list[UnitStatus]:
+def status(session: Session, w: Workers, stage: str = "status") -> tuple[list[UnitStatus], str]:
+    """Each unit's state, the release its process runs; and the host's record of the last deploy."""
     units = [*w.units, w.target] if w.units and w.group is None else w.units
     if not units:
-        return []
-    out = session.run(join(sc.show(w.app, units)), stage).stdout
-    found = [_parse_show(session.host.name, block) for block in out.strip().split("\n\n") if block.strip()]
+        return [], ""
+    out = session.run(script(join(sc.show(w.app, units)), f"echo {SEPARATOR}",
+                             rel.running_releases(w.app, w.units), rel.last_run(w.app)), stage).stdout
+    shown, _, facts = out.partition(SEPARATOR + "\n")
+    found = [_parse_show(session.host.name, block) for block in shown.strip().split("\n\n") if block.strip()]
+    current, cwd, last = parse_releases(facts)
     readings = collect.read_here(session, w.inv, w.app, w.groups)
-    return [_with_process(u, readings) for u in found]
+    return [with_release(_with_process(u, readings), current, cwd.get(u.unit)) for u in found], last
+
+
+SEPARATOR = "@@deploytool-end-of-units"
+
+
+def parse_releases(text: str) -> tuple[str, dict[str, str], str]:
+    """(`current`'s release directory, unit → its process's working directory, the last-run record)."""
+    current, last, cwd = "", "", {}
+    for line in text.splitlines():
+        marker, _, rest = line.strip().partition(" ")
+        if marker == rel.CURRENT:
+            current = rest.strip()
+        elif marker == rel.LAST:
+            last = rest.strip()
+        elif marker == rel.CWD:
+            unit, _, path = rest.partition(" ")
+            cwd[unit] = path.strip()
+    return current, cwd, last
+
+
+def with_release(u: UnitStatus, current: str, cwd: str | None) -> UnitStatus:
+    """The release the unit's process runs: the directory under releases/ it works in (a release that
+    was removed since reads `NAME (deleted)`)."""
+    if not cwd or not current or not u.main_pid:
+        return u
+    releases = current.rsplit("/", 1)[0] + "/"
+    if not cwd.startswith(releases):
+        return u  # a template that starts the workers elsewhere: not for us to judge
+    return replace(u, release=cwd.removeprefix(releases), current=current.rsplit("/", 1)[1])
 
 
 def _with_process(u: UnitStatus, readings: Sequence[Reading]) -> UnitStatus:

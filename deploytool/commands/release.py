@@ -14,12 +14,15 @@ from deploytool.remote import join
 
 q = shlex.quote
 
-LOCK_BUSY = 75  # EX_TEMPFAIL: another deploy holds the lock
 STAGE = "@@deploytool-stage"  # a line announcing the next stage of a multi-stage script
 PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointed to before
 PREVIOUS_REVISION = "@@deploytool-previous_revision"  # ... and the revision that release records
 REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
 RELEASE = "@@deploytool-release"  # the release name the host settled on
+LAST = "@@deploytool-last"  # the host's record of the last deploy or rollback (host_runner: .deploy.last)
+# Plain lines (no markers: they are read from a whole output, not as facts) of running_releases().
+CWD = "deploytool-cwd"  # UNIT PATH: the working directory of a unit's main process (the release it runs)
+CURRENT = "deploytool-current"  # the release directory `current` points to
 
 
 def stage(name: str) -> str:
@@ -61,6 +64,10 @@ class Layout:
         return f"{self.deploy_to}/.deploy.flock"
 
     @property
+    def last_run(self) -> str:
+        return f"{self.deploy_to}/.deploy.last"
+
+    @property
     def revisions_log(self) -> str:
         return f"{self.deploy_to}/revisions.log"
 
@@ -86,51 +93,6 @@ def check(app: App) -> str:
 def missing_text(app: App, name: str) -> str:
     return (f"linked file missing: {app.shared_path}/{name} (upload it: "
             f"{config.invocation(app, name)})")
-
-
-LEGACY_LOCK = 76  # a lock directory left by an older deploytool (mkdir lock): its holder may still run
-LOCKED = "@@deploytool-locked"  # the holder took the lock
-
-
-def hold_lock(app: App, record: str, token: str, bound: float) -> str:
-    """The lock holder, a bash script fed on stdin that keeps reading it: it takes `flock` on
-    `.deploy.flock`, writes the human-readable record `.deploy.lock`, then waits for heartbeat lines.
-    It lets go when told (`release`), when its SSH session ends (EOF: the controller died, even by
-    SIGKILL) or after `bound` seconds without a heartbeat (the controller or its network vanished);
-    the kernel frees the flock with the process, so a dead deploy can never wedge the lock. It removes
-    the record only if the record still carries its own `token`. If the lock is held, it prints the
-    holder's record and exits 75.
-
-    The script is one `{ ... }` group: bash parses all of it before running it, so its `read` gets the
-    heartbeat lines that follow it on stdin, not the script's own last lines."""
-    lay = Layout(app)
-    return "{\n" + "\n".join([
-        f"mkdir -p {q(lay.deploy_to)} || exit 1",
-        f"r={q(lay.lock)}; f={q(lay.flock)}",
-        f'if [ -d "$r" ]; then cat "$r/holder" 2>/dev/null || echo "{{}}"; exit {LEGACY_LOCK}; fi',
-        'exec 9>>"$f" || exit 1',
-        # Busy: name the holder. One that has just taken the flock writes its record a moment later:
-        # wait for it (at most 2 s) rather than report an unknown holder.
-        'if ! flock -n 9; then i=0; while [ ! -s "$r" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i+1)); done',
-        f'  cat "$r" 2>/dev/null || echo "{{}}"; exit {LOCK_BUSY}; fi',
-        f'printf \'%s\\n\' {q(record)} > "$r.$$" && mv -f "$r.$$" "$r" || exit 1',
-        f"echo {LOCKED}",
-        f'while IFS= read -r -t {bound:g} line; do [ "$line" = release ] && break; done',
-        f'if grep -qF {q(token)} "$r" 2>/dev/null; then rm -f "$r"; fi',
-        "exit 0",  # not back to reading stdin for more script
-    ]) + "\n}"
-
-
-def lock_is_ours(app: App, token: str) -> str:
-    """Fails unless the lock is held and its record is ours: a deploy whose holder let go (its host was
-    out of reach longer than the heartbeat bound) must not carry on under another deploy's lock."""
-    lay = Layout(app)
-    return (f"grep -qF {q(token)} {q(lay.lock)} 2>/dev/null && ! flock -n {q(lay.flock)} true || "
-            "{ echo 'the deploy lock was lost (no heartbeat reached the host); stopping' >&2; exit 75; }")
-
-
-def clear_legacy_lock(app: App) -> list[str]:
-    return ["rm", "-rf", Layout(app).lock]
 
 
 def release_after(app: App, proposed: str) -> str:
@@ -255,3 +217,24 @@ def list_releases(app: App) -> str:
         f"printf '%s %s\\n' \"$r\" \"$(head -n1 releases/$r/REVISION 2>/dev/null)\"; done; "
         f"echo \"current $({current_release()})\""
     )
+
+
+def last_run(app: App) -> str:
+    """Prints the record the host's plan runner left of the last deploy or rollback (one JSON line)."""
+    return f"printf '%s %s\\n' {LAST} \"$(tr -d '\\n' < {q(Layout(app).last_run)} 2>/dev/null)\""
+
+
+def running_releases(app: App, units: Sequence[str]) -> str:
+    """Prints where `current` points and, per unit, its main process's working directory: the release
+    it was started in (systemd resolves WorkingDirectory=current at start), whatever `current` says now.
+    A process of another user cannot be read without privileges: its line is left empty."""
+    lines = [f"printf '%s %s\\n' {CURRENT} \"$(readlink -f {q(Layout(app).current)})\""]
+    if units:
+        # `show` needs no privileges; one value per unit, in order (blank lines between them collapse).
+        show = join(["systemctl", *(["--user"] if app.systemd == "user" else []), "show", "--property=MainPID",
+                     "--value", *units])
+        lines += [f"set -- $({show})",
+                  f"for u in {' '.join(q(u) for u in units)}; do pid=${{1:-0}}; shift; "
+                  f"printf '%s %s %s\\n' {CWD} \"$u\" "
+                  f"\"$( [ \"$pid\" -gt 0 ] && readlink /proc/$pid/cwd 2>/dev/null)\"; done"]
+    return "\n".join(lines)

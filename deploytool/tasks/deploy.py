@@ -194,5 +194,7 @@ def releases(
             for item in r.details.get("releases", []):
                 mark = "*" if item["current"] else " "
                 print(f"  {mark} {item['release']}  {item['revision'][:12]}")
+            if r.details.get("last_deploy"):
+                print(redact(f"  note: {r.details['last_deploy']}"))
     if any(r.status != "ok" for r in all_reports):
         raise Exit(code=1)

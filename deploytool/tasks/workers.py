@@ -268,25 +268,40 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
     from deploytool import task_reports
     from deploytool import workers as ops
     from deploytool.engine import on_hosts
+    from deploytool.lock import last_run_note
     from deploytool.redact import redact
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
     units: list[ops.UnitStatus] = []
+    notes: list[str] = []
 
     def op(s: Session, t: Target, r: HostReport) -> None:
         w = ops.Workers(inv, t.host, t.app, group)
-        found = ops.status(s, w)
+        found, last = ops.status(s, w)
         units.extend(found)
-        down = [u.unit for u in found if not u.ok]
+        note = last_run_note(t.host, t.app.name, last)
+        if note:
+            r.details["last_deploy"] = note
+            notes.append(note)
+        problems = []
+        down = [u.unit for u in found if u.active != "active"]
         if down:
-            raise HostError(f"{w.host}: {len(down)} unit(s) not active: {', '.join(down)}")
+            problems.append(f"{len(down)} unit(s) not active: {', '.join(down)}")
+        stale = [f"{u.unit} runs release {u.release}" for u in found if u.stale]
+        if stale:
+            problems.append(f"{len(stale)} worker(s) not on the release current points to "
+                            f"({found[0].current if found else '?'}): {', '.join(stale)}")
+        if problems:
+            raise HostError(f"{w.host}: {'; '.join(problems)}")
     reports = on_hosts(inv, targets, op, Reporter(quiet=True), "status")
     if json:
         print(json_text(task_reports.workers_status(reports, [asdict(u) for u in units])))
     else:
         print(status_table(units))
+        for note in notes:
+            print(redact(f"note: {note}"))
         for r in reports:
             if r.error:
                 print(redact(f"error: {r.error}"))
@@ -295,12 +310,14 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
 
 
 def status_table(units: list[ops.UnitStatus]) -> str:
-    rows = [("HOST", "UNIT", "ACTIVE", "SUB", "BOOT", "SINCE", "RESTARTS", "PID", "MEMORY", "QUIET", "BUSY")]
+    rows = [("HOST", "UNIT", "ACTIVE", "SUB", "BOOT", "SINCE", "RESTARTS", "PID", "MEMORY", "QUIET", "BUSY",
+             "RELEASE")]
     for u in units:
         mem = f"{u.memory / 2**20:.1f}M" if u.memory is not None else "-"
         quiet = "-" if u.quiet is None else "yes" if u.quiet else "no"
+        release = "-" if u.release is None else f"{u.release} (current: {u.current})" if u.stale else u.release
         rows.append((u.host, u.unit, u.active, u.sub, u.enabled, u.since or "-", str(u.restarts),
-                     str(u.main_pid or "-"), mem, quiet, "-" if u.busy is None else str(u.busy)))
+                     str(u.main_pid or "-"), mem, quiet, "-" if u.busy is None else str(u.busy), release))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

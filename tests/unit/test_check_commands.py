@@ -55,7 +55,7 @@ def test_remote_programs_follow_the_strategy(tmp_path: Path) -> None:
     archive = check.remote_programs(texts(inventory(tmp_path)))
     assert {"tar", "gzip", "base64", "mktemp", "sha256sum", "systemctl"} <= set(archive)
     assert "git" not in archive and "target" not in archive
-    assert {"flock", "systemd-run"} <= set(archive)  # the deploy lock, the runtime context
+    assert {"python3", "systemd-run"} <= set(archive)  # the plan runner (it holds the lock), the runtime context
     git = check.remote_programs(texts(inventory(tmp_path, strategy="git")))
     assert "git" in git and "gzip" not in git
 

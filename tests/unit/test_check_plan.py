@@ -13,6 +13,7 @@ from test_check_commands import inventory
 
 from deploytool import check, context
 from deploytool.commands import check as probes
+from deploytool.commands import release as rel
 from deploytool.commands import unitfiles
 from deploytool.execute import Execution
 from deploytool.plan import Script, describe
@@ -28,8 +29,8 @@ def test_one_round_trip_of_read_only_steps(tmp_path: Path) -> None:
     plan = check.check_plan(inv, "h1", app)
     [action] = plan.actions
     assert isinstance(action, Script) and plan.recovery == () and not action.rolling
-    assert [stage for stage, _ in describe(plan)] == ["probe", "programs", "units"]
-    probe, programs, units = (step.command for step in action.steps)
+    assert [stage for stage, _ in describe(plan)] == ["probe", "programs", "units", "workers"]
+    probe, programs, units, _ = (step.command for step in action.steps)
     assert probe.startswith(probes.sudo_rights(["journalctl"])[0]) and probes.released(app) in probe
     # Programs inside the release are resolved only once there is one.
     assert programs == probes.if_released(
@@ -62,7 +63,7 @@ def test_the_plan_run_for_real_gives_every_finding(tmp_path: Path) -> None:
     ex = Execution(shell, "h1", report, Reporter(out=io.StringIO()))
     # Exit 0 although no worker program resolves here: findings, not a failed host.
     assert ex.run(lambda facts: check.check_plan(inv, "h1", app)), report.error
-    assert len(shell.scripts) == 1 and [s.name for s in report.stages] == ["probe", "programs", "units"]
+    assert len(shell.scripts) == 1 and [s.name for s in report.stages] == ["probe", "programs", "units", "workers"]
     found = check.check_findings(ex.facts[check.OUTPUT], inv, "h1", app, [], 4096)
     upload = "fab config.upload --app shop --file config/master.key --from PATH"
     assert [(f.check, f.detail) for f in check.problems(found)] == [
@@ -79,3 +80,17 @@ def test_installed_units_are_parsed_after_the_other_probes() -> None:
                      unitfiles.SEPARATOR.strip("\n") + " b.target", "[Unit]"]) + "\n"
     assert unitfiles.parse_read_all(out) == ({"a.service": "[Unit]\n\n[Service]", "b.target": "[Unit]\n"},
                                              ["shop.env"])
+
+
+def test_a_worker_on_another_release_than_current_is_a_problem() -> None:
+    out = "\n".join([f"{rel.CURRENT} /srv/shop/releases/20260102000000",
+                     f"{rel.CWD} shop-s@1.service /srv/shop/releases/20260102000000",
+                     f"{rel.CWD} shop-s@2.service /srv/shop/releases/20260101000000",
+                     f"{rel.CWD} shop-w@1.service "])
+    [finding] = check.releases_finding(out)
+    assert not finding.ok and not finding.note
+    assert finding.detail == ("not on the release current points to (20260102000000): "
+                              "shop-s@2.service runs release 20260101000000")
+    [fine] = check.releases_finding(out.replace("20260101000000", "20260102000000"))
+    assert fine.ok and fine.detail == "2 running worker(s) on the release current points to (20260102000000)"
+    assert check.releases_finding(f"{rel.CURRENT} \n") == []  # never deployed: nothing to tell

@@ -52,7 +52,7 @@ def test_only_stages_that_started_arm_their_recovery(tmp_path: Path) -> None:
          Recovery("remove release", f"touch {tmp_path}/removed")),
     )
     ok, _, shell = execute(plan)
-    assert not ok and len(shell.scripts) == 2  # the failing round trip, then the recovery
+    assert not ok and len(shell.scripts) == 1  # one plan sent; the host ran its recovery itself
     assert (tmp_path / "removed").exists() and not (tmp_path / "switched-back").exists()
 
 
@@ -64,7 +64,7 @@ def test_a_committed_plan_is_not_undone_by_a_later_failure(tmp_path: Path) -> No
     )
     ok, report, shell = execute(plan)
     assert not ok and report.error is not None and "cleanup: exit 2" in report.error
-    assert len(shell.scripts) == 2 and not (tmp_path / "recovered").exists()
+    assert len(shell.scripts) == 1 and not (tmp_path / "recovered").exists()
 
 
 def test_interrupted_run_starts_nothing_new() -> None:

@@ -22,7 +22,6 @@ from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Host, Inventory
-from deploytool.lock import Holder
 from deploytool.remote import join, script
 
 STANDINS = ("sudo", "systemctl", "systemd-run", "journalctl", "loginctl", "logger")
@@ -81,12 +80,8 @@ def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
     inv = Inventory(Path("inventory.yml"), {"h": Host(name="h", address="10.0.0.2", roles=("app",))},
                     {app.name: app}, {"h": {app.name: app}})
     units = ["shop-rq@1.service"]
-    holder = Holder(bad, bad, 1, bad, bad, bad, bad)
     return {
         "check": lambda: rel.check(app),
-        "hold_lock": lambda: rel.hold_lock(app, holder.json(), holder.token, 0.2),
-        "lock_is_ours": lambda: rel.lock_is_ours(app, bad),
-        "clear_legacy_lock": lambda: join(rel.clear_legacy_lock(app)),
         "release_after": lambda: rel.release_after(app, release),
         "previous_release": lambda: rel.previous_release(app),
         "unpack_archive": lambda: rel.unpack_archive(app, release, f"{app.deploy_to}/{bad}.tar.gz", bad),

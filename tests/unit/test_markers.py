@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from deploytool.commands import release as rel
 from deploytool.commands.unitfiles import SEPARATOR
-from deploytool.remote import _sign, _verify
+from deploytool.remote import _verify, sign
 
 
 def test_markers_in_a_script_are_signed_and_verified_back() -> None:
-    text = _sign(rel.stage("build") + "\necho @@deploytool-release 20260101000000", "n0nce")
+    text = sign(rel.stage("build") + "\necho @@deploytool-release 20260101000000", "n0nce")
     assert "@@deploytool-stage-n0nce build" in text and "@@deploytool-release-n0nce 2026" in text
     assert _verify("@@deploytool-stage-n0nce build", "n0nce") == "@@deploytool-stage build"
     assert _verify("@@deploytool-release-n0nce 20260101000000", "n0nce") == "@@deploytool-release 20260101000000"
@@ -22,4 +22,4 @@ def test_unsigned_or_foreign_markers_from_output_are_defused() -> None:
 
 
 def test_unit_separator_is_not_a_marker() -> None:
-    assert _sign(SEPARATOR, "n0nce") == SEPARATOR
+    assert sign(SEPARATOR, "n0nce") == SEPARATOR
