@@ -174,3 +174,21 @@ def test_a_missing_process_type_touches_nothing(fleet: Fleet, app: Path, invento
                                      f"({git(app, 'rev-parse', 'HEAD')[:12]}): no process type 'ticker' "
                                      "(it has: clock, jobs, release)"]
     assert ssh(HOST, f"test -e {DEPLOY_TO}", check=False).returncode == 1
+
+
+def test_a_failed_deploy_puts_back_the_command_of_the_release_it_returns_to(
+    fleet: Fleet, app: Path, inventory: str
+) -> None:
+    deploy(inventory)
+    clock = f"{APP}-clock@1.service"
+    before = ssh(HOST, f"readlink {DEPLOY_TO}/current").stdout.strip()
+    # The new line names a program the release does not have: systemd cannot exec it, the start fails.
+    clock_line = PROCFILE.format(label="two words").splitlines()[1]
+    (app / "Procfile").write_text(PROCFILE.format(label="two words").replace(clock_line, "clock: bin/missing --x"))
+    git(app, "commit", "-q", "-am", "a clock that cannot start")
+    r = fab("deploy", "--inventory", inventory, "--host", HOST)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ssh(HOST, f"readlink {DEPLOY_TO}/current").stdout.strip() == before
+    assert exec_start(clock) == "/usr/bin/env TICK=a b bin/work clock --label two words --port 5000"
+    assert argv_of(clock)[4] == "two words"
+    ssh(HOST, f"systemctl is-active {clock} {APP}-jobs@1.service {APP}-jobs@2.service")
