@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deploytool import context
+from deploytool import context, procfile_groups
 from deploytool import workers as ops
 from deploytool.commands import release as rel
 from deploytool.engine import Job, Preview
+from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory
 from deploytool.lock import Holder, last_run_note
 from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
@@ -104,13 +105,27 @@ class Deploy:
             # reported (the host fails) but undoes nothing; the workers keep running.
             actions.append(Script(tuple(after_restart)))
         actions.append(Unlock())
+        back = self.previous_workers(facts, w)
         recovery = [Recovery("switch back", rel.switch_back(app, release, previous)),
                     Recovery("units", "(units as the inventory wants them)" if dry
-                             else w.install_script(self.template_dirs))]
-        if w.units:
-            recovery.append(Recovery("workers", ops.recover_script(w)))
+                             else units if back is w else back.install_script(self.template_dirs))]
+        if back.units:
+            recovery.append(Recovery("workers", ops.recover_script(back)))
         recovery.append(Recovery("remove release", rel.remove_release(app, release)))
         return Plan(tuple(actions), tuple(recovery))
+
+    def previous_workers(self, facts: Facts, w: Workers) -> Workers:
+        """The workers as the release `current` pointed to before want them: what a failure puts back.
+        They differ from this deploy's only in the commands of `procfile:` groups, read from the
+        Procfile at that release's revision; if it cannot be read, the host fails before any change."""
+        if not facts.get("previous") or self.app.name not in procfile_groups.used(self.inv):
+            return w
+        try:
+            inv, app = procfile_groups.as_of(self.inv, self.host, self.app, facts.get("previous_revision", ""))
+        except InputError as e:
+            raise HostError(f"{self.host}: release {facts['previous']} (current): its units could not be put "
+                            f"back if this deploy failed: {e}") from None
+        return Workers(inv, self.host, app)
 
     def hooks(self, point: str, release: str, dry: bool = False) -> list[Step]:
         """A hook point's steps: each hook run in the release the way a build step is."""

@@ -159,3 +159,18 @@ def pack(app: App, revision: Revision, workdir: Path) -> Path:
         why = (r.stderr.decode().strip().splitlines() or ["failed"])[0]
         raise InputError(f"app {app.name}: source.repository {shown(app.source.repository)}: git archive {tree}: {why}")
     return Path(name)
+
+
+def show(app: App, revision: Revision, path: str) -> str | None:
+    """The text of `path` (relative to the app's directory, in a monorepo its subdirectory) at the
+    revision, read on this machine; None if the revision has no such file. With the git strategy the
+    hosts resolve the revision themselves: here it is resolved in the same repository (a URL's mirror)."""
+    if revision.commit:
+        repo, prefix, commit = revision.repository, revision.prefix, revision.commit
+    else:
+        repo, prefix = _local(app)
+        commit = _git(app, repo, "rev-parse", "--verify", "--end-of-options", f"{revision.ref}^{{commit}}")
+    spec = f"{commit}:{prefix}{path}"
+    if _run("-C", repo, "cat-file", "-e", spec).returncode != 0:
+        return None
+    return _git(app, repo, "cat-file", "blob", spec) + "\n"

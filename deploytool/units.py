@@ -125,12 +125,19 @@ def _program(app: App, group: WorkerGroup, kind: Kind) -> list[str]:
 def exec_start(app: App, group: WorkerGroup, host: str) -> list[q.Arg]:
     """The worker's argv as data: program, concurrency, queues, grace, redis, per-instance args."""
     kind = KINDS[group.kind]
-    argv: list[q.Arg] = [*_program(app, group, kind), *kind.subcommand]
-    if kind.config_flag is not None and group.config is not None:
-        argv += [kind.config_flag, group.config]  # relative to the release, the WorkingDirectory
-    if kind.threads_flag is not None and group.threads is not None:
-        argv += [kind.threads_flag, str(group.threads)]
-    argv += kind.queue_flags(group.queues)
+    if group.procfile is not None:
+        if not group.command:
+            raise ValueError(f"worker group {group.name}: its Procfile command was not read (deploytool.procfile)")
+        # The Procfile's line is the whole command (subcommand, concurrency and queues included); only
+        # what deploytool needs to stop and quiet the worker is added below.
+        argv: list[q.Arg] = [*_program(app, group, kind)]
+    else:
+        argv = [*_program(app, group, kind), *kind.subcommand]
+        if kind.config_flag is not None and group.config is not None:
+            argv += [kind.config_flag, group.config]  # relative to the release, the WorkingDirectory
+        if kind.threads_flag is not None and group.threads is not None:
+            argv += [kind.threads_flag, str(group.threads)]
+        argv += kind.queue_flags(group.queues)
     if kind.timeout_flag is not None:
         argv += [kind.timeout_flag, str(group.grace * kind.timeout_scale)]
     argv += [_fill(a, app, group, host) for a in kind.instance_args]

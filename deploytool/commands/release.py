@@ -17,6 +17,7 @@ q = shlex.quote
 LOCK_BUSY = 75  # EX_TEMPFAIL: a deploy holds the lock
 STAGE = "@@deploytool-stage"  # a line announcing the next stage of a multi-stage script
 PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointed to before
+PREVIOUS_REVISION = "@@deploytool-previous_revision"  # ... and the revision that release records
 REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
 RELEASE = "@@deploytool-release"  # the release name the host settled on
 LAST = "@@deploytool-last"  # the host's record of the last deploy or rollback (host_runner: .deploy.last)
@@ -172,7 +173,9 @@ def current_release() -> str:
 
 
 def previous_release(app: App) -> str:
-    return f"echo {PREVIOUS} $(cd {q(app.deploy_to)} && {current_release()})"
+    # With the revision it runs: a failed deploy puts back the units of that revision's Procfile.
+    return (f"echo {PREVIOUS} $(cd {q(app.deploy_to)} && {current_release()}); "
+            f"echo {PREVIOUS_REVISION} $(cat {q(Layout(app).current)}/REVISION 2>/dev/null)")
 
 
 def switch_back(app: App, release: str, previous: str) -> str:

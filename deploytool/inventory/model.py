@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from deploytool import unit_settings
-from deploytool.kinds import KINDS, Queue
+from deploytool.kinds import KINDS, Kind, Queue
 
 # The environment variable that carries an app's redis_namespace to its workers.
 NAMESPACE_ENV = "DEPLOYTOOL_REDIS_NAMESPACE"
@@ -158,6 +158,9 @@ class WorkerGroup(_Model):
     # Like `environment:` (same file on the host), but masked in everything deploytool prints.
     secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
     command: tuple[Text, ...] | None = None
+    # A process type of the app's Procfile: the command comes from its line at the deployed revision
+    # (deploytool.procfile fills `command` in before anything renders a unit).
+    procfile: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)] | None = None
     # The system user the workers run as; default: the host's SSH user, never root implicitly.
     user: Name | None = None
     roles: tuple[Name, ...] | None = None
@@ -183,6 +186,14 @@ class WorkerGroup(_Model):
                 raise ValueError(problem)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _procfile_kind(cls, value: Any) -> Any:
+        # A Procfile line is a plain command unless the group says which worker system it starts.
+        if isinstance(value, dict) and value.get("procfile") is not None and "kind" not in value:
+            return {**value, "kind": "command"}
+        return value
+
     @model_validator(mode="after")
     def _secrets_apart(self) -> WorkerGroup:
         _one_place(self.environment, self.secrets)
@@ -196,6 +207,14 @@ class WorkerGroup(_Model):
     @model_validator(mode="after")
     def _fits_kind(self) -> WorkerGroup:
         kind = KINDS[self.kind]
+        if self.procfile is not None:
+            # `command` is filled in from the Procfile later; given here it would say something else.
+            if "command" in self.model_fields_set:
+                raise ValueError("`command` and `procfile` exclude each other: the command is the Procfile's")
+            for key in ("threads", "config"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is not added to a Procfile's command: write it in the Procfile")
+            return self._fits_queues(kind)
         if self.config is not None and kind.config_flag is None:
             raise ValueError(f"`config` is not supported by kind {self.kind}")
         if kind.requires_command and not self.command:
@@ -204,6 +223,9 @@ class WorkerGroup(_Model):
             raise ValueError("`command` must not be empty")
         if self.threads is not None and kind.threads_flag is None:
             raise ValueError(f"`threads` is not supported by kind {self.kind}: add processes instead")
+        return self._fits_queues(kind)
+
+    def _fits_queues(self, kind: Kind) -> WorkerGroup:
         if self.queues and not kind.supports_queues:
             raise ValueError(f"`queues` is not supported by kind {self.kind}")
         if not kind.supports_weights and any(q.weight is not None for q in self.queues):

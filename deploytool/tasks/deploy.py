@@ -20,6 +20,7 @@ from deploytool.tasks.options import Target, command, load, select_targets
 if TYPE_CHECKING:
     from deploytool.inventory import Inventory
     from deploytool.remote import Session
+    from deploytool.source import Revision
 
 DEPLOY_HELP = {
     "revision": "git revision to deploy (default: the app's source.revision)",
@@ -87,8 +88,14 @@ def deploy(
     """Ship a new release, switch `current` and restart the workers."""
     from deploytool.deploy import release_name
     from deploytool.jobs import ownership
+    from deploytool.procfile_groups import at_revisions
+    from deploytool.source import resolve
 
-    inv = load(c, inventory)
+    inv = load(c, inventory, procfile=False)
+    targets = select_targets(inv, host, app, role)
+    # Resolved once: the code packed and the Procfile the units' commands come from are one commit.
+    revisions = {t.app.name: resolve(t.app, revision) for t in targets}
+    inv = at_revisions(inv, revisions)
     targets = select_targets(inv, host, app, role)
     out = Reporter(secrets(inv), quiet=json)
     name = release_name()
@@ -100,7 +107,7 @@ def deploy(
         checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out, keep=sessions)
         if any(r.status != "ok" for r in checked):
             finish(out, checked, json, "deploy")
-        reports = _deploy(inv, targets, out, name, templates, revision, batch, parallel, restart_batch, max_fail,
+        reports = _deploy(inv, targets, out, name, templates, revisions, batch, parallel, restart_batch, max_fail,
                           timeout, force_unlock, dry_run, json, sessions, verbose)
     finally:
         for session in sessions.values():  # those no host's deploy took over (closing twice is harmless)
@@ -110,15 +117,14 @@ def deploy(
 
 
 def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, templates: list[Path],
-            revision: str | None, batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
+            revisions: dict[str, Revision], batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
             timeout: float | None, force_unlock: bool, dry_run: bool, json: bool,
             sessions: dict[str, Session], verbose: bool = False) -> list[HostReport]:
     from deploytool import engine
     from deploytool.deploy import Deploy
-    from deploytool.source import pack, resolve, uncommitted
+    from deploytool.source import pack, uncommitted
 
     apps = {t.app.name: t.app for t in targets}
-    revisions = {n: resolve(a, revision) for n, a in apps.items()}
     for n, rev in revisions.items():
         left_out = uncommitted(rev)
         if left_out:

@@ -68,8 +68,11 @@ def inventory_name(c: Context, inventory: str | None) -> str:
     return str(section.get("inventory", DEFAULT_INVENTORY))
 
 
-def load(c: Context, inventory: str | None, redacting: bool = True) -> Inventory:
+def load(c: Context, inventory: str | None, redacting: bool = True, procfile: bool = True) -> Inventory:
     """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/.
+
+    `procfile:` groups get their commands from the app's Procfile at its source.revision; a task that
+    deploys another revision passes `procfile=False` and reads them itself (deploytool.procfile).
 
     Its secret values (deploytool.redact: `secrets:`, secret names, URL passwords) are remembered so
     that every message of this process redacts them; ordinary `environment:` values (`production`) are
@@ -79,6 +82,10 @@ def load(c: Context, inventory: str | None, redacting: bool = True) -> Inventory
     from deploytool.redact import inventory_secrets, remember
 
     inv = load_inventory(inventory_name(c, inventory), project_dir(c.config))
+    if procfile:
+        from deploytool.procfile_groups import at_revisions
+
+        inv = at_revisions(inv)
     if redacting:
         remember(inventory_secrets(inv))
     return inv
