@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 # Every stage boundary of a deploy, from the check to the cleanup.
 STAGES = ["check", "lock", "upload", "code", "shared", "switch", "units", "quiet", "restart", "cleanup"]
-# Stages after which the plan has committed (the workers' restart succeeded): the host finishes it.
-COMMITTED = {"restart", "cleanup"}
+# Stages after which the deploy commits: `quiet` is reported done once the restart, in the same script,
+# has begun, which the host then finishes; after `restart` the host finishes the cleanup and the log.
+COMMITTED = {"quiet", "restart", "cleanup"}
 SETTLE = 30.0  # what the issue allows the host: 30 s after the controller is gone
 
 
