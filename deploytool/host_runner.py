@@ -461,18 +461,11 @@ class Run:
                 raise Failed("lock", "lock: a lock directory of an older deploytool")
             subprocess.call(["rm", "-rf", record])
         fd = os.open(flock, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not take(fd, record):
             os.close(fd)
-            # One that has just taken the flock writes its record a moment later: wait for it (at most 2 s).
-            for _ in range(20):
-                if read(record):
-                    break
-                time.sleep(0.1)
             self.last_path = None
             self.out.event(busy=read(record) or "{}", legacy=False)
-            raise Failed("lock", "lock: busy") from None
+            raise Failed("lock", "lock: busy")
         tmp = f"{record}.{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(a["record"] + "\n")
@@ -524,6 +517,21 @@ class Run:
         if self.lock_fd is not None:
             self.out.line(STAGE + " unlock")
             self.unlock()
+
+
+def take(fd: int, record: str) -> bool:
+    """The flock, or False while a deploy holds it. A deploy that has just taken it writes its record a
+    moment later: the record is waited for (at most 2 s) so that it can be named; a read-only probe (a
+    dry run's lock check) holds the flock only for an instant, so it is tried again meanwhile."""
+    for _ in range(20):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if read(record):
+                return False
+            time.sleep(0.1)
+    return False
 
 
 def read(path: str) -> str:
