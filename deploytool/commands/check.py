@@ -1,9 +1,9 @@
 """The read-only probes of `fab check`, as one shell script per host and app. Each probe prints one line,
-`@@@deploytool-check@@@ KIND NAME ok|missing [DETAIL...]`, which deploytool.check parses. Nothing here
+`@@@deploytool-check@@@ KIND NAME ok|missing [DETAIL...]`, which deploytool.operations.check parses. Nothing here
 writes: `sudo --list` only asks the policy, `command -v` only looks, `df`/`du` only measure.
 
 The markers are data lines, not the executor's fact markers (`@@deploytool-NAME value`, one value per
-name, deploytool.execute): the executor passes them on as the round trip's output."""
+name, deploytool.engine.execute): the executor passes them on as the round trip's output."""
 
 from __future__ import annotations
 

@@ -19,16 +19,16 @@ from deploytool.tasks.options import Target, command, load, select_targets
 
 if TYPE_CHECKING:  # the inventory model and SSH are imported by the task body, not by `fab --list`
     from deploytool.commands.config import SharedFile
+    from deploytool.engine.plan import Plan
     from deploytool.inventory import Inventory
-    from deploytool.plan import Plan
-    from deploytool.shared_files import Content
+    from deploytool.operations.shared_files import Content
     from deploytool.stale_workers import Seen
 
 
 def read_content(source: str, workdir: Path) -> Content:
     """`-` reads standard input (a CI secret piped in) into a private file in `workdir`; anything else is
     a path on this machine."""
-    from deploytool.shared_files import Content
+    from deploytool.operations.shared_files import Content
 
     try:
         if source == "-":
@@ -54,9 +54,10 @@ def upload_all(inv: Inventory, files: dict[str, SharedFile], content: Content, d
                what: str = "") -> list[HostReport]:
     """Each host's upload plan (a dry run: only its read-only compare) run by the one executor; a dry
     run's reports hold the plan it would run (`what`: the file it would send)."""
-    from deploytool import engine, shared_files
-    from deploytool.engine import plan_data
-    from deploytool.plan import Facts
+    from deploytool.engine import runner as engine
+    from deploytool.engine.plan import Facts
+    from deploytool.engine.runner import plan_data
+    from deploytool.operations import shared_files
 
     def job(h: str, f: SharedFile) -> engine.Job:
         seen: list[Facts] = [{}]
@@ -82,10 +83,10 @@ def source_name(source: str) -> str:
 
 
 def plan_lines(files: dict[str, SharedFile], source: str, verbose: bool = True) -> list[str]:
-    """Each host's stages with their commands (deploytool.plan.describe; without `verbose` the stages by
+    """Each host's stages with their commands (deploytool.engine.plan.describe; without `verbose` the stages by
     name only); the content is never in them."""
-    from deploytool import shared_files
-    from deploytool.engine import plan_data
+    from deploytool.engine.runner import plan_data
+    from deploytool.operations import shared_files
 
     lines = ["dry run: hosts are only read (the compare stage); a changed file would be sent as below"]
     for h, f in files.items():
@@ -104,9 +105,10 @@ def read_workers(inv: Inventory, targets: list[Target], paths: dict[str, str]) -
     """Per host, the app's running workers and those of them whose units load the file (`paths`: its path
     per host) and that started before it last changed (deploytool.stale_workers; read only); None where
     the host could not be read."""
-    from deploytool import engine, stale_workers
+    from deploytool import stale_workers
+    from deploytool.engine import runner as engine
+    from deploytool.operations.workers import Workers
     from deploytool.remote import Session
-    from deploytool.workers import Workers
 
     found: dict[str, Seen | None] = {t.host: None for t in targets}
 
@@ -122,9 +124,9 @@ def read_workers(inv: Inventory, targets: list[Target], paths: dict[str, str]) -
 def restart_workers(inv: Inventory, targets: list[Target], json: bool) -> list[HostReport]:
     """The workers of `targets` restarted as `fab workers.restart` does: rolling, one host at a time,
     each host's units active before the next; on failure they are started again."""
-    from deploytool import engine
-    from deploytool import workers as ops
-    from deploytool.workers import Workers
+    from deploytool.engine import runner as engine
+    from deploytool.operations import workers as ops
+    from deploytool.operations.workers import Workers
 
     def job(t: Target) -> engine.Job:
         w = Workers(inv, t.host, t.app)
@@ -154,7 +156,8 @@ def upload(
     verbose: bool = False, json: bool = False,
 ) -> None:
     """Put a linked file into shared/ on every host of the app: mode 0600, owned by the workers' user."""
-    from deploytool import shared_files, task_reports
+    from deploytool import task_reports
+    from deploytool.operations import shared_files
     from deploytool.redact import redact
 
     inv = load(c, inventory)
@@ -191,8 +194,9 @@ def settle_workers(inv: Inventory, targets: list[Target], done: list[HostReport]
     (`details.restarted`; a failed restart fails the host) on each host where such workers run, or
     where the file changed, no unit loads it (the app reads it itself) and workers run. Where none
     run yet, nothing is restarted: the first deploy starts them with the new file."""
-    from deploytool import shared_files, stale_workers
-    from deploytool.workers import Workers
+    from deploytool import stale_workers
+    from deploytool.operations import shared_files
+    from deploytool.operations.workers import Workers
 
     uploaded = [t for t, r in zip(targets, done, strict=True) if r.status == "ok"]
     if not uploaded:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from deploytool.engine.rolling import batch_size, run
 from deploytool.project import project_dir, project_templates
 from deploytool.report import HostReport, Reporter, json_text, mark_skipped
-from deploytool.rolling import batch_size, run
 from deploytool.tasks.options import Target, command, load, select_targets
 
 # The deploy machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
@@ -86,8 +86,8 @@ def deploy(
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
-    from deploytool.deploy import release_name
     from deploytool.jobs import ownership
+    from deploytool.operations.deploy import release_name
     from deploytool.procfile_groups import at_revisions
     from deploytool.source import resolve
 
@@ -120,8 +120,8 @@ def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, tem
             revisions: dict[str, Revision], batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
             timeout: float | None, force_unlock: bool, dry_run: bool, json: bool,
             sessions: dict[str, Session], verbose: bool = False) -> list[HostReport]:
-    from deploytool import engine
-    from deploytool.deploy import Deploy
+    from deploytool.engine import runner as engine
+    from deploytool.operations.deploy import Deploy
     from deploytool.source import pack, uncommitted
 
     apps = {t.app.name: t.app for t in targets}
@@ -164,8 +164,8 @@ def rollback(
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
-    from deploytool import engine
-    from deploytool.releases import rollback_job
+    from deploytool.engine import runner as engine
+    from deploytool.operations.releases import rollback_job
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
@@ -185,8 +185,8 @@ def releases(
     json: bool = False,
 ) -> None:
     """List the releases on each host, newest first, current marked."""
-    from deploytool import releases as rel_ops
     from deploytool import task_reports
+    from deploytool.operations import releases as rel_ops
     from deploytool.redact import redact
 
     inv = load(c, inventory)

@@ -48,7 +48,7 @@ def exit_codes(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         # A cancelled CI job sends SIGTERM: handle it like Ctrl-C, so hosts already started are
-        # finished rather than abandoned (deploytool.rolling), and output piped into `head` ends quietly.
+        # finished rather than abandoned (deploytool.engine.rolling), and output piped into `head` ends quietly.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         try:
@@ -176,7 +176,7 @@ BATCHES = ("batch", "restart_batch")
 
 def check_options(values: dict[str, Any]) -> dict[str, Any]:
     """Options as given on the command line (strings) → typed and range-checked, or InputError."""
-    from deploytool.rolling import batch_size
+    from deploytool.engine.rolling import batch_size
 
     checked = dict(values)
     for name, value in values.items():

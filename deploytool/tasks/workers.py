@@ -20,13 +20,13 @@ from deploytool.tasks.options import Target, command, load, select_targets
 # The worker machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
 # and every other task do not pay for it.
 if TYPE_CHECKING:
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Rollout
+    from deploytool.engine.plan import Facts, Plan
+    from deploytool.engine.runner import Job, Rollout
     from deploytool.inventory import Inventory
-    from deploytool.plan import Facts, Plan
+    from deploytool.operations import workers as ops
+    from deploytool.operations.workers import Workers
     from deploytool.remote import Session
     from deploytool.units import EnvFile, UnitFile
-    from deploytool.workers import Workers
 
 ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
                 "max_fail": "hosts that may fail before the rest are left alone (default 0)"}
@@ -42,8 +42,8 @@ def perform(c: Context, inventory: str | None, host: str | None, app: str | None
             notes: Sequence[str] = (), verbose: bool = False) -> None:
     """Build each (host, app)'s job with `job`, run them with the engine (or print their plans), report;
     `notes` (filled while the jobs are built) are printed before the summary. Exit 1 if a host failed."""
-    from deploytool import engine
-    from deploytool.workers import Workers
+    from deploytool.engine import runner as engine
+    from deploytool.operations.workers import Workers
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
@@ -62,9 +62,9 @@ def render(
     out: str | None = None, show_secrets: bool = False,
 ) -> None:
     """Render the worker units and environment files for hosts without connecting to them."""
+    from deploytool.operations.workers import Workers
     from deploytool.redact import inventory_secrets
     from deploytool.units import render_app
-    from deploytool.workers import Workers
 
     # --show-secrets prints them on purpose: then they are not redacted from the output.
     inv = load(c, inventory, redacting=not show_secrets)
@@ -128,8 +128,8 @@ def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled:
 def install(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Upload the units, enable instances 1..N and the target (start at boot); remove surplus ones."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
+    from deploytool.operations import workers as ops
 
     templates = project_templates(project_dir(c.config))
 
@@ -149,8 +149,8 @@ def install(c: Context, inventory: str | None = None, host: str | None = None, a
 def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
               purge: bool = False, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Stop, disable and remove all of an app's worker units and environment files (--purge: its deploy_to)."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
+    from deploytool.operations import workers as ops
 
     def job(w: Workers) -> Job:
         gone = [f"{w.app.deploy_to}: would be removed, with releases, shared/ and the lock (--purge)"] if purge else []
@@ -161,8 +161,8 @@ def uninstall(c: Context, inventory: str | None = None, host: str | None = None,
 
 def _operation(op: str, build: Callable[[Workers], Plan]) -> Callable[[Workers], Job]:
     """A worker operation whose dry run shows what it does to each instance (workers.EFFECTS)."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
+    from deploytool.operations import workers as ops
 
     return lambda w: Job(w.host, w.app, lambda _: build(w), preview=lambda s: Preview(changes=ops.effects(s, w, op)))
 
@@ -171,7 +171,7 @@ def _operation(op: str, build: Callable[[Workers], Plan]) -> Callable[[Workers],
 def enable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
            dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Make the workers start at boot."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("enable", ops.enable_plan), task="workers.enable", json=json,
             dry_run=dry_run, verbose=verbose)
@@ -181,7 +181,7 @@ def enable(c: Context, inventory: str | None = None, host: str | None = None, ap
 def disable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Stop the workers from starting at boot (running ones keep running)."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("disable", ops.disable_plan), task="workers.disable", json=json,
             dry_run=dry_run, verbose=verbose)
@@ -191,7 +191,7 @@ def disable(c: Context, inventory: str | None = None, host: str | None = None, a
 def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
           group: str | None = None, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Start the workers."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("start", ops.start_plan), task="workers.start", json=json,
             dry_run=dry_run, verbose=verbose, group=group)
@@ -201,7 +201,7 @@ def start(c: Context, inventory: str | None = None, host: str | None = None, app
 def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
          group: str | None = None, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Stop the workers; running jobs get the kind's grace to finish."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("stop", ops.stop_plan), task="workers.stop", json=json,
             dry_run=dry_run, verbose=verbose, group=group)
@@ -221,9 +221,9 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
           group: str | None = None, strict: bool = False, dry_run: bool = False, verbose: bool = False,
           json: bool = False) -> None:
     """Make the workers stop fetching new jobs, each kind its own way; kinds without a way are reported."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
     from deploytool.kinds import KINDS
+    from deploytool.operations import workers as ops
 
     notes: list[str] = []
 
@@ -258,8 +258,8 @@ def restart(c: Context, inventory: str | None = None, host: str | None = None, a
             group: str | None = None, batch: str | None = None, max_fail: int = 0, timeout: float | None = None,
             dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Quiet, stop and start the workers, rolling host by host; on failure they are brought back."""
-    from deploytool import workers as ops
-    from deploytool.engine import Rollout
+    from deploytool.engine.runner import Rollout
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("restart", ops.restart_plan), task="workers.restart", json=json,
             dry_run=dry_run, verbose=verbose, group=group,
@@ -271,9 +271,9 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
            group: str | None = None, json: bool = False) -> None:
     """Show each worker unit's state; exit 1 unless every expected unit is active."""
     from deploytool import task_reports
-    from deploytool import workers as ops
-    from deploytool.engine import on_hosts
-    from deploytool.lock import last_run_note
+    from deploytool.engine.lock import last_run_note
+    from deploytool.engine.runner import on_hosts
+    from deploytool.operations import workers as ops
     from deploytool.redact import redact
 
     inv = load(c, inventory)
@@ -333,8 +333,8 @@ def logs(c: Context, inventory: str | None = None, host: str | None = None, app:
          group: str | None = None, lines: int = 100, since: str | None = None, follow: bool = False) -> None:
     """Show the workers' journal."""
     from deploytool.commands import systemctl as sc
+    from deploytool.operations.workers import Workers
     from deploytool.remote import connect, join
-    from deploytool.workers import Workers
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)

@@ -1,5 +1,5 @@
 """A host's session played by bash on this machine, for running plans through the real executor
-(deploytool.execute) and the real plan runner (deploytool.host_runner) without SSH."""
+(deploytool.engine.execute) and the real plan runner (deploytool.engine.host_runner) without SSH."""
 
 from __future__ import annotations
 

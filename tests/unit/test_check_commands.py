@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import check
 from deploytool.commands import check as probes
 from deploytool.inventory import Inventory, load_inventory
+from deploytool.operations import check
 
 
 def sh(text: str) -> str:

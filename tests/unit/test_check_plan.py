@@ -13,14 +13,15 @@ import pytest
 from local_shell import LocalShell
 from test_check_commands import inventory
 
-from deploytool import check, context
+from deploytool import context
 from deploytool.commands import check as probes
 from deploytool.commands import release as rel
 from deploytool.commands import unitfiles
-from deploytool.execute import Execution
-from deploytool.plan import Script, describe
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Script, describe
+from deploytool.operations import check
+from deploytool.operations.workers import Workers
 from deploytool.report import HostReport, Reporter
-from deploytool.workers import Workers
 
 pytestmark = pytest.mark.usefixtures("not_cancelled")
 
@@ -83,7 +84,7 @@ def test_the_plan_run_for_real_gives_every_finding(tmp_path: Path) -> None:
 
 def test_a_lock_held_by_a_running_deploy_is_a_problem(tmp_path: Path) -> None:
     from deploytool.commands.release import Layout
-    from deploytool.lock import Holder
+    from deploytool.engine.lock import Holder
 
     inv = inventory(tmp_path)
     app = inv.apps_on("h1")["shop"]

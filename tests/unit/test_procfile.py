@@ -13,9 +13,9 @@ import systemd_parser
 import yaml
 from pydantic import ValidationError
 
+from deploytool.engine.plan import Script
 from deploytool.errors import HostError
 from deploytool.inventory import WorkerGroup, load_inventory
-from deploytool.plan import Script
 from deploytool.procfile import BASE_PORT, Entry, command, find, parse
 from deploytool.procfile_groups import at_revisions
 from deploytool.source import resolve
@@ -236,10 +236,10 @@ def test_a_revision_without_a_procfile_is_bad_input_and_nothing_is_rendered(app_
 def test_a_failed_deploy_and_a_rollback_put_back_the_units_of_the_release_they_return_to(
     app_repo: Path, tmp_path: Path,
 ) -> None:
-    from deploytool.deploy import Deploy
-    from deploytool.lock import Holder
-    from deploytool.releases import rollback_plan
-    from deploytool.workers import Workers
+    from deploytool.engine.lock import Holder
+    from deploytool.operations.deploy import Deploy
+    from deploytool.operations.releases import rollback_plan
+    from deploytool.operations.workers import Workers
 
     v1 = git(app_repo, "rev-parse", "v1")
     commit(app_repo, {"Procfile": "web: bin/web -p $PORT\nclock: bin/clock --every 5\njobs: rq worker low\n"})

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from deploytool import units
-from deploytool.engine import Job, dry_run_text
+from deploytool.engine.plan import Plan
+from deploytool.engine.runner import Job, dry_run_text
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.plan import Plan
 from deploytool.redact import inventory_secrets, redact
 from deploytool.report import HostReport, Reporter, StageReport, json_text
 from deploytool.tasks.workers import redacted

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from local_shell import LocalShell
 
-from deploytool import shared_files
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
-from deploytool.engine import plan_data
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Script, Upload, describe
+from deploytool.engine.runner import plan_data
 from deploytool.errors import HostError
-from deploytool.execute import Execution
 from deploytool.inventory import App
-from deploytool.plan import Script, Upload, describe
+from deploytool.operations import shared_files
+from deploytool.operations.shared_files import Content
 from deploytool.report import HostReport, Reporter
-from deploytool.shared_files import Content
 from deploytool.tasks.config import plan_lines
 
 SECRET = b"TOKEN=very-secret-value\n"

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from local_shell import LocalShell
 
-from deploytool import workers as ops
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.engine import Job, dry_run_text, plan_data
-from deploytool.execute import Execution
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Plan, Script, describe
+from deploytool.engine.runner import Job, dry_run_text, plan_data
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.plan import Plan, Script, describe
+from deploytool.operations import workers as ops
+from deploytool.operations.workers import Workers, instance_changes, instance_effects, parse_instances
 from deploytool.report import HostReport, Reporter
 from deploytool.units import MARKER
-from deploytool.workers import Workers, instance_changes, instance_effects, parse_instances
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
 SIDEKIQ = "shop-sidekiq@1.service shop-sidekiq@2.service"
@@ -268,7 +268,7 @@ def test_dry_run_text_shows_changes_stages_and_errors(inv: Inventory) -> None:
 
 
 def test_dry_run_text_lists_what_would_fail_and_summarizes_unit_diffs(inv: Inventory) -> None:
-    from deploytool.engine import summarize_changes
+    from deploytool.engine.runner import summarize_changes
 
     w = workers(inv, "shop", "rq")
     report = HostReport("w1", "shop", status="failed", error="w1: would fail: linked file: x")
@@ -287,8 +287,8 @@ def test_dry_run_text_lists_what_would_fail_and_summarizes_unit_diffs(inv: Inven
 
 
 def test_a_plan_with_a_lock_is_unlocked_last_on_failure() -> None:
-    from deploytool.deploy import Deploy
-    from deploytool.lock import Holder
+    from deploytool.engine.lock import Holder
+    from deploytool.operations.deploy import Deploy
     from deploytool.source import Revision
 
     inv = load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml")
@@ -309,8 +309,8 @@ def test_restart_ends_by_checking_every_unit_is_active(inv: Inventory) -> None:
 
 def test_rollback_plan_after_the_listing_switches_syncs_restarts_and_logs() -> None:
     from deploytool.commands.release import switch_current
-    from deploytool.lock import Holder
-    from deploytool.releases import rollback_plan
+    from deploytool.engine.lock import Holder
+    from deploytool.operations.releases import rollback_plan
 
     inv = load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml")
     app = inv.apps_on("prod-a")["sample"]

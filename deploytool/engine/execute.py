@@ -1,5 +1,5 @@
-"""The one executor, its controller side: sends a host's plan (deploytool.plan) to the host once, where
-the plan runner (deploytool.host_runner, the protocol is written down there) runs it, and steers it.
+"""The one executor, its controller side: sends a host's plan (deploytool.engine.plan) to the host once, where
+the plan runner (deploytool.engine.host_runner, the protocol is written down there) runs it, and steers it.
 
 - The host runs every action and keeps the armed recovery itself: if this controller is killed or its
   link goes down, the host puts itself back (before the commit point) or finishes (after it).
@@ -16,18 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploytool import host_runner
 from deploytool.commands import release as rel
+from deploytool.engine import host_runner
+from deploytool.engine.lock import HEARTBEAT_MISSES, Holder
+from deploytool.engine.plan import Action, Facts, Lock, Plan, Script, Upload
+from deploytool.engine.rolling import CANCELLED
 from deploytool.errors import HostError
-from deploytool.lock import HEARTBEAT_MISSES, Holder
-from deploytool.plan import Action, Facts, Lock, Plan, Script, Upload
 from deploytool.remote import script, sign
 from deploytool.report import HostReport, Reporter, StageClock, StageReport
-from deploytool.rolling import CANCELLED
 
 PROGRAM = Path(host_runner.__file__).read_text()
 EVENT = host_runner.EVENT.removeprefix("@@deploytool-")
@@ -89,7 +89,7 @@ def action_data(action: Action, nonce: str) -> dict[str, Any]:
     return {"type": "unlock", "stage": action.stage}
 
 
-def plan_data(plan: Plan, nonce: str) -> dict[str, Any]:
+def program_data(plan: Plan, nonce: str) -> dict[str, Any]:
     return {"actions": [action_data(a, nonce) for a in plan.actions],
             "recovery": [{"name": r.name, "command": sign(r.command, nonce)} for r in plan.recovery]}
 
@@ -145,7 +145,7 @@ class Execution:
         clock = self.out.clock(self.report)
         first = self.expected = self._first_stage()
         stream = self.stream = self.session.start(host_runner.BOOT, first)
-        self.sent = plan_data(self.plan, self.session.nonce)
+        self.sent = program_data(self.plan, self.session.nonce)
         data = json.dumps({"nonce": self.session.nonce, "bound": self.bound,
                            "timeout": self.timeout or 600.0, **self.sent})
         self._send(f"{len(PROGRAM.encode())}\n{PROGRAM}{len(data.encode())}\n{data}")
@@ -254,7 +254,7 @@ class Execution:
             # cannot be rebuilt.
             with contextlib.suppress(HostError):
                 self.plan = self.build(self.facts)
-            recovery = plan_data(self.plan, self.session.nonce)["recovery"]
+            recovery = program_data(self.plan, self.session.nonce)["recovery"]
             self._message({"recover": 1, "recovery": recovery})
         elif "busy" in ev:
             self.report.status, self.report.error = "failed", self._busy(ev["busy"], bool(ev.get("legacy")))
@@ -275,7 +275,7 @@ class Execution:
         message: dict[str, Any] = {"go": index}
         if replan:
             self.plan = self.build(self.facts)
-            now = plan_data(self.plan, self.session.nonce)
+            now = program_data(self.plan, self.session.nonce)
             if now != self.sent:
                 message.update(now)
                 self.sent = now
@@ -329,4 +329,3 @@ def _last(text: str) -> str:
     return " | ".join(lines[-3:]) if lines else "(no output)"
 
 
-__all__: Sequence[str] = ["Execution", "Runner", "Stream", "action_data", "plan_data"]

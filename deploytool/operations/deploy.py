@@ -12,17 +12,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from deploytool import context, procfile_groups
-from deploytool import workers as ops
 from deploytool.commands import release as rel
-from deploytool.engine import Job, Preview
+from deploytool.engine.lock import Holder, last_run_note
+from deploytool.engine.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
+from deploytool.engine.runner import Job, Preview
 from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder, last_run_note
-from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
+from deploytool.operations import workers as ops
+from deploytool.operations.workers import Workers
 from deploytool.remote import Session
 from deploytool.report import HostReport
 from deploytool.source import Revision
-from deploytool.workers import Workers
 
 
 def release_name(now: datetime | None = None) -> str:
@@ -162,8 +162,8 @@ class Deploy:
                 report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
 
         def preview(session: Session) -> Preview:
-            # deploytool.check builds on Deploy: imported here, where a dry run needs it.
-            from deploytool.check import would_fail
+            # deploytool.operations.check builds on Deploy: imported here, where a dry run needs it.
+            from deploytool.operations.check import would_fail
 
             size = self.archive.stat().st_size if self.archive else self.archive_bytes
             return Preview(changes=ops.preview(session, self.workers, self.template_dirs, starts=True),

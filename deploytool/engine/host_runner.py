@@ -3,9 +3,9 @@
 recovery, and, if its controller goes away, puts the host back by itself (or finishes a committed plan).
 
 This file is sent to the host as it is and run by the host's `python3` (3.7 or newer, standard library
-only): it imports nothing from deploytool. deploytool.execute is its controller side.
+only): it imports nothing from deploytool. deploytool.engine.execute is its controller side.
 
-Protocol (one SSH channel; the controller's side in deploytool.execute):
+Protocol (one SSH channel; the controller's side in deploytool.engine.execute):
 
 1. The controller runs BOOT (below) with `bash -s`, then writes on its stdin: the length of this
    program in bytes and a newline, the program; the length of the plan and a newline, the plan (JSON,

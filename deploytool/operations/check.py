@@ -11,21 +11,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploytool import context, host_runner
-from deploytool import workers as ops
+from deploytool import context
 from deploytool.commands import check as probes
 from deploytool.commands import config as config_cmd
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
-from deploytool.deploy import Deploy
+from deploytool.engine import host_runner
+from deploytool.engine.lock import Holder
+from deploytool.engine.plan import Plan, Script, Step
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder
-from deploytool.plan import Plan, Script, Step
+from deploytool.operations import workers as ops
+from deploytool.operations.deploy import Deploy
+from deploytool.operations.shared_files import shared_file
+from deploytool.operations.workers import Workers
 from deploytool.remote import Session, join, script
-from deploytool.shared_files import shared_file
 from deploytool.source import Revision
-from deploytool.workers import Workers
 
 # The check plan's stages: one round trip, its output read from the first stage's.
 PROBE, PROGRAMS, UNITS, WORKERS = "probe", "programs", "units", "workers"
@@ -206,7 +207,7 @@ def would_fail(session: Session, inv: Inventory, host: str, app: App, template_d
 
 
 def units_finding(output: str, w: Workers, template_dirs: Sequence[Path]) -> Finding:
-    """Units as a deploy's dry run compares them (deploytool.workers.unit_diff); a note, since a deploy
+    """Units as a deploy's dry run compares them (deploytool.operations.workers.unit_diff); a note, since a deploy
     syncs them."""
     files, env_changed = unitfiles.parse_read_all(output)
     if not files and w.units:

@@ -1,5 +1,5 @@
 """The one runner of every changing task (deploy, rollback, the worker operations): one SSH connection
-per host, each (host, app)'s plan run by the one executor (deploytool.execute), hosts in parallel or in
+per host, each (host, app)'s plan run by the one executor (deploytool.engine.execute), hosts in parallel or in
 rolling batches, stopping once too many failed; and its dry run, which prints the same plans with what
 they would change, read from the hosts without changing anything.
 
@@ -15,11 +15,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from deploytool import rolling
-from deploytool.execute import Execution
-from deploytool.hostwork import on_host
+from deploytool.engine import rolling
+from deploytool.engine.execute import Execution
+from deploytool.engine.hostwork import on_host
+from deploytool.engine.plan import Facts, Lock, Plan, describe
 from deploytool.inventory import App, Inventory
-from deploytool.plan import Facts, Lock, Plan, describe
 from deploytool.remote import DEFAULT_TIMEOUT, Session
 from deploytool.report import HostReport, Reporter, mark_skipped
 
@@ -188,7 +188,7 @@ def dry_run_text(jobs: Sequence[Job], reports: Sequence[HostReport], verbose: bo
 
 
 def summarize_changes(changes: Sequence[str]) -> list[str]:
-    """The changes with each unit diff (deploytool.workers.unit_diff) told in one line: new, removed, or
+    """The changes with each unit diff (deploytool.operations.workers.unit_diff) told in one line: new, removed, or
     how many lines change; other lines (environment files, instances) as they are."""
     out: list[str] = []
     i = 0

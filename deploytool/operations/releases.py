@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from deploytool import procfile_groups
-from deploytool import workers as ops
 from deploytool.commands import release as rel
-from deploytool.engine import Job, Preview
+from deploytool.engine.hostwork import on_host
+from deploytool.engine.lock import Holder, last_run_note
+from deploytool.engine.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock
+from deploytool.engine.runner import Job, Preview
 from deploytool.errors import HostError, InputError
-from deploytool.hostwork import on_host
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder, last_run_note
-from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock
+from deploytool.operations import workers as ops
+from deploytool.operations.workers import Workers
 from deploytool.remote import Session, script
 from deploytool.report import HostReport, Reporter
-from deploytool.workers import Workers
 
 
 def parse_listing(text: str) -> list[dict[str, Any]]:
@@ -148,8 +148,8 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
             raise HostError(f"{host}: rollback: {e}") from None
         before = next((r["release"] for r in rows if r["current"]), "")
         revision = next(r["revision"] for r in rows if r["release"] == target) or "unknown revision"
-        # deploytool.check builds on the deploy plan: imported where a dry run needs it.
-        from deploytool.check import lock_held
+        # deploytool.operations.check builds on the deploy plan: imported where a dry run needs it.
+        from deploytool.operations.check import lock_held
 
         w = Workers(*as_released(inv, host, app, rows, target))
         return Preview(facts={"output:check": listed},
