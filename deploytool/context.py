@@ -20,7 +20,7 @@ from deploytool import systemd_quote, units
 from deploytool.commands import unitfiles
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.kinds import KINDS
-from deploytool.remote import join
+from deploytool.remote import Expand, join
 from deploytool.units import EnvFile
 
 # The app-level environment file, beside the groups' (units.environment_dir): for the app's commands
@@ -103,12 +103,14 @@ def wrap(rt: Runtime, argv: Sequence[str], *, cwd: str | None = None, tty: bool 
     """`argv` run in the context `rt`: as a transient service waited for, stdio passed through (`tty`:
     a pseudo-terminal, for interactive commands), removed afterwards even if it failed.
 
-    `cwd` replaces the working directory (a build runs in its new release). `tolerant`: a missing
-    working directory or environment file is no error (a check before the first deploy)."""
+    `cwd` replaces the working directory (a build runs in its new release; an Expand, filled in on the
+    host: the release a running worker works in). `tolerant`: a missing working directory or
+    environment file is no error (a check before the first deploy)."""
     if not argv:
         raise ValueError("no command to run")
     opt = "-" if tolerant else ""
-    props = [f"--property=WorkingDirectory={opt}{cwd or rt.working_directory}"]
+    where = f"--property=WorkingDirectory={opt}{cwd or rt.working_directory}"
+    props = [Expand(where) if isinstance(cwd, Expand) else where]
     props += [f"--property=EnvironmentFile={opt}{f}" for f in rt.env_files]
     if rt.umask:
         props.append(f"--property=UMask={rt.umask}")

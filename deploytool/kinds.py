@@ -21,6 +21,14 @@ class Quiet(Enum):
     NONE = "none"  # no per-worker mechanism: reported as unsupported, never faked
 
 
+class Ready(Enum):
+    """How a started worker tells it is ready (deploytool.commands.ready waits for it after a restart)."""
+
+    NOTIFY = "notify"  # Type=notify: `systemctl start` returned after the worker's own READY=1
+    PROBE = "probe"  # the system's records say so: a readiness probe (deploytool.jobs.systems)
+    STABLE = "stable"  # nothing to ask: the unit stays active, unrestarted, for `ready_after` seconds
+
+
 class RedisKeys(Enum):
     """How a kind names its keys in Redis: what decides whether two apps may share one Redis DB."""
 
@@ -107,6 +115,10 @@ class Kind:
     redis_keys: RedisKeys = RedisKeys.NONE
     # The queue a worker started without queue flags works.
     default_queue: str = "default"
+    ready: Ready = Ready.PROBE
+    # Seconds a started unit must stay active with the same main process before it counts as ready
+    # (an inventory's `ready_after:` replaces it); for kinds that cannot tell more, a crash at start.
+    ready_after: int = 0
 
     def timeout_stop_sec(self, timeout: int) -> int:
         return timeout + self.stop_margin
@@ -133,6 +145,7 @@ KINDS: dict[str, Kind] = {
             quiet_signal="SIGTSTP",
             kill_mode="control-group",
             unit_type="notify",
+            ready=Ready.NOTIFY,
             watchdog_sec=10,
             default_timeout=25,
             redis_keys=RedisKeys.UNPREFIXED,
@@ -181,12 +194,16 @@ KINDS: dict[str, Kind] = {
             name="sneakers",
             program=("sneakers", "work"),
             requires_command=True,
+            ready=Ready.STABLE,
+            ready_after=5,
         ),
         Kind(
             name="command",
             program=(),
             kill_mode="control-group",
             requires_command=True,
+            ready=Ready.STABLE,
+            ready_after=5,
         ),
     )
 }

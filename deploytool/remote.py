@@ -38,9 +38,20 @@ MISSED_KEEPALIVES = 3
 DEFAULT_TIMEOUT = 600.0
 
 
+class Expand(str):
+    """An argument holding `$name` references the remote shell fills in (a value only the host knows,
+    such as the release a running worker works in); join() puts it in double quotes, so it stays one
+    word. Nothing else in it may be special to the shell."""
+
+    def __new__(cls, text: str) -> Expand:
+        if not re.fullmatch(r"(?:[\w./=:@%+,-]|\$\{?[A-Za-z_]\w*\}?)*", text):
+            raise ValueError(f"not a plain word with $variables: {text!r}")
+        return super().__new__(cls, text)
+
+
 def join(argv: Argv) -> str:
     """The one place argv lists become shell text."""
-    return shlex.join(argv)
+    return " ".join(f'"{a}"' if isinstance(a, Expand) else shlex.quote(a) for a in argv)
 
 
 def script(*commands: Argv | str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 
 from deploytool.inventory import App
@@ -56,15 +55,6 @@ def show(app: App, units: Sequence[str]) -> list[str]:
 def is_active(app: App, units: Sequence[str]) -> list[str]:
     """Prints one state per unit, in order. Its exit code says only whether ANY unit is active."""
     return systemctl(app, "is-active", *units)
-
-
-def all_active(app: App, units: Sequence[str]) -> str:
-    """Shell text that fails, naming them, unless every one of `units` is active (a unit failing at
-    start and waiting for its automatic restart is `activating`, not active)."""
-    names = " ".join(shlex.quote(u) for u in units)
-    return (f"set -- {names}; bad=''; for s in $({shlex.join(is_active(app, units))}); do "
-            '[ "$s" = active ] || bad="$bad $1"; shift; done; [ $# -eq 0 ] || bad="$bad $*"; '
-            '[ -z "$bad" ] || { echo "not active:$bad" >&2; false; }')
 
 
 def logs(app: App, units: Sequence[str], lines: int, since: str | None, follow: bool) -> list[str]:

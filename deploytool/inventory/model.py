@@ -154,6 +154,9 @@ class WorkerGroup(_Model):
     threads: Annotated[Int, Field(ge=1, le=1024)] | None = None
     queues: tuple[QueueItem, ...] = ()
     timeout: Annotated[Int, Field(ge=1, le=86400)] | None = None
+    # Seconds a restarted worker must stay up, same process, before it counts as ready (besides what
+    # its system tells); 0: no wait. Default: the kind's (deploytool.kinds, `command`: 5).
+    ready_after: Annotated[Int, Field(ge=0, le=3600)] | None = None
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     # Like `environment:` (same file on the host), but masked in everything deploytool prints.
     secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
@@ -236,6 +239,11 @@ class WorkerGroup(_Model):
     def grace(self) -> int:
         """Seconds a stopping worker may take to finish running jobs."""
         return self.timeout if self.timeout is not None else KINDS[self.kind].default_timeout
+
+    @property
+    def ready_wait(self) -> int:
+        """Seconds a restarted worker must stay up before it counts as ready."""
+        return self.ready_after if self.ready_after is not None else KINDS[self.kind].ready_after
 
 
 def _hook_shorthand(value: Any) -> Any:
@@ -351,6 +359,10 @@ class App(_Model):
     systemd: Literal["system", "user"] = "system"
     # Seconds each stage of a deploy or worker task may take on a host (a build included).
     timeout: Annotated[float, Field(strict=True, gt=0, le=86400)] = 600.0
+    # Seconds a deploy watches each batch (`--canary`, `--soak`) before the next: deploytool.canary.
+    soak: Annotated[float, Field(strict=True, ge=0, le=86400)] = 0.0
+    # Commands run on a soaked batch's hosts in the workers' runtime context: exit 0 = healthy.
+    health: tuple[Annotated[Text, AfterValidator(_not_blank)], ...] = ()
     workers: dict[Name, WorkerGroup] = Field(default_factory=dict)
 
     @field_validator("workers", mode="before")

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deploytool import units
+from deploytool.commands import running
 from deploytool.inventory import NAMESPACE_ENV, App, WorkerGroup
 from deploytool.jobs.model import QueueCounts, Reading, SeenWorker
-from deploytool.jobs.systems import System
+from deploytool.jobs.systems import SYSTEMS, System
 from deploytool.kinds import KINDS
-from deploytool.remote import join
+from deploytool.remote import Expand, join
 
 q = shlex.quote
 END = "DEPLOYTOOL_PROBE_END"
@@ -53,13 +54,16 @@ def launcher(system: System, program: str, host: str) -> str:
 
 
 def context(app: App, group: WorkerGroup) -> str:
-    """Shell text giving the probe the workers' context: the release as working directory (before a
-    first deploy, when the check before a deploy runs too, there is none: the home directory), the
-    inventory's environment, then the env file, which wins as it does in the units.
+    """Shell text giving the probe the workers' context: as working directory the release the group's
+    running workers work in (deploytool.commands.running: their code, not whatever `current` says),
+    `current` when none runs (before a first deploy, when the check before a deploy runs too, there
+    is none: the home directory), the inventory's environment, then the env file, which wins as it
+    does in the units.
 
     Unlike deploytool.context it does not need the environment files deploytool writes: the check before
     a first deploy runs before they exist. It runs as the SSH user, with the units' PATH."""
-    lines = [f"cd {q(app.current_path)} 2>/dev/null || cd"]
+    lines = [running.release_of(app, group),
+             f'cd "${running.VAR}" 2>/dev/null || cd {q(app.current_path)} 2>/dev/null || cd']
     # The units' PATH, never the login shell's (whose shims may name another interpreter).
     lines.append(f"export PATH={q(units.search_path(app, group) or units.DEFAULT_PATH)}")
     lines += [f"export {k}={q(v)}" for k, v in environment(app, group).items()]
@@ -76,6 +80,18 @@ def command(app: App, group: WorkerGroup, system: System, queues: Sequence[str],
     args = [*system.probe_args(argv), *queues]
     run = join(["sh", "-c", launcher(system, argv[0], host), "sh", *args])
     return f"{context(app, group)}\n{run} <<'{END}'\n{system.source()}\n{END}"
+
+
+def ready_command(app: App, group: WorkerGroup, mode: str, state: str, spec: Mapping[str, Any],
+                  host: str = "") -> str:
+    """Shell text running the group's readiness probe (System.ready_probe) in `mode` (mark, check), in
+    the workers' context; `state` is what `mark` printed (shell text expanded on the host: `$var`),
+    `spec` what the group's units should show."""
+    system = SYSTEMS[group.kind]
+    argv = list(group.command or KINDS[group.kind].program)
+    args = [*system.probe_args(argv), mode, Expand(state), json.dumps(spec, sort_keys=True)]
+    run = join(["sh", "-c", launcher(system, argv[0], host), "sh", *args])
+    return f"{context(app, group)}\n{run} <<'{END}'\n{system.source(system.ready_probe)}\n{END}"
 
 
 class ProbeOutputError(ValueError):

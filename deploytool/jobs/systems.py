@@ -48,17 +48,23 @@ class System:
     per_process: bool = False
     # Programs in probes/ sent ahead of the probe, in its language: code several probes share.
     prelude: tuple[str, ...] = ()
+    # The readiness probe in probes/ (kinds whose Kind.ready is PROBE; deploytool.commands.ready),
+    # run like the probe, with the same prelude and arguments; and whether it notes the system's state
+    # with the group's workers stopped (`mark`), which its `check` compares against.
+    ready_probe: str | None = None
+    ready_marks: bool = False
 
-    def source(self) -> str:
-        return "\n".join((PROBES / name).read_text() for name in (*self.prelude, self.probe))
+    def source(self, probe: str | None = None) -> str:
+        return "\n".join((PROBES / name).read_text() for name in (*self.prelude, probe or self.probe))
 
 
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
         System("sidekiq", "sidekiq.rb", language="ruby", default_threads=5),
-        System("rq", "rq.py", prelude=("local.py",)),
-        System("celery", "celery.py", probe_args=_celery_app, prelude=("local.py",)),
-        System("dramatiq", "dramatiq.py", probe_args=_dramatiq_module, per_process=True),
+        System("rq", "rq.py", prelude=("local.py",), ready_probe="ready_rq.py"),
+        System("celery", "celery.py", probe_args=_celery_app, prelude=("local.py",), ready_probe="ready_celery.py"),
+        System("dramatiq", "dramatiq.py", probe_args=_dramatiq_module, per_process=True,
+               ready_probe="ready_dramatiq.py", ready_marks=True),
     )
 }

@@ -152,6 +152,8 @@ class Deploy:
         def note(facts: Facts, report: HostReport) -> None:
             report.release = facts.get("release", self.release)
             report.revision = facts.get("revision") or self.revision.commit or None
+            if facts.get("previous"):
+                report.details["previous_release"] = facts["previous"]
             last = last_run_note(self.host, self.app.name, facts.get("last", ""))
             if last:
                 report.details["last_deploy"] = last

@@ -86,11 +86,13 @@ def as_released(inv: Inventory, host: str, app: App, rows: list[dict[str, Any]],
 
 
 def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
-                  facts: Facts, holder: Holder, force_unlock: bool = False, dry: bool = False) -> Plan:
+                  facts: Facts, holder: Holder, force_unlock: bool = False, dry: bool = False,
+                  reason: str = "") -> Plan:
     """Lock, read the releases, then (once the host listed them) switch `current` to the chosen one,
     sync the units, quiet and restart the workers, log it. On failure: `current` back where it was,
     units as the inventory wants them, workers running. `dry`: a plan to print (the units stage says
-    what it does instead of carrying the environment files' content)."""
+    what it does instead of carrying the environment files' content). `reason`: why, for revisions.log
+    (a canary's gate)."""
     actions: list[Action] = [Lock(app, holder, force_unlock), Script((Step("check", rel.list_releases(app)),))]
     recovery: tuple[Recovery, ...] = ()
     if "output:check" in facts:
@@ -110,6 +112,7 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
             steps.append(Step("restart", ops.restart_script(w), arms=("workers",)))
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         line = f"{datetime.now(UTC).isoformat(timespec='seconds')} {who} rolled back to release {target}"
+        line += f" ({reason})" if reason else ""
         actions += [Script(tuple(steps), commits=True), Script((Step("log", rel.log_revision(app, line)),)),
                     Unlock()]
         # Put back: `current` on the release it was on, with that release's units (they differ when
@@ -124,7 +127,7 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
 
 
 def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
-                 force_unlock: bool = False) -> Job:
+                 force_unlock: bool = False, reason: str = "") -> Job:
     """The rollback of `app` on `host` as the engine runs it; its dry run lists the releases (read only)
     and says which would become current, with the units and instances the sync would change."""
     holder = Holder.me("", wanted or "previous")
@@ -158,7 +161,7 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
                        problems=lock_held(session, app))
 
     return Job(host, app, lambda facts: rollback_plan(inv, host, app, wanted, template_dirs, facts, holder,
-                                                      force_unlock),
+                                                      force_unlock, reason=reason),
                note=note, preview=preview,
                dry_plan=lambda seen: rollback_plan(inv, host, app, wanted, template_dirs, seen.facts, holder,
                                                    force_unlock, dry=True),

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploytool import context
+from deploytool.commands import ready, running, unitfiles
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
-from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.engine.plan import Facts, Plan, Recovery, Script, Step
@@ -21,7 +21,7 @@ from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
-from deploytool.remote import Session, join, script
+from deploytool.remote import Expand, Session, join, script
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
 
@@ -85,15 +85,19 @@ class Workers:
             if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
                 cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
             elif kind.quiet is Quiet.CELERY_CONTROL:
-                # In the group's own context (user, release, PATH, environment): the broker URL and
-                # the app's Celery module are there, and `celery` is the units' celery.
+                # In the group's own context (user, PATH, environment): the broker URL is there, and
+                # `celery` is the units' celery; in the release the node runs (its working directory),
+                # not `current`, which a deploy has already switched: the node's own Celery app.
                 program = context.program(self.app, g)
+                cwd = Expand("$" + running.VAR)
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    running = sc.systemctl(self.app, "is-active", "--quiet", unit)
-                    cmds += [if_active(running, until_replied(join(context.in_context(
-                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g))))
+                    active = sc.systemctl(self.app, "is-active", "--quiet", unit)
+                    where = running.release_of(self.app, g, [unit])
+                    cmds += [if_active(active, where + "\n" + until_replied(join(context.in_context(
+                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g,
+                                 cwd=cwd))))
                              for q in g.queues]
         return cmds
 
@@ -106,11 +110,16 @@ def stop_script(w: Workers) -> str:
 
 
 def restart_script(w: Workers) -> str:
-    """Stop (each worker drains within its grace), start, and check that every unit is active.
+    """Stop (each worker drains within its grace), start, and wait until every group is ready as its
+    system tells it, each unit still active with the process it started (deploytool.commands.ready),
+    within the group's timeout.
 
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
-    return "\n".join([stop_script(w), join(sc.start(w.app, [w.target, *w.units])),
-                      sc.all_active(w.app, w.units)])
+    groups = [g for g in w.groups if g.processes]
+    # The first line names the step when it fails (deploytool.remote.script quotes it).
+    return "\n".join(["# restart: stop, start, wait until every worker is ready", stop_script(w),
+                      ready.prepare(w.app, groups, w.host), join(sc.start(w.app, [w.target, *w.units])),
+                      ready.wait(w.app, groups, w.host)])
 
 
 def recover_script(w: Workers) -> str:
@@ -380,6 +389,14 @@ def with_release(u: UnitStatus, current: str, cwd: str | None) -> UnitStatus:
     if not cwd.startswith(releases):
         return u  # a template that starts the workers elsewhere: not for us to judge
     return replace(u, release=cwd.removeprefix(releases), current=current.rsplit("/", 1)[1])
+
+
+def unit_states(session: Session, w: Workers, stage: str = "status") -> list[UnitStatus]:
+    """Each worker unit's state as systemd tells it (active, restarts, main PID), read in one round trip."""
+    if not w.units:
+        return []
+    out = session.run(join(sc.show(w.app, w.units)), stage).stdout
+    return [_parse_show(session.host.name, block) for block in out.strip().split("\n\n") if block.strip()]
 
 
 def _with_process(u: UnitStatus, readings: Sequence[Reading]) -> UnitStatus:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from deploytool.tasks.options import Target, command, load, select_targets
 # The deploy machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
 # and every other task do not pay for it.
 if TYPE_CHECKING:
+    from deploytool.engine import runner as engine
+    from deploytool.engine.runner import Job
     from deploytool.inventory import Inventory
     from deploytool.remote import Session
     from deploytool.source import Revision
@@ -28,6 +31,11 @@ DEPLOY_HELP = {
     "batch": "rolling batches: N hosts or P% of them at a time (default: all at once)",
     "restart_batch": "hosts whose workers restart at once, N or P% (default 1: rolling, the others keep working)",
     "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
+    "canary": "deploy N hosts (or P%) first and watch them for the soak time before the rest; a tripped "
+              "gate rolls them back and touches no further host",
+    "soak": "seconds each watched batch is soaked (default: the app's `soak:`); alone: every batch is watched",
+    "max_failed_increase": "new retrying/dead jobs a queue may gain during a soak (default 0)",
+    "no_rollback": "leave a batch whose gate tripped as it is, for a person to look at",
     "force_unlock": "clear a lock directory left by an older deploytool whose deploy died (a live "
                     "deploy's lock is never broken; a dead one's frees itself within the heartbeat bound)",
 }
@@ -81,6 +89,10 @@ def deploy(
     max_fail: int = 0,
     timeout: float | None = None,
     force_unlock: bool = False,
+    canary: str | None = None,
+    soak: float | None = None,
+    max_failed_increase: int = 0,
+    no_rollback: bool = False,
     dry_run: bool = False,
     verbose: bool = False,
     json: bool = False,
@@ -107,8 +119,9 @@ def deploy(
         checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out, keep=sessions)
         if any(r.status != "ok" for r in checked):
             finish(out, checked, json, "deploy")
+        watch = Watch(canary, soak, max_failed_increase, not no_rollback) if canary or soak is not None else None
         reports = _deploy(inv, targets, out, name, templates, revisions, batch, parallel, restart_batch, max_fail,
-                          timeout, force_unlock, dry_run, json, sessions, verbose)
+                          timeout, force_unlock, dry_run, json, sessions, verbose, watch)
     finally:
         for session in sessions.values():  # those no host's deploy took over (closing twice is harmless)
             session.close()
@@ -116,10 +129,20 @@ def deploy(
         raise Exit(code=1)
 
 
+@dataclass(frozen=True)
+class Watch:
+    """A canary and/or a soak (deploytool.canary): `canary` hosts first, or every batch, watched."""
+
+    canary: str | None
+    soak: float | None  # None: the apps' `soak:`
+    max_failed_increase: int
+    rollback: bool
+
+
 def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, templates: list[Path],
             revisions: dict[str, Revision], batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
             timeout: float | None, force_unlock: bool, dry_run: bool, json: bool,
-            sessions: dict[str, Session], verbose: bool = False) -> list[HostReport]:
+            sessions: dict[str, Session], verbose: bool = False, watch: Watch | None = None) -> list[HostReport]:
     from deploytool.engine import runner as engine
     from deploytool.operations.deploy import Deploy
     from deploytool.source import pack, uncommitted
@@ -145,8 +168,109 @@ def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, tem
         # Workers restart rolling (`restart_at_once` hosts at a time) while the rest runs in parallel.
         rollout = engine.Rollout(batch=batch, parallel=parallel, max_fail=max_fail, timeout=timeout,
                                  restart_at_once=batch_size(restart_batch, len(grouped), default=1))
-        return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
-                              extra={"release": name}, sessions=sessions, verbose=verbose)
+        if watch is None:
+            return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
+                                  extra={"release": name}, sessions=sessions, verbose=verbose)
+        return _watched(inv, targets, jobs, out, name, templates, rollout, watch, dry_run, json, sessions)
+
+
+def _watched(inv: Inventory, targets: list[Target], jobs: list[Job], out: Reporter, name: str,
+             templates: list[Path], rollout: engine.Rollout, watch: Watch, dry_run: bool, json: bool,
+             sessions: dict[str, Session]) -> list[HostReport]:
+    """The deploy in waves (the canary hosts, then the rest; or each batch), each wave soaked and its
+    gates read (deploytool.canary) before the next; a tripped gate rolls the wave back (the rollback
+    plan: switch back, units, restart, readiness; logged in revisions.log) and starts no further host."""
+    from dataclasses import replace
+
+    from deploytool import canary as gates_
+    from deploytool.engine import runner as engine
+    from deploytool.engine.rolling import batches
+    from deploytool.operations.releases import rollback_job
+
+    hosts = list(by_host(targets))
+    apps = list({t.app.name: t.app for t in targets}.values())
+    soak = watch.soak if watch.soak is not None else max(a.soak for a in apps)
+    gates = gates_.Gates(soak, watch.max_failed_increase)
+    if watch.canary:
+        first = batch_size(watch.canary, len(hosts), default=1)
+        waves = [hosts[:first], hosts[first:]]
+    else:
+        waves = batches(hosts, batch_size(rollout.batch, len(hosts), default=0))
+    waves = [w for w in waves if w]
+
+    def watched(i: int) -> bool:  # the canary wave, or with --soak alone every wave
+        return bool(soak) and (not watch.canary or i == 0)
+
+    plan = [f"wave {i + 1}: {', '.join(w)}" + (f", then a soak of {soak:g} s" if watched(i) else "")
+            for i, w in enumerate(waves)]
+    described = {"waves": waves, "soak": soak, "rollback": watch.rollback, "gates": gates.describe(apps)}
+    if dry_run:
+        if not json:
+            for line in [*plan, *gates.describe(apps)]:
+                print(out.redact(line), flush=True)
+        return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=True, rollout=rollout,
+                              extra={"release": name, "watch": described}, sessions=sessions)
+    per_wave = replace(rollout, batch=None)
+    reports: list[HostReport] = []
+    soaks: list[dict[str, object]] = []
+    for i, wave in enumerate(waves):
+        batch = [(t.host, t.app) for t in targets if t.host in wave]
+        failing = gates_.baseline(inv, batch) if watched(i) else {}
+        done = engine.run(inv, [j for j in jobs if j.host in wave], out, per_wave, sessions)
+        reports += done
+        rest = [h for w in waves[i + 1:] for h in w]
+        if any(r.status != "ok" for r in done):
+            reports += _not_started(targets, rest, "not started: a host of the batch before failed")
+            break
+        if not watched(i):
+            continue
+        trip, readings = gates_.soak(inv, batch, gates, failing, out.line)
+        soaks.append({"hosts": wave, "seconds": soak, "readings": readings,
+                      "tripped": trip.data() if trip else None})
+        if trip is None:
+            out.line(f"soak: every gate held on {', '.join(wave)}")
+            continue
+        out.line(f"soak: gate {trip.gate} tripped on {', '.join(wave)}: {'; '.join(trip.readings)}")
+        why = f"canary gate {trip.gate} tripped: {'; '.join(trip.readings)}"
+        if watch.rollback:
+            # Hosts whose first release this was have nothing to go back to: left as they are.
+            # Each host's own app (its host overrides: processes, threads), as its deploy had it.
+            back = [(r, rollback_job(inv, r.host, inv.apps_on(r.host)[r.app], r.details["previous_release"],
+                                     templates, reason=f"canary gate {trip.gate} tripped"))
+                    for r in done if r.details.get("previous_release")]
+            undone = engine.run(inv, [j for _, j in back], out,
+                                engine.Rollout(default_batch=1, timeout=rollout.timeout))
+            for (r, _), b in zip(back, undone, strict=True):
+                r.details["rolled_back_to"] = b.release
+                r.details["rollback"] = b.status if b.status != "failed" else f"failed: {b.error}"
+        for r in done:
+            r.status = "failed"
+            r.error = why + _undone(r, watch.rollback)
+            r.details["gate"] = trip.data()
+        reports += _not_started(targets, rest, f"not started: canary gate {trip.gate} tripped")
+        break
+    extra = {"release": name, "watch": {**described, "soaks": soaks}}
+    if json:
+        out.json(reports, "deploy", extra=extra)
+    else:
+        out.summary(reports)
+    return reports
+
+
+def _undone(r: HostReport, rollback: bool) -> str:
+    """What became of a host of a batch whose gate tripped, for its error."""
+    state, release = r.details.get("rollback"), r.details.get("rolled_back_to")
+    if not rollback:
+        return "; left as it is (--no-rollback)"
+    if state == "ok":
+        return f"; rolled back to release {release}"
+    return f"; rollback {state}" if state else "; nothing to roll back to (its first release)"
+
+
+def _not_started(targets: list[Target], hosts: list[str], reason: str) -> list[HostReport]:
+    reports = [HostReport(t.host, t.app.name) for t in targets if t.host in hosts]
+    mark_skipped(reports, reason)
+    return reports
 
 
 @command(release="release to roll back to (timestamp; default: the one before current)",

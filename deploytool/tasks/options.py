@@ -170,8 +170,10 @@ NUMBERS = {
     "max_fail": Number(int, 0),
     "parallel": Number(int, 0),
     "timeout": Number(float, 0, above=True, most=86400),
+    "soak": Number(float, 0, most=86400),
+    "max_failed_increase": Number(int, 0),
 }
-BATCHES = ("batch", "restart_batch")
+BATCHES = ("batch", "restart_batch", "canary")
 
 
 def check_options(values: dict[str, Any]) -> dict[str, Any]:

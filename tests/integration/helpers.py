@@ -4,6 +4,7 @@ inventory variants, the sample app's shared files and its job client."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -94,3 +95,57 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 
 def readlink_current(host: str) -> str:
     return ssh(host, f"readlink {DEPLOY_TO}/current").stdout.strip()
+
+
+SAMPLE_APP = ROOT / "examples" / "sample-app"
+
+
+def new_revision(tmp_path: Path, change: Callable[[Path], None]) -> str:
+    """A new revision of the sample app in a repository of its own: its files, changed by `change`."""
+    repo = tmp_path / "sample-app"
+    shutil.copytree(SAMPLE_APP, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    change(repo)
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "a new revision")):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                       check=True, capture_output=True)
+    return str(repo)
+
+
+def revision_inventory(tmp_path: Path, repo: str) -> str:
+    """The sandbox inventory with the sample app's code taken from `repo`."""
+    def point(data: dict[str, Any]) -> None:
+        data["apps"]["sample"]["source"]["repository"] = repo
+
+    return variant(tmp_path, point)
+
+
+def worker_units(host: str) -> dict[str, tuple[str, int, str]]:
+    """Each worker unit of the sample app: its active state, main PID and the release its main process
+    works in (/proc/PID/cwd)."""
+    script = ("for u in $(systemctl list-units --all --plain --no-legend 'sample-*@*.service' | awk '{print $1}'); "
+              "do pid=$(systemctl show -p MainPID --value $u); "
+              'echo "$u $(systemctl is-active $u) $pid $(readlink /proc/$pid/cwd 2>/dev/null || echo -)"; done')
+    rows = {}
+    for line in ssh(host, script).stdout.splitlines():
+        unit, state, pid, cwd = line.split()
+        rows[unit] = (state, int(pid), cwd)
+    return rows
+
+
+def back_on(host: str, release: str, expected_units: int) -> None:
+    """The host runs `release`: current points to it, every worker unit is active and stays so (the
+    same process for longer than systemd's RestartSec), each main process works in it."""
+    assert readlink_current(host) == release
+
+    def settled() -> bool:
+        rows = worker_units(host)
+        return len(rows) == expected_units and all(state == "active" and cwd == release
+                                                   for state, _, cwd in rows.values())
+
+    try:
+        wait_for(settled, 60, f"every worker of {host} active in {release}", interval=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {expected_units} units expected, found {worker_units(host)}") from None
+    before = worker_units(host)
+    time.sleep(7)  # longer than RestartSec=5: a crash loop would show
+    assert worker_units(host) == before

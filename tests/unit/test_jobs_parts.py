@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.commands import running
 from deploytool.errors import InputError
 from deploytool.inventory import load_inventory
 from deploytool.jobs import collect, expected, formats, ownership, probe, thresholds
@@ -88,7 +89,9 @@ def test_rows_count_live_workers_and_quiet_ones_per_queue() -> None:
 def test_probe_command_runs_the_workers_interpreter_in_the_release_with_their_environment() -> None:
     app = INV.apps_on("prod-a")["sample"]
     text = probe.command(app, app.workers["sidekiq"], SYSTEMS["sidekiq"], ["critical", "default"])
-    assert text.startswith("cd /srv/sample/current 2>/dev/null || cd\n")
+    # In the release the group's running workers work in (deploytool.commands.running), else current.
+    assert text.startswith(running.release_of(app, app.workers["sidekiq"]) + "\n")
+    assert '\ncd "$release" 2>/dev/null || cd /srv/sample/current 2>/dev/null || cd\n' in text
     assert "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" in text  # the units'
     assert "command -v sidekiq" in text and "export REDIS_URL=redis://10.213.0.21:6379/0" in text
     assert "/srv/sample/shared/config/app.env" in text

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from local_shell import LocalShell
 
+from deploytool.commands import ready, unitfiles
 from deploytool.commands import systemctl as sc
-from deploytool.commands import unitfiles
 from deploytool.engine.execute import Execution
 from deploytool.engine.plan import Plan, Script, describe
 from deploytool.engine.runner import Job, dry_run_text, plan_data
 from deploytool.inventory import Inventory, load_inventory
 from deploytool.operations import workers as ops
 from deploytool.operations.workers import Workers, instance_changes, instance_effects, parse_instances
+from deploytool.remote import join
 from deploytool.report import HostReport, Reporter
 from deploytool.units import MARKER
 
@@ -299,10 +300,11 @@ def test_a_plan_with_a_lock_is_unlocked_last_on_failure() -> None:
     assert {"stage": "units", "commands": [ops.SYNC_PLAN]} in data["plan"]
 
 
-def test_restart_ends_by_checking_every_unit_is_active(inv: Inventory) -> None:
-    # The helper test_worker_commands runs in a real shell against stand-in states.
+def test_restart_starts_then_waits_until_every_worker_is_ready(inv: Inventory) -> None:
+    # The wait runs in a real shell against stand-in states in test_ready.
     w = workers(inv, "shop", "sidekiq")
-    assert ops.restart_script(w).endswith(sc.all_active(w.app, w.units))
+    assert ops.restart_script(w).endswith(join(sc.start(w.app, [w.target, *w.units])) + "\n"
+                                          + ready.wait(w.app, w.groups, "w1"))
 
 
 # --- rollback ----------------------------------------------------------------------------------------
