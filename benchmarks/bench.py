@@ -49,7 +49,7 @@ from deploytool.inventory import load_inventory  # noqa: E402
 from deploytool.sandbox.lock import SESSION_LOCK, held  # noqa: E402
 from deploytool.source import pack, resolve  # noqa: E402
 from deploytool.units import render_app  # noqa: E402
-from deploytool.workers import Workers  # noqa: E402
+from deploytool.operations.workers import Workers  # noqa: E402
 
 BENCH = ROOT / "benchmarks"
 OUT = BENCH / "out"

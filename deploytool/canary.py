@@ -10,7 +10,7 @@ Gates (docs/canary.md):
 - health: the app's `health:` commands, run on each host of the batch in the workers' runtime context
   and release, at the end of the soak: exit 0 is healthy.
 
-Reads only: nothing here changes a host; the rollback is the rollback plan (deploytool.releases)."""
+Reads only: nothing here changes a host; the rollback is the rollback plan (deploytool.operations.releases)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from typing import Any
 
 from deploytool import context
 from deploytool.commands import running
+from deploytool.engine.rolling import CANCELLED
 from deploytool.errors import HostError
 from deploytool.inventory import App, Inventory
 from deploytool.jobs import collect
+from deploytool.operations.workers import Workers, unit_states
 from deploytool.remote import Expand, connect, join, last_lines
-from deploytool.rolling import CANCELLED
-from deploytool.workers import Workers, unit_states
 
 CRASH_LOOP, WORKERS_LOST, FAILURES, HEALTH = "crash loop", "workers lost", "failures", "health"
 INTERVAL = 5.0  # seconds between two readings during a soak

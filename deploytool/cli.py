@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     for w in written:
-        print(f"{'replaced' if w.replaced else 'wrote'} {w.path}")
+        print(f"updated {w.path} ({w.what})" if w.what else f"{'replaced' if w.replaced else 'wrote'} {w.path}")
     print("next: edit inventories/production.yml, then `fab inventory.check` and `fab deploy`")
     return 0
 

@@ -49,7 +49,7 @@ def environment(app: App) -> dict[str, str]:
     """The app-level environment: PATH from `path:`, the app's `environment:`, REDIS_URL unless set
     (what every group's file holds, without the groups' own values)."""
     path = units.search_path(app)
-    env = {**({"PATH": path} if path else {}), **app.environment}
+    env = {**({"PATH": path} if path else {}), **app.variables}
     if app.redis:
         env.setdefault("REDIS_URL", app.redis[0])
     return env

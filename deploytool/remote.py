@@ -8,6 +8,7 @@ in its argv, so no value in them shows in `ps` on the host or here."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -219,6 +220,11 @@ class Session:
     def lost(self) -> bool:
         return self.liveness is not None and self.liveness.lost()
 
+    def usable(self) -> bool:
+        """Connected and answering: fit to carry more work (a jump host's connection, reused)."""
+        transport = self.connection.client.get_transport()
+        return transport is not None and transport.is_active() and not self.lost()
+
     def _lost_error(self, stage: str) -> HostError:
         silence = self.liveness.silence() if self.liveness else 0.0
         # Later calls (recovery, unlock) fail at once instead of each waiting for the bound again.
@@ -355,7 +361,21 @@ class Session:
                 self.close()
                 raise error
         if failure:
-            raise HostError(f"{self.host.name}: {stage}: upload to {remote}: {_describe(failure[0])}") from None
+            raise HostError(f"{self.host.name}: {stage}: upload to {remote}: "
+                            f"{self._upload_problem(local, remote) or _describe(failure[0])}") from None
+
+    def _upload_problem(self, local: Path | Any, remote: str) -> str | None:
+        """Why an upload failed, when the host can tell: SFTP reports a full disk only as "Failure"."""
+        directory = remote.rsplit("/", 1)[0] or "/"
+        try:
+            free = self.run(f"df -Pk {shlex.quote(directory)} | awk 'NR==2 {{print $4}}'", "upload", timeout=30)
+            size_kb = -(-os.path.getsize(local) // 1024)
+        except (HostError, OSError):
+            return None
+        text = free.stdout.strip()
+        if text.isdigit() and int(text) < size_kb:
+            return f"no space left on device ({text} KiB free under {directory}, the upload is {size_kb} KiB)"
+        return None
 
     def close(self) -> None:
         if self.liveness is not None:
@@ -372,7 +392,15 @@ def _config(host: Host) -> Config:
 
 
 def connect(host: Host, timeout: float = DEFAULT_TIMEOUT) -> Session:
-    """Open the host's SSH connection now, so an unreachable host fails at once, within its timeout."""
+    """Open the host's SSH connection now, so an unreachable host fails at once, within its timeout.
+
+    A host with a `jump` is reached through a channel of its jump host's connection (opened here
+    first, then shared by every host behind it: deploytool.remote.jumps); its own host key is checked
+    as strictly as a direct one."""
+    try:
+        gateway = _jumps.session(host.route[-1]) if host.route else None
+    except HostError as e:
+        raise HostError(f"{host.name}: {e}") from None
     known_hosts = host.known_hosts or str(Path("~/.ssh/known_hosts").expanduser())
     connect_kwargs: dict[str, Any] = {
         "banner_timeout": max(host.connect_timeout, 30.0),
@@ -385,6 +413,8 @@ def connect(host: Host, timeout: float = DEFAULT_TIMEOUT) -> Session:
     conn = Connection(
         host.address, user=host.user, port=host.port, connect_timeout=int(host.connect_timeout),
         connect_kwargs=connect_kwargs, config=_config(host), forward_agent=False,
+        # The inventory's jump wins over a ProxyJump/ProxyCommand an ssh config (ssh_config: true) has.
+        **({"gateway": False} if gateway else {}),
     )
     # Fabric trusts unknown hosts by default; deploytool never does.
     conn.client.set_missing_host_key_policy(_RejectUnknown(known_hosts))
@@ -393,22 +423,81 @@ def connect(host: Host, timeout: float = DEFAULT_TIMEOUT) -> Session:
             conn.client.get_host_keys().add(name, key.get_name(), key)
     began = time.monotonic()
     deadline = began + host.connect_timeout
+    where = f"{host.user}@{host.address}:{host.port}" + (f" through jump host {gateway.host.name}"
+                                                          if gateway else "")
     while True:
         try:
+            if gateway is not None:
+                conn.connect_kwargs["sock"] = _jumps.tunnel(gateway, host, deadline)
             conn.open()
             break
         except Exception as e:
-            # sshd in a host that is still booting refuses briefly; anything else fails now.
-            if isinstance(e, ConnectionRefusedError) and time.monotonic() < deadline:
+            # sshd in a host that is still booting refuses briefly; anything else fails now. Through a
+            # jump host, a refused connection is a channel the jump host could not open.
+            refused = isinstance(e, ConnectionRefusedError) or (
+                isinstance(e, paramiko.ChannelException) and e.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED)
+            if refused and time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
-            raise HostError(f"{host.name}: connect to {host.user}@{host.address}:{host.port}: {_describe(e)}") \
-                from None
+            raise HostError(f"{host.name}: connect to {where}: {_describe(e)}") from None
     transport = conn.client.get_transport()
     assert transport is not None
     transport.set_keepalive(max(1, int(host.keepalive)))
     return Session(host, conn, timeout=timeout, liveness=_Liveness(transport, host.keepalive),
                    opened=(began, time.monotonic() - began))
+
+
+class _Jumps:
+    """The connections to jump hosts, one per jump host for the whole task, shared by every host behind
+    it (hosts connecting at the same time wait for the one being opened). A connection found closed
+    or lost is opened again; a jump host that could not be reached fails every host that was waiting
+    for it with the same error, at once, and is tried again by the next host that asks later."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.opening: dict[str, threading.Lock] = {}
+        self.open: dict[str, Session] = {}
+        self.failed: dict[str, tuple[float, str]] = {}
+        atexit.register(self.close)
+
+    def session(self, jump: Host) -> Session:
+        asked = time.monotonic()
+        with self.lock:
+            opening = self.opening.setdefault(jump.name, threading.Lock())
+        with opening:
+            session = self.open.get(jump.name)
+            if session is not None and session.usable():
+                return session
+            if session is not None:
+                session.close()
+            failed = self.failed.get(jump.name)
+            if failed is not None and failed[0] >= asked:
+                raise HostError(failed[1])
+            try:
+                session = connect(jump)
+            except HostError as e:
+                self.failed[jump.name] = (time.monotonic(), f"jump host {e}")
+                raise HostError(f"jump host {e}") from None
+            self.open[jump.name] = session
+            return session
+
+    def tunnel(self, jump: Session, host: Host, deadline: float) -> paramiko.Channel:
+        """A `direct-tcpip` channel from the jump host to `host`'s SSH port, opened by `deadline`."""
+        transport = jump.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostError(f"jump host {jump.host.name}: the connection is closed")
+        channel: paramiko.Channel = transport.open_channel(
+            "direct-tcpip", (host.address, host.port), ("", 0), timeout=max(0.1, deadline - time.monotonic()))
+        return channel
+
+    def close(self) -> None:
+        with self.lock:
+            sessions, self.open = list(self.open.values()), {}
+        for session in sessions:
+            session.close()
+
+
+_jumps = _Jumps()
 
 
 _KNOWN: dict[tuple[str, float], paramiko.HostKeys] = {}

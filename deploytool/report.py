@@ -1,8 +1,8 @@
 """What the user sees: one progress line per host per stage, a summary table, or one JSON report.
 
-Values of the inventory's environment, in every quoted form, and URL passwords are redacted from
-everything printed (deploytool.redact); env files are never read by deploytool at all (they are
-sourced on the hosts)."""
+Secret values (the inventory's `secrets:`, secret-named environment values, URL passwords), in every
+quoted form, are redacted from everything printed (deploytool.redact); ordinary environment values are
+not. Env files are never read by deploytool at all (they are sourced on the hosts)."""
 
 from __future__ import annotations
 

@@ -132,6 +132,21 @@ def resolve(app: App, ref: str | None) -> Revision:
     return Revision(wanted, r.stdout.strip(), repo, prefix)
 
 
+def uncommitted(revision: Revision) -> list[str]:
+    """Paths of the work tree (of the app's subdirectory) with changes not in the commit a deploy ships,
+    when that commit is the work tree's HEAD (`revision: HEAD`, the checked-out branch): edited, staged
+    or untracked files the deploy silently leaves out. Empty for a bare repository, a mirror, or another
+    commit (a tag deployed from a work tree on a branch is not about the edits there)."""
+    repo = revision.repository
+    if not revision.commit or not repo or _run("-C", repo, "rev-parse", "--is-bare-repository").stdout.strip() \
+            != "false":
+        return []
+    if _run("-C", repo, "rev-parse", "--verify", "--quiet", "HEAD").stdout.strip() != revision.commit:
+        return []
+    r = _run("-C", repo, "status", "--porcelain", "--", revision.prefix or ".")
+    return [line[3:] for line in r.stdout.splitlines() if len(line) > 3]
+
+
 def pack(app: App, revision: Revision, workdir: Path) -> Path:
     """`git archive` of the resolved commit (of the app's subdirectory only, in a monorepo)."""
     tree = f"{revision.commit}:{revision.prefix}" if revision.prefix else revision.commit
@@ -144,3 +159,18 @@ def pack(app: App, revision: Revision, workdir: Path) -> Path:
         why = (r.stderr.decode().strip().splitlines() or ["failed"])[0]
         raise InputError(f"app {app.name}: source.repository {shown(app.source.repository)}: git archive {tree}: {why}")
     return Path(name)
+
+
+def show(app: App, revision: Revision, path: str) -> str | None:
+    """The text of `path` (relative to the app's directory, in a monorepo its subdirectory) at the
+    revision, read on this machine; None if the revision has no such file. With the git strategy the
+    hosts resolve the revision themselves: here it is resolved in the same repository (a URL's mirror)."""
+    if revision.commit:
+        repo, prefix, commit = revision.repository, revision.prefix, revision.commit
+    else:
+        repo, prefix = _local(app)
+        commit = _git(app, repo, "rev-parse", "--verify", "--end-of-options", f"{revision.ref}^{{commit}}")
+    spec = f"{commit}:{prefix}{path}"
+    if _run("-C", repo, "cat-file", "-e", spec).returncode != 0:
+        return None
+    return _git(app, repo, "cat-file", "blob", spec) + "\n"

@@ -41,7 +41,7 @@ SYSTEM_UNIT_DIR = "/etc/systemd/system"
 MARKER = "X-Deploytool-App"
 # Relative to the deploy user's home directory (where an SSH session starts); see unit_dir().
 USER_UNIT_DIR = ".config/systemd/user"
-# Environment files (the inventory's `environment:` values), one per worker group: see environment_file().
+# Environment files (the inventory's `environment:` and `secrets:`), one per worker group: see environment_file().
 SYSTEM_ENV_DIR = "/etc/deploytool"
 USER_ENV_DIR = ".config/deploytool"
 # Files workers create are not world-readable (logs, caches, uploads in shared/).
@@ -125,12 +125,19 @@ def _program(app: App, group: WorkerGroup, kind: Kind) -> list[str]:
 def exec_start(app: App, group: WorkerGroup, host: str) -> list[q.Arg]:
     """The worker's argv as data: program, concurrency, queues, grace, redis, per-instance args."""
     kind = KINDS[group.kind]
-    argv: list[q.Arg] = [*_program(app, group, kind), *kind.subcommand]
-    if kind.config_flag is not None and group.config is not None:
-        argv += [kind.config_flag, group.config]  # relative to the release, the WorkingDirectory
-    if kind.threads_flag is not None and group.threads is not None:
-        argv += [kind.threads_flag, str(group.threads)]
-    argv += kind.queue_flags(group.queues)
+    if group.procfile is not None:
+        if not group.command:
+            raise ValueError(f"worker group {group.name}: its Procfile command was not read (deploytool.procfile)")
+        # The Procfile's line is the whole command (subcommand, concurrency and queues included); only
+        # what deploytool needs to stop and quiet the worker is added below.
+        argv: list[q.Arg] = [*_program(app, group, kind)]
+    else:
+        argv = [*_program(app, group, kind), *kind.subcommand]
+        if kind.config_flag is not None and group.config is not None:
+            argv += [kind.config_flag, group.config]  # relative to the release, the WorkingDirectory
+        if kind.threads_flag is not None and group.threads is not None:
+            argv += [kind.threads_flag, str(group.threads)]
+        argv += kind.queue_flags(group.queues)
     if kind.timeout_flag is not None:
         argv += [kind.timeout_flag, str(group.grace * kind.timeout_scale)]
     argv += [_fill(a, app, group, host) for a in kind.instance_args]
@@ -152,7 +159,7 @@ def environment(app: App, group: WorkerGroup) -> dict[str, str]:
     """The inventory's environment for the group's workers: PATH from `path:`, the app's, then the
     group's (which overrides), then REDIS_URL (and the kind's own variable for it) unless either set it."""
     path = search_path(app, group)
-    env = {**({"PATH": path} if path else {}), **app.environment, **group.environment}
+    env = {**({"PATH": path} if path else {}), **app.variables, **group.variables}
     if app.redis:
         env.setdefault("REDIS_URL", app.redis[0])
         redis_env = KINDS[group.kind].redis_env
@@ -175,7 +182,7 @@ def environment_dir(app: App) -> str:
 def environment_file(app: App, group: WorkerGroup) -> str:
     """The host path of the group's environment file (user mode: `$HOME/...`, for a shell).
 
-    The inventory's `environment:` values go there, not into the world-readable unit: system mode
+    The inventory's `environment:` and `secrets:` values go there, not into the world-readable unit: system mode
     root:root 0600 (systemd reads EnvironmentFile= as root before it drops privileges), user mode
     0600 in the deploy user's home."""
     return f"{environment_dir(app)}/{group.name}.env"

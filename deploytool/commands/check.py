@@ -1,15 +1,16 @@
 """The read-only probes of `fab check`, as one shell script per host and app. Each probe prints one line,
-`@@@deploytool-check@@@ KIND NAME ok|missing [DETAIL...]`, which deploytool.check parses. Nothing here
+`@@@deploytool-check@@@ KIND NAME ok|missing [DETAIL...]`, which deploytool.operations.check parses. Nothing here
 writes: `sudo --list` only asks the policy, `command -v` only looks, `df`/`du` only measure.
 
 The markers are data lines, not the executor's fact markers (`@@deploytool-NAME value`, one value per
-name, deploytool.execute): the executor passes them on as the round trip's output."""
+name, deploytool.engine.execute): the executor passes them on as the round trip's output."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
 
+from deploytool.commands.release import Layout
 from deploytool.inventory import App
 
 q = shlex.quote
@@ -61,9 +62,23 @@ def disk(app: App) -> list[str]:
     ]
 
 
+def lock(app: App) -> list[str]:
+    """Is the app's deploy lock held by someone (a deploy running now)? `flock -n` on the existing lock
+    file only asks (an instant's shared lock, let go at once; a missing file is not created); a held
+    lock is reported with its holder's record. A lock directory of an older deploytool counts as held."""
+    lay = Layout(app)
+    held = f'echo {MARK} lock "$r" missing $(tail -n 1 "$r" 2>/dev/null)'
+    return [
+        f"r={q(lay.lock)}; f={q(lay.flock)}",
+        f'if [ -d "$r" ]; then echo {MARK} lock "$r" missing $(cat "$r/holder" 2>/dev/null)',
+        f'elif [ -e "$f" ] && ! flock -s -n "$f" true 2>/dev/null; then {held}',
+        f'else echo {MARK} lock "$r" ok; fi',
+    ]
+
+
 def probe(app: App, sudo: Sequence[str], needed: Sequence[str]) -> str:
     return "\n".join([*sudo_rights(sudo), *programs(needed), *writable(app), *linked_files(app), *disk(app),
-                      released(app)])
+                      *lock(app), released(app)])
 
 
 def if_released(app: App, released: str, unreleased: str) -> str:
@@ -85,3 +100,18 @@ def parse(text: str) -> list[tuple[str, str, bool, list[str]]]:
         if len(parts) >= 4 and parts[0] == MARK:
             rows.append((parts[1], parts[2], parts[3] == "ok", parts[4:]))
     return rows
+
+
+MISSING = "@@@deploytool-missing@@@"
+
+
+def missing(paths: Sequence[str], home_paths: Sequence[str] = ()) -> str:
+    """Print `MISSING path` for each of `paths` that does not exist (a directory with a trailing `/`
+    must be one); `home_paths` are relative to the user's home. Read only; exits 0."""
+    tests = [f"[ -e {q(p)} ] || echo {MISSING} {q(p)}" for p in paths]
+    tests += [f'[ -e "$HOME/"{q(p)} ] || echo {MISSING} "$HOME/"{q(p)}' for p in home_paths]
+    return "\n".join([*tests, "true"])
+
+
+def parse_missing(text: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith(MISSING + " ")]

@@ -14,8 +14,10 @@ from deploytool.remote import join
 
 q = shlex.quote
 
+LOCK_BUSY = 75  # EX_TEMPFAIL: a deploy holds the lock
 STAGE = "@@deploytool-stage"  # a line announcing the next stage of a multi-stage script
 PREVIOUS = "@@deploytool-previous"  # a line naming the release `current` pointed to before
+PREVIOUS_REVISION = "@@deploytool-previous_revision"  # ... and the revision that release records
 REVISION = "@@deploytool-revision"  # the commit a host resolved (git strategy)
 RELEASE = "@@deploytool-release"  # the release name the host settled on
 LAST = "@@deploytool-last"  # the host's record of the last deploy or rollback (host_runner: .deploy.last)
@@ -171,7 +173,9 @@ def current_release() -> str:
 
 
 def previous_release(app: App) -> str:
-    return f"echo {PREVIOUS} $(cd {q(app.deploy_to)} && {current_release()})"
+    # With the revision it runs: a failed deploy puts back the units of that revision's Procfile.
+    return (f"echo {PREVIOUS} $(cd {q(app.deploy_to)} && {current_release()}); "
+            f"echo {PREVIOUS_REVISION} $(cat {q(Layout(app).current)}/REVISION 2>/dev/null)")
 
 
 def switch_back(app: App, release: str, previous: str) -> str:
@@ -199,6 +203,29 @@ def remove_release(app: App, release: str) -> str:
     path = lay.release(release)
     return (f"[ \"$(readlink {q(lay.current)})\" = {q(path)} ] || rm -rf {q(path)} "
             f"{q(lay.releases)}/.{q(release)}.tar.gz")
+
+
+# The entries only a deploy_to has: purge() removes a directory only if it holds one of them (or nothing).
+DEPLOY_ENTRIES = ("releases", "shared", "current", "revisions.log", ".deploy.flock")
+
+
+def purge(app: App) -> str:
+    """Remove the app's deploy_to with everything in it (releases, shared/ with its linked files, current,
+    revisions.log, the lock files), as root in system mode (workers may own files in shared/). Refused
+    while a deploy holds the lock (it is taken for the removal), and for a directory that does not look
+    like a deploy_to (a typo must not remove /srv)."""
+    lay = Layout(app)
+    d = q(lay.deploy_to)
+    rm = "rm" if app.systemd == "user" else "sudo -n rm"
+    ours = " || ".join(f"[ -e {d}/{e} ]" for e in DEPLOY_ENTRIES)
+    foreign = q(f"{lay.deploy_to}: not removed: it holds no releases, shared/ or current (not a deploy_to?)")
+    busy = q(f"{lay.deploy_to}: not removed: a deploy holds its lock")
+    return "\n".join([
+        f"[ -e {d} ] || exit 0",
+        f'{ours} || [ -z "$(ls -A {d})" ] || {{ echo {foreign} >&2; exit 1; }}',
+        f"exec 9>>{q(lay.flock)} && flock -n 9 || {{ echo {busy} >&2; exit {LOCK_BUSY}; }}",
+        f"{rm} -rf -- {d}",
+    ])
 
 
 def log_revision(app: App, line: str) -> str:

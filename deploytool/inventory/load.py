@@ -67,7 +67,8 @@ def _one_line(err: ValidationError, prefix: str, key_prefix: str) -> InputError:
         msg = "unknown key"
     elif first["type"] == "missing":
         msg = "required key is missing"
-    elif isinstance(first.get("input"), str | int | float | bool):
+    elif isinstance(first.get("input"), str | int | float | bool) and "secrets" not in loc:
+        # A value under `secrets:` is never echoed, not even a bad one.
         shown = repr(first["input"])
         msg = f"{msg} (got {shown[:60]})"
     return InputError(f"{prefix}: {key}: {msg}")
@@ -82,6 +83,8 @@ def _build(path: Path, layers: Layers) -> Inventory:
         except ValidationError as e:
             raise _one_line(e, f"{layer.file}: host {name}", "") from None
         _resolve_local_paths(hosts, name, layer.file)
+
+    hosts = _resolve_jumps(hosts, layers)
 
     apps_raw = layers.common.data.get("apps") or {}
     if not isinstance(apps_raw, dict):
@@ -119,6 +122,32 @@ def _build(path: Path, layers: Layers) -> Inventory:
     _check_shared_redis(inventory)
     _check_worker_users(inventory, layers)
     return inventory
+
+
+def _resolve_jumps(hosts: dict[str, Host], layers: Layers) -> dict[str, Host]:
+    """Each host with its `jump` resolved to the jump host (which has its own resolved first): an
+    unknown name or a cycle is refused, naming the host whose `jump` closes it."""
+    resolved: dict[str, Host] = {}
+
+    def resolve(name: str, path: tuple[str, ...]) -> Host:
+        if name in resolved:
+            return resolved[name]
+        host = hosts[name]
+        if host.jump is None:
+            resolved[name] = host
+            return host
+        where = f"{layers.hosts[name].file}: host {name}: jump"
+        if host.jump not in hosts:
+            raise InputError(f"{where}: no such host {host.jump!r} in hosts: (known: {', '.join(hosts)})")
+        if host.jump == name or host.jump in path:
+            loop = [*path[path.index(host.jump):], name, host.jump] if host.jump in path else [name, name]
+            raise InputError(f"{where}: the jumps form a cycle: {' -> '.join(loop)}")
+        resolved[name] = host.through(resolve(host.jump, (*path, name)))
+        return resolved[name]
+
+    for name in hosts:
+        resolve(name, ())
+    return {name: resolved[name] for name in hosts}
 
 
 def _check_worker_users(inv: Inventory, layers: Layers) -> None:

@@ -18,12 +18,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
 
 from deploytool import unit_settings
-from deploytool.kinds import KINDS, Queue
+from deploytool.kinds import KINDS, Kind, Queue
 
 # The environment variable that carries an app's redis_namespace to its workers.
 NAMESPACE_ENV = "DEPLOYTOOL_REDIS_NAMESPACE"
@@ -137,6 +138,13 @@ CPUQuota = Annotated[Text, _pattern("CPUQuota")]
 SettingValue = Annotated[Text, BeforeValidator(_setting_value)]
 
 
+def _one_place(environment: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+    # A name in both would leave it to the merge order whether its value is printed.
+    both = sorted(set(environment) & set(secrets))
+    if both:
+        raise ValueError(f"{', '.join(both)}: in both `environment` and `secrets` (keep each name in one)")
+
+
 class WorkerGroup(_Model):
     """N identical worker processes of one kind: systemd instances `<app>-<group>@1..N`."""
 
@@ -150,7 +158,12 @@ class WorkerGroup(_Model):
     # its system tells); 0: no wait. Default: the kind's (deploytool.kinds, `command`: 5).
     ready_after: Annotated[Int, Field(ge=0, le=3600)] | None = None
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    # Like `environment:` (same file on the host), but masked in everything deploytool prints.
+    secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
     command: tuple[Text, ...] | None = None
+    # A process type of the app's Procfile: the command comes from its line at the deployed revision
+    # (deploytool.procfile fills `command` in before anything renders a unit).
+    procfile: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)] | None = None
     # The system user the workers run as; default: the host's SSH user, never root implicitly.
     user: Name | None = None
     roles: tuple[Name, ...] | None = None
@@ -176,9 +189,35 @@ class WorkerGroup(_Model):
                 raise ValueError(problem)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _procfile_kind(cls, value: Any) -> Any:
+        # A Procfile line is a plain command unless the group says which worker system it starts.
+        if isinstance(value, dict) and value.get("procfile") is not None and "kind" not in value:
+            return {**value, "kind": "command"}
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_apart(self) -> WorkerGroup:
+        _one_place(self.environment, self.secrets)
+        return self
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """`environment:` and `secrets:` together: what the group's environment file gets."""
+        return {**self.environment, **self.secrets}
+
     @model_validator(mode="after")
     def _fits_kind(self) -> WorkerGroup:
         kind = KINDS[self.kind]
+        if self.procfile is not None:
+            # `command` is filled in from the Procfile later; given here it would say something else.
+            if "command" in self.model_fields_set:
+                raise ValueError("`command` and `procfile` exclude each other: the command is the Procfile's")
+            for key in ("threads", "config"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` is not added to a Procfile's command: write it in the Procfile")
+            return self._fits_queues(kind)
         if self.config is not None and kind.config_flag is None:
             raise ValueError(f"`config` is not supported by kind {self.kind}")
         if kind.requires_command and not self.command:
@@ -187,6 +226,9 @@ class WorkerGroup(_Model):
             raise ValueError("`command` must not be empty")
         if self.threads is not None and kind.threads_flag is None:
             raise ValueError(f"`threads` is not supported by kind {self.kind}: add processes instead")
+        return self._fits_queues(kind)
+
+    def _fits_queues(self, kind: Kind) -> WorkerGroup:
         if self.queues and not kind.supports_queues:
             raise ValueError(f"`queues` is not supported by kind {self.kind}")
         if not kind.supports_weights and any(q.weight is not None for q in self.queues):
@@ -303,6 +345,7 @@ class App(_Model):
     build: tuple[Text, ...] = ()
     hooks: Hooks = Field(default_factory=Hooks)
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)  # as environment:, masked when printed
     # Relative to shared/ unless absolute; loaded by the worker units and by build commands.
     env_file: Text | None = None
     path: SearchPath = ()
@@ -328,6 +371,16 @@ class App(_Model):
         if isinstance(value, dict):
             return {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _secrets_apart(self) -> App:
+        _one_place(self.environment, self.secrets)
+        return self
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """`environment:` and `secrets:` together: what the app's environment files get."""
+        return {**self.environment, **self.secrets}
 
     @property
     def shared_path(self) -> str:
@@ -357,6 +410,22 @@ class Host(_Model):
     keepalive: Annotated[float, Field(strict=True, ge=0.5, le=60)] = 5.0
     # Apply ~/.ssh/config and /etc/ssh/ssh_config (ProxyCommand, ...): off unless asked for.
     ssh_config: Annotated[bool, Field(strict=True)] = False
+    # Another host of the inventory this one is reached through (a bastion): its address, port, user,
+    # key and known_hosts are used for the hop.
+    jump: Name | None = None
+    # The jump host, itself with its own jump resolved: set by deploytool.inventory.load, never from YAML.
+    _via: Host | None = PrivateAttr(default=None)
+
+    @property
+    def route(self) -> tuple[Host, ...]:
+        """The jump hosts to pass through on the way here, the first hop first; empty: direct."""
+        return () if self._via is None else (*self._via.route, self._via)
+
+    def through(self, via: Host) -> Host:
+        """This host, reached through `via` (its `jump`, resolved)."""
+        copy = self.model_copy()
+        copy._via = via
+        return copy
 
 
 @dataclass(frozen=True)

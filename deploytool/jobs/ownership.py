@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Sequence
 
+from deploytool.engine.rolling import run
 from deploytool.errors import HostError
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect, expected
@@ -30,7 +31,6 @@ from deploytool.jobs.systems import SYSTEMS
 from deploytool.kinds import KINDS, RedisKeys
 from deploytool.remote import Session, connect
 from deploytool.report import HostReport, Reporter, mark_skipped
-from deploytool.rolling import run
 
 
 def _names(inv: Inventory, app: str, system: str) -> str:

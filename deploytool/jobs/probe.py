@@ -26,7 +26,7 @@ END = "DEPLOYTOOL_PROBE_END"
 
 def environment(app: App, group: WorkerGroup) -> dict[str, str]:
     """The worker's environment as the inventory gives it (the env file is read on the host)."""
-    env = {**app.environment, **group.environment}
+    env = {**app.variables, **group.variables}
     if app.redis:
         env.setdefault("REDIS_URL", app.redis[0])
     if app.redis_namespace is not None:

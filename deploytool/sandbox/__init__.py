@@ -8,7 +8,8 @@ One concept per module:
   cgroup    per-host cgroup subtrees
   launcher  the detached process that boots a host, and boots it again on reboot
   process   finding and waiting for a host's processes
-  ssh       the client key, known_hosts and ssh argv
+  ssh       the client key, known_hosts and ssh argv (through jump hosts too)
+  faults    a host behind another (firewall), a small disk: put in place by tests, always taken away
   traces    what of the sandbox exists right now
   fleet     up, down, reboot, wait for ready
   handle    Fleet: ssh to running hosts, for tests and scripts

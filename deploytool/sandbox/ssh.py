@@ -28,7 +28,9 @@ def write_known_hosts(lines: Iterable[str]) -> None:
     tmp.replace(KNOWN_HOSTS)  # atomically: tests may be connecting while a fleet grows
 
 
-def ssh_options(connect_timeout: float = 10) -> list[str]:
+def ssh_options(connect_timeout: float = 10, jumps: Sequence[str] = (), user: str = DEPLOY_USER) -> list[str]:
+    """The options of every ssh to a sandbox host; `jumps`: the addresses of the hosts to pass through,
+    the first hop first."""
     return [
         "-F", "/dev/null",  # the controller's ~/.ssh/config has no say over the sandbox
         "-i", str(CLIENT_KEY), "-o", "IdentitiesOnly=yes",
@@ -37,12 +39,31 @@ def ssh_options(connect_timeout: float = 10) -> list[str]:
         "-o", "BatchMode=yes",
         "-o", f"ConnectTimeout={connect_timeout:g}",
         "-o", "LogLevel=ERROR",
+        *(["-o", "ProxyCommand=" + proxy_command(jumps, user, connect_timeout)] if jumps else []),
     ]  # fmt: skip
 
 
+def proxy_command(jumps: Sequence[str], user: str = DEPLOY_USER, connect_timeout: float = 10) -> str:
+    """The ProxyCommand that reaches the next hop through `jumps`: an ssh to the last jump host (itself
+    through the ones before it) forwarding stdin/stdout to the target (`-W`). OpenSSH's own `-J` would
+    not hand the key and the strict known_hosts options on to the hops; this checks every hop's key.
+
+    ssh expands `%h`/`%p` in a ProxyCommand, and `%%` to `%`: every `%` of the inner command is doubled
+    but the target's own `[%h]:%p`, so a nested hop's tokens reach the ssh they belong to."""
+    *before, last = jumps
+
+    def escape(arg: str) -> str:
+        return arg.replace("%", "%%")
+
+    inner = ["ssh", *ssh_options(connect_timeout, before, user)]
+    return shlex.join([*(escape(a) for a in inner), "-W", "[%h]:%p", escape(f"{user}@{last}")])
+
+
 def ssh_argv(
-    address: str, command: str | Sequence[str], *, user: str = DEPLOY_USER, connect_timeout: float = 10
+    address: str, command: str | Sequence[str], *, user: str = DEPLOY_USER, connect_timeout: float = 10,
+    jumps: Sequence[str] = (),
 ) -> Argv:
-    """ssh argv running command on a host; a list is quoted here, a string is sent as a shell line."""
+    """ssh argv running command on a host; a list is quoted here, a string is sent as a shell line.
+    `jumps`: addresses of the hosts to pass through (a host behind a bastion), the first hop first."""
     remote = command if isinstance(command, str) else shlex.join(command)
-    return ["ssh", *ssh_options(connect_timeout), f"{user}@{address}", "--", remote]
+    return ["ssh", *ssh_options(connect_timeout, jumps, user), f"{user}@{address}", "--", remote]

@@ -1,4 +1,7 @@
-"""The task collection that `fabfile.py` exposes to `fab`."""
+"""The task collection that an app's `fabfile.py` exposes to `fab`.
+
+The sandbox tasks (`sandbox.up/down/reboot`, which boot and remove this machine's local fleet) are not in
+it: they belong to deploytool's own repository, whose fabfile adds them (deploytool.tasks.sandbox)."""
 
 from invoke.collection import Collection
 
@@ -8,7 +11,6 @@ from deploytool.tasks.deploy import deploy, releases, rollback
 from deploytool.tasks.inventory import inventory
 from deploytool.tasks.jobs import jobs
 from deploytool.tasks.run import run
-from deploytool.tasks.sandbox import sandbox
 from deploytool.tasks.workers import workers
 
-ns = Collection(deploy, rollback, releases, check, run, workers, jobs, inventory, config, sandbox)
+ns = Collection(deploy, rollback, releases, check, run, workers, jobs, inventory, config)

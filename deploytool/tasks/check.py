@@ -37,8 +37,8 @@ def archive_sizes(apps: dict[str, App], revision: str | None) -> dict[str, int |
 
 
 def lines(report: HostReport) -> list[str]:
-    from deploytool import check as checks
-    from deploytool.check import Finding
+    from deploytool.operations import check as checks
+    from deploytool.operations.check import Finding
 
     found = [Finding(**f) for f in report.details.get("findings", [])]
     bad = checks.problems(found)
@@ -63,10 +63,11 @@ def check(
 ) -> None:
     """Check that hosts are ready for a deploy (host key, sudo, deploy_to, linked files, programs, disk,
     units); changes nothing; exit 1 if any problem."""
-    from deploytool import check as checks
-    from deploytool import engine, task_reports
-    from deploytool.check import Finding
-    from deploytool.plan import Facts
+    from deploytool import task_reports
+    from deploytool.engine import runner as engine
+    from deploytool.engine.plan import Facts
+    from deploytool.operations import check as checks
+    from deploytool.operations.check import Finding
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app, role)

@@ -11,18 +11,19 @@ from typing import TYPE_CHECKING
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from deploytool.engine.rolling import batch_size, run
 from deploytool.project import project_dir, project_templates
 from deploytool.report import HostReport, Reporter, json_text, mark_skipped
-from deploytool.rolling import batch_size, run
 from deploytool.tasks.options import Target, command, load, select_targets
 
 # The deploy machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
 # and every other task do not pay for it.
 if TYPE_CHECKING:
-    from deploytool import engine
-    from deploytool.engine import Job
+    from deploytool.engine import runner as engine
+    from deploytool.engine.runner import Job
     from deploytool.inventory import Inventory
     from deploytool.remote import Session
+    from deploytool.source import Revision
 
 DEPLOY_HELP = {
     "revision": "git revision to deploy (default: the app's source.revision)",
@@ -93,13 +94,20 @@ def deploy(
     max_failed_increase: int = 0,
     no_rollback: bool = False,
     dry_run: bool = False,
+    verbose: bool = False,
     json: bool = False,
 ) -> None:
     """Ship a new release, switch `current` and restart the workers."""
-    from deploytool.deploy import release_name
     from deploytool.jobs import ownership
+    from deploytool.operations.deploy import release_name
+    from deploytool.procfile_groups import at_revisions
+    from deploytool.source import resolve
 
-    inv = load(c, inventory)
+    inv = load(c, inventory, procfile=False)
+    targets = select_targets(inv, host, app, role)
+    # Resolved once: the code packed and the Procfile the units' commands come from are one commit.
+    revisions = {t.app.name: resolve(t.app, revision) for t in targets}
+    inv = at_revisions(inv, revisions)
     targets = select_targets(inv, host, app, role)
     out = Reporter(secrets(inv), quiet=json)
     name = release_name()
@@ -112,8 +120,8 @@ def deploy(
         if any(r.status != "ok" for r in checked):
             finish(out, checked, json, "deploy")
         watch = Watch(canary, soak, max_failed_increase, not no_rollback) if canary or soak is not None else None
-        reports = _deploy(inv, targets, out, name, templates, revision, batch, parallel, restart_batch, max_fail,
-                          timeout, force_unlock, dry_run, json, sessions, watch)
+        reports = _deploy(inv, targets, out, name, templates, revisions, batch, parallel, restart_batch, max_fail,
+                          timeout, force_unlock, dry_run, json, sessions, verbose, watch)
     finally:
         for session in sessions.values():  # those no host's deploy took over (closing twice is harmless)
             session.close()
@@ -132,30 +140,37 @@ class Watch:
 
 
 def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, templates: list[Path],
-            revision: str | None, batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
+            revisions: dict[str, Revision], batch: str | None, parallel: int, restart_batch: str | None, max_fail: int,
             timeout: float | None, force_unlock: bool, dry_run: bool, json: bool,
-            sessions: dict[str, Session], watch: Watch | None = None) -> list[HostReport]:
-    from deploytool import engine
-    from deploytool.deploy import Deploy
-    from deploytool.source import pack, resolve
+            sessions: dict[str, Session], verbose: bool = False, watch: Watch | None = None) -> list[HostReport]:
+    from deploytool.engine import runner as engine
+    from deploytool.operations.deploy import Deploy
+    from deploytool.source import pack, uncommitted
 
     apps = {t.app.name: t.app for t in targets}
-    revisions = {n: resolve(a, revision) for n, a in apps.items()}
+    for n, rev in revisions.items():
+        left_out = uncommitted(rev)
+        if left_out:
+            shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+            out.line(f"warning: {n}: {rev.repository} has changes not committed at {rev.ref} ({shown}): "
+                     f"the deploy ships {rev.commit[:12]} without them")
     with tempfile.TemporaryDirectory(prefix="deploytool-") as tmp:
-        archives = {
-            n: (pack(a, revisions[n], Path(tmp)) if a.source.strategy == "archive" and not dry_run else None)
-            for n, a in apps.items()
-        }
+        # A dry run packs too (locally), for the disk check's size, but sends nothing.
+        packed = {n: (pack(a, revisions[n], Path(tmp)) if a.source.strategy == "archive" else None)
+                  for n, a in apps.items()}
+        archives = {n: (None if dry_run else p) for n, p in packed.items()}
+        sizes = {n: (p.stat().st_size if p else None) for n, p in packed.items()}
         grouped = by_host(targets)
         once = once_hosts(inv, targets)
         jobs = [Deploy(inv, h, t.app, revisions[t.app.name], name, archives[t.app.name], templates, force_unlock,
-                       once_host=once[t.app.name] == h).job() for h, ts in grouped.items() for t in ts]
+                       once_host=once[t.app.name] == h, archive_bytes=sizes[t.app.name]).job()
+                for h, ts in grouped.items() for t in ts]
         # Workers restart rolling (`restart_at_once` hosts at a time) while the rest runs in parallel.
         rollout = engine.Rollout(batch=batch, parallel=parallel, max_fail=max_fail, timeout=timeout,
                                  restart_at_once=batch_size(restart_batch, len(grouped), default=1))
         if watch is None:
             return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=dry_run, rollout=rollout,
-                                  extra={"release": name}, sessions=sessions)
+                                  extra={"release": name}, sessions=sessions, verbose=verbose)
         return _watched(inv, targets, jobs, out, name, templates, rollout, watch, dry_run, json, sessions)
 
 
@@ -168,9 +183,9 @@ def _watched(inv: Inventory, targets: list[Target], jobs: list[Job], out: Report
     from dataclasses import replace
 
     from deploytool import canary as gates_
-    from deploytool import engine
-    from deploytool.releases import rollback_job
-    from deploytool.rolling import batches
+    from deploytool.engine import runner as engine
+    from deploytool.engine.rolling import batches
+    from deploytool.operations.releases import rollback_job
 
     hosts = list(by_host(targets))
     apps = list({t.app.name: t.app for t in targets}.values())
@@ -269,11 +284,12 @@ def rollback(
     timeout: float | None = None,
     force_unlock: bool = False,
     dry_run: bool = False,
+    verbose: bool = False,
     json: bool = False,
 ) -> None:
     """Switch `current` back to an earlier release and restart the workers."""
-    from deploytool import engine
-    from deploytool.releases import rollback_job
+    from deploytool.engine import runner as engine
+    from deploytool.operations.releases import rollback_job
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
@@ -282,7 +298,7 @@ def rollback(
     jobs = [rollback_job(inv, h, t.app, release, templates, force_unlock)
             for h, ts in by_host(targets).items() for t in ts]
     reports = engine.perform(inv, jobs, out, "rollback", json=json, dry_run=dry_run,
-                             rollout=engine.Rollout(default_batch=1, timeout=timeout))
+                             rollout=engine.Rollout(default_batch=1, timeout=timeout), verbose=verbose)
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
 
@@ -293,8 +309,8 @@ def releases(
     json: bool = False,
 ) -> None:
     """List the releases on each host, newest first, current marked."""
-    from deploytool import releases as rel_ops
     from deploytool import task_reports
+    from deploytool.operations import releases as rel_ops
     from deploytool.redact import redact
 
     inv = load(c, inventory)

@@ -32,7 +32,7 @@ def summary(inv: Inventory) -> dict[str, Any]:
                     for g in inv.groups_on(name, app)
                 },
             }
-        hosts[name] = {"address": host.address, "port": host.port, "user": host.user,
+        hosts[name] = {"address": host.address, "port": host.port, "user": host.user, "jump": host.jump,
                        "roles": list(host.roles), "apps": apps}
     return {"inventory": str(inv.path), "hosts": hosts}
 
@@ -40,7 +40,8 @@ def summary(inv: Inventory) -> dict[str, Any]:
 def _lines(data: dict[str, Any]) -> list[str]:
     out = [f"inventory {data['inventory']}: ok"]
     for name, h in data["hosts"].items():
-        out.append(f"  {name}  {h['user']}@{h['address']}:{h['port']}  roles: {', '.join(h['roles']) or '-'}")
+        via = f" via {h['jump']}" if h["jump"] else ""
+        out.append(f"  {name}  {h['user']}@{h['address']}:{h['port']}{via}  roles: {', '.join(h['roles']) or '-'}")
         for app_name, app in h["apps"].items():
             out.append(f"    {app_name}  {app['deploy_to']}")
             for g_name, g in app["workers"].items():
@@ -56,8 +57,7 @@ def check(c: Context, inventory: str | None = None, json: bool = False) -> None:
     """Validate an inventory and print what runs where."""
     from deploytool import task_reports
 
-    # The summary holds no environment values: nothing to redact.
-    data = summary(load(c, inventory, redacting=False))
+    data = summary(load(c, inventory))
     if json:
         print(json_text(task_reports.inventory_check(data["inventory"], data["hosts"])))
     else:

@@ -35,6 +35,7 @@ HELP = {
     "app": "app name; default: every app on the selected hosts",
     "role": "select the hosts having this role",
     "dry_run": "print the plan and change nothing",
+    "verbose": "with --dry-run: each stage's commands and every unit diff line (default: stages and changes)",
     "json": "print one JSON report on stdout",
     "group": "only this worker group",
     "timeout": "seconds each stage may take on a host (default: the app's `timeout`, 600)",
@@ -47,7 +48,7 @@ def exit_codes(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         # A cancelled CI job sends SIGTERM: handle it like Ctrl-C, so hosts already started are
-        # finished rather than abandoned (deploytool.rolling), and output piped into `head` ends quietly.
+        # finished rather than abandoned (deploytool.engine.rolling), and output piped into `head` ends quietly.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         try:
@@ -67,16 +68,24 @@ def inventory_name(c: Context, inventory: str | None) -> str:
     return str(section.get("inventory", DEFAULT_INVENTORY))
 
 
-def load(c: Context, inventory: str | None, redacting: bool = True) -> Inventory:
+def load(c: Context, inventory: str | None, redacting: bool = True, procfile: bool = True) -> Inventory:
     """The inventory named by --inventory or fabric.yaml; a name is looked up in the project's inventories/.
 
-    Its `environment:` values are remembered so that every message of this process redacts them; a task
-    that prints none of them (inventory.check) passes `redacting=False`, so ordinary values such as
-    `production` stay readable in its output."""
+    `procfile:` groups get their commands from the app's Procfile at its source.revision; a task that
+    deploys another revision passes `procfile=False` and reads them itself (deploytool.procfile).
+
+    Its secret values (deploytool.redact: `secrets:`, secret names, URL passwords) are remembered so
+    that every message of this process redacts them; ordinary `environment:` values (`production`) are
+    not secret and stay readable. `redacting=False`: a task that prints secrets on purpose
+    (workers.render --show-secrets)."""
     from deploytool.inventory import load_inventory
     from deploytool.redact import inventory_secrets, remember
 
     inv = load_inventory(inventory_name(c, inventory), project_dir(c.config))
+    if procfile:
+        from deploytool.procfile_groups import at_revisions
+
+        inv = at_revisions(inv)
     if redacting:
         remember(inventory_secrets(inv))
     return inv
@@ -169,7 +178,7 @@ BATCHES = ("batch", "restart_batch", "canary")
 
 def check_options(values: dict[str, Any]) -> dict[str, Any]:
     """Options as given on the command line (strings) → typed and range-checked, or InputError."""
-    from deploytool.rolling import batch_size
+    from deploytool.engine.rolling import batch_size
 
     checked = dict(values)
     for name, value in values.items():
@@ -181,6 +190,17 @@ def check_options(values: dict[str, Any]) -> dict[str, Any]:
             except InputError as e:
                 raise InputError(f"--{name.replace('_', '-')} {e}") from None
     return checked
+
+
+def refuse_fabric_connection(c: Any) -> None:
+    """A task handed a Fabric connection was started with `-H` by Fabric's own executor (a project whose
+    fabric.yaml lacks deploytool's `tasks.executor_class`): it would act on the inventory's hosts, not on
+    the one named. Refused before anything connects (Fabric connects lazily)."""
+    from fabric import Connection
+
+    if isinstance(c, Connection):
+        raise InputError(f"-H/--hosts {c.host}: Fabric's host flag does not reach this task here (fabric.yaml "
+                         "lacks `tasks: {executor_class: deploytool.tasks.run.Executor}`); use --host")
 
 
 def command(**extra_help: str) -> Callable[[Callable[..., None]], Any]:
@@ -195,6 +215,7 @@ def command(**extra_help: str) -> Callable[[Callable[..., None]], Any]:
 
         @functools.wraps(func)
         def checked(*args: Any, **kwargs: Any) -> None:
+            refuse_fabric_connection(args[0] if args else None)
             func(*args, **check_options(kwargs))
 
         checked.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]

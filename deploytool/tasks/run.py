@@ -13,6 +13,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from deploytool.errors import HostError, InputError
+from deploytool.tasks.core_options import apply_hosts as apply_hosts_option
+from deploytool.tasks.core_options import check_refused
 from deploytool.tasks.options import command, load, select_targets, split_names
 
 if TYPE_CHECKING:  # imported by the task body, not by `fab --list`
@@ -33,14 +35,22 @@ EXIT_CHDIR = 200
 
 class Executor(FabricExecutor):  # type: ignore[misc]  # Fabric ships no type hints
     """Leaves the text after `--` to the task that asked for it (`fab run`): Fabric would otherwise run it
-    itself on `-H` hosts, and refuse without them. `fab -H x -- cmd` without a task works as before."""
+    itself on `-H` hosts, and refuse without them. `fab -H x -- cmd` without a task works as before.
+
+    Fabric's core options reach the tasks as deploytool.tasks.core_options says: `-H` as each task's
+    `--host` (never a Fabric connection per host, which the tasks would not use), others refused."""
 
     def expand_calls(self, calls: Any, apply_hosts: bool = True) -> Any:
         if not calls:
             return super().expand_calls(calls, apply_hosts)
+        if apply_hosts:
+            core_args = self.core[0].args
+            check_refused(core_args)
+            if core_args.hosts.value:
+                apply_hosts_option(core_args.hosts.value, calls)
         remainder, self.core.remainder = self.core.remainder, ""
         try:
-            return super().expand_calls(calls, apply_hosts)
+            return super().expand_calls(calls, apply_hosts=False)
         finally:
             self.core.remainder = remainder
 
@@ -90,6 +100,31 @@ def command_text(inv: Inventory, host: str, app: App, group: WorkerGroup | None,
     return join(in_context(inv, host, app, argv, group, tty=interactive))
 
 
+def not_runnable(session: Session, inv: Inventory, host: str, app: App, group: WorkerGroup | None) -> list[str]:
+    """Why the command cannot run on the host, read before it runs (one read-only round trip): the app
+    not deployed there (no release), or an environment file its context loads missing (after
+    workers.uninstall, before a first deploy or config.upload). Empty when it can run."""
+    from deploytool import context
+    from deploytool.commands import check as probes
+
+    rt = context.runtime(inv, host, app, group)
+    paths = [f"{rt.working_directory}/", *rt.env_files]
+    gone = probes.parse_missing(session.run(probes.missing(paths, [rt.home_env_file] if rt.home_env_file else []),
+                                            "run").stdout)
+    reasons = []
+    for path in gone:
+        if path == f"{rt.working_directory}/":
+            reasons.append(f"{app.name} is not deployed there: {app.current_path} is missing "
+                           f"(fab deploy --host {host})")
+        elif path == app.env_file_path:
+            reasons.append(f"its env_file {path} is missing "
+                           f"(fab config.upload --host {host} --file {app.env_file} --from PATH)")
+        else:
+            reasons.append(f"environment file {path} is missing (a deploy or fab workers.install --host {host} "
+                           "writes it)")
+    return reasons
+
+
 def dry_run_text(inv: Inventory, chosen: list[tuple[str, App, WorkerGroup | None]], argv: Sequence[str],
                  interactive: bool) -> str:
     """What `--dry-run` prints: each host and the exact command it would run (redacted by the caller)."""
@@ -124,9 +159,12 @@ def run(c: Context, inventory: str | None = None, host: str | None = None, app: 
         text = command_text(inv, name, the_app, the_group, argv, interactive)
         session = connect(inv.hosts[name])
         try:
-            code = attached(session, text, interactive)
+            reasons = not_runnable(session, inv, name, the_app, the_group)
+            code = 1 if reasons else attached(session, text, interactive)
         finally:
             session.close()
+        for reason in reasons:
+            print(redact(f"error: {name}: {the_app.name}: cannot run: {reason}"), file=sys.stderr)
         if code == EXIT_CHDIR:
             print(f"{name}: {the_app.current_path} is missing: deploy the app first", file=sys.stderr)
         if code and not worst:

@@ -20,13 +20,13 @@ from deploytool.tasks.options import Target, command, load, select_targets
 # The worker machinery (inventory model, units, SSH) is imported in the task bodies: `fab --list`
 # and every other task do not pay for it.
 if TYPE_CHECKING:
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Rollout
+    from deploytool.engine.plan import Facts, Plan
+    from deploytool.engine.runner import Job, Rollout
     from deploytool.inventory import Inventory
-    from deploytool.plan import Facts, Plan
+    from deploytool.operations import workers as ops
+    from deploytool.operations.workers import Workers
     from deploytool.remote import Session
     from deploytool.units import EnvFile, UnitFile
-    from deploytool.workers import Workers
 
 ROLLING_HELP = {"batch": "hosts at a time: N or P% (default: one host at a time)",
                 "max_fail": "hosts that may fail before the rest are left alone (default 0)"}
@@ -39,39 +39,42 @@ def check_group(inv: Inventory, targets: list[Target], group: str | None) -> Non
 
 def perform(c: Context, inventory: str | None, host: str | None, app: str | None, job: Callable[[Workers], Job],
             *, task: str, json: bool, dry_run: bool, group: str | None = None, rollout: Rollout | None = None,
-            notes: Sequence[str] = ()) -> None:
+            notes: Sequence[str] = (), verbose: bool = False) -> None:
     """Build each (host, app)'s job with `job`, run them with the engine (or print their plans), report;
     `notes` (filled while the jobs are built) are printed before the summary. Exit 1 if a host failed."""
-    from deploytool import engine
-    from deploytool.workers import Workers
+    from deploytool.engine import runner as engine
+    from deploytool.operations.workers import Workers
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)
     check_group(inv, targets, group)
     jobs = [job(Workers(inv, t.host, t.app, group)) for t in targets]
     reports = engine.perform(inv, jobs, Reporter(quiet=json), task, json=json, dry_run=dry_run,
-                             rollout=rollout or engine.Rollout(), notes=notes)
+                             rollout=rollout or engine.Rollout(), notes=notes, verbose=verbose)
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
 
 
 @command(out="directory to write the units to (HOST/UNIT with several hosts); default: print",
-         show_secrets="show the environment files' values (default: ***)")
+         show_secrets="show the environment files' secret values too (default: ***)")
 def render(
     c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
     out: str | None = None, show_secrets: bool = False,
 ) -> None:
     """Render the worker units and environment files for hosts without connecting to them."""
+    from deploytool.operations.workers import Workers
+    from deploytool.redact import inventory_secrets
     from deploytool.units import render_app
-    from deploytool.workers import Workers
 
-    inv = load(c, inventory)
+    # --show-secrets prints them on purpose: then they are not redacted from the output.
+    inv = load(c, inventory, redacting=not show_secrets)
+    secrets = inventory_secrets(inv)
     targets = select_targets(inv, host, app)
     many_hosts = len({t.host for t in targets}) > 1
     for t in targets:
         units = render_app(inv, t.host, t.app, template_dirs=project_templates(project_dir(c.config)))
         w = Workers(inv, t.host, t.app)
-        env_files = [e if show_secrets else redacted(e) for e in w.env_files]
+        env_files = [e if show_secrets else redacted(e, secrets) for e in w.env_files]
         if out is None:
             for unit in units:
                 print(f"# --- {t.host}: {unit.name}\n{unit.content}")
@@ -89,12 +92,13 @@ def render(
               f"{len(env_files)} environment files to {directory}")
 
 
-def redacted(env: EnvFile) -> EnvFile:
-    """The environment file with every value shown as ***."""
+def redacted(env: EnvFile, secrets: Sequence[str]) -> EnvFile:
+    """The environment file with its secret values shown as *** (deploytool.redact: `secrets:`, secret
+    names, URL passwords); ordinary values as they are."""
+    from deploytool.redact import redact
     from deploytool.units import EnvFile
 
-    lines = [line.split("=", 1)[0] + "=***" for line in env.content.splitlines()]
-    return EnvFile(env.path, "".join(line + "\n" for line in lines))
+    return EnvFile(env.path, redact(env.content, secrets))
 
 
 def write_private(path: Path, content: str) -> None:
@@ -122,10 +126,10 @@ def write_unit_dir(directory: Path, units: list[UnitFile], target: str, enabled:
 
 @command()
 def install(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-            dry_run: bool = False, json: bool = False) -> None:
+            dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Upload the units, enable instances 1..N and the target (start at boot); remove surplus ones."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
+    from deploytool.operations import workers as ops
 
     templates = project_templates(project_dir(c.config))
 
@@ -137,89 +141,89 @@ def install(c: Context, inventory: str | None = None, host: str | None = None, a
         return Job(w.host, w.app, lambda facts: ops.install_plan(w, templates, facts), note=note,
                    preview=lambda s: Preview(changes=ops.preview(s, w, templates)),
                    dry_plan=lambda seen: ops.install_plan(w, templates, seen.facts, dry=True))
-    perform(c, inventory, host, app, job, task="workers.install", json=json, dry_run=dry_run)
+    perform(c, inventory, host, app, job, task="workers.install", json=json, dry_run=dry_run, verbose=verbose)
 
 
-@command()
+@command(purge="also remove the app's deploy_to (releases, shared/ with its linked files, current, revisions.log, "
+               "the lock): the app is then gone from the host")
 def uninstall(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-              dry_run: bool = False, json: bool = False) -> None:
-    """Stop, disable and remove all of an app's worker units."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+              purge: bool = False, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
+    """Stop, disable and remove all of an app's worker units and environment files (--purge: its deploy_to)."""
+    from deploytool.engine.runner import Job, Preview
+    from deploytool.operations import workers as ops
 
     def job(w: Workers) -> Job:
-        return Job(w.host, w.app, lambda _: ops.uninstall_plan(w),
-                   preview=lambda s: Preview(changes=ops.preview(s, w, removing=True)))
-    perform(c, inventory, host, app, job, task="workers.uninstall", json=json, dry_run=dry_run)
+        gone = [f"{w.app.deploy_to}: would be removed, with releases, shared/ and the lock (--purge)"] if purge else []
+        return Job(w.host, w.app, lambda _: ops.uninstall_plan(w, purge),
+                   preview=lambda s: Preview(changes=ops.preview(s, w, removing=True) + gone))
+    perform(c, inventory, host, app, job, task="workers.uninstall", json=json, dry_run=dry_run, verbose=verbose)
 
 
 def _operation(op: str, build: Callable[[Workers], Plan]) -> Callable[[Workers], Job]:
     """A worker operation whose dry run shows what it does to each instance (workers.EFFECTS)."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
+    from deploytool.operations import workers as ops
 
     return lambda w: Job(w.host, w.app, lambda _: build(w), preview=lambda s: Preview(changes=ops.effects(s, w, op)))
 
 
 @command()
 def enable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-           dry_run: bool = False, json: bool = False) -> None:
+           dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Make the workers start at boot."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("enable", ops.enable_plan), task="workers.enable", json=json,
-            dry_run=dry_run)
+            dry_run=dry_run, verbose=verbose)
 
 
 @command()
 def disable(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-            dry_run: bool = False, json: bool = False) -> None:
+            dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Stop the workers from starting at boot (running ones keep running)."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("disable", ops.disable_plan), task="workers.disable", json=json,
-            dry_run=dry_run)
+            dry_run=dry_run, verbose=verbose)
 
 
 @command()
 def start(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          group: str | None = None, dry_run: bool = False, json: bool = False) -> None:
+          group: str | None = None, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Start the workers."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("start", ops.start_plan), task="workers.start", json=json,
-            dry_run=dry_run, group=group)
+            dry_run=dry_run, verbose=verbose, group=group)
 
 
 @command()
 def stop(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-         group: str | None = None, dry_run: bool = False, json: bool = False) -> None:
+         group: str | None = None, dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Stop the workers; running jobs get the kind's grace to finish."""
-    from deploytool import workers as ops
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("stop", ops.stop_plan), task="workers.stop", json=json,
-            dry_run=dry_run, group=group)
+            dry_run=dry_run, verbose=verbose, group=group)
 
 
 def quiet_shortfall(quieted: Sequence[str], unsupported: Sequence[str], strict: bool) -> str | None:
-    """Why a quiet failed on one host, or None. Kinds without a quiet mechanism fail it only when nothing
-    else was quieted (nothing asked for happened) or with --strict; otherwise they are reported."""
-    if not unsupported:
+    """Why a quiet failed on one host, or None. A kind without a quiet mechanism (RQ, Dramatiq, ...) is no
+    failure: nothing went wrong, there is nothing to ask of it (a note says so); with --strict it is."""
+    if not unsupported or not strict:
         return None
     why = f"quiet: not supported by {', '.join(unsupported)} (no per-worker quiet mechanism)"
-    if not quieted:
-        return f"{why}; nothing was quieted"
-    return f"{why}; the other kinds were quieted" if strict else None
+    return f"{why}; the other kinds were quieted" if quieted else f"{why}; nothing was quieted"
 
 
-@command(strict="exit 1 if a selected kind has no quiet mechanism (default: report it; exit 0 when every "
-                "kind that can be quieted was)")
+@command(strict="exit 1 if a selected kind has no quiet mechanism (default: a note, exit 0)")
 def quiet(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
-          group: str | None = None, strict: bool = False, dry_run: bool = False, json: bool = False) -> None:
+          group: str | None = None, strict: bool = False, dry_run: bool = False, verbose: bool = False,
+          json: bool = False) -> None:
     """Make the workers stop fetching new jobs, each kind its own way; kinds without a way are reported."""
-    from deploytool import workers as ops
-    from deploytool.engine import Job, Preview
+    from deploytool.engine.runner import Job, Preview
     from deploytool.kinds import KINDS
+    from deploytool.operations import workers as ops
 
     notes: list[str] = []
 
@@ -229,7 +233,8 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
         shortfall = quiet_shortfall(quieted, unsupported, strict)
         if unsupported and not shortfall:
             notes.append(f"{w.host}: {w.app.name}: quiet not supported by {', '.join(unsupported)}: those "
-                         f"workers keep fetching jobs; quieted: {', '.join(quieted)}")
+                         "workers keep fetching jobs (workers.stop stops them, each finishing its job); "
+                         + (f"quieted: {', '.join(quieted)}" if quieted else "nothing else to quiet"))
 
         def note(facts: Facts, r: HostReport) -> None:
             r.details.update(quieted=quieted, quiet_not_supported=unsupported)
@@ -244,20 +249,20 @@ def quiet(c: Context, inventory: str | None = None, host: str | None = None, app
         said += [f"would fail: {shortfall}"] if shortfall else []
         return Job(w.host, w.app, lambda _: ops.quiet_plan(w), note=note, finish=finish,
                    preview=lambda _: Preview(changes=said))
-    perform(c, inventory, host, app, job, task="workers.quiet", json=json, dry_run=dry_run, group=group,
-            notes=notes)
+    perform(c, inventory, host, app, job, task="workers.quiet", json=json, dry_run=dry_run, verbose=verbose,
+            group=group, notes=notes)
 
 
 @command(**ROLLING_HELP)
 def restart(c: Context, inventory: str | None = None, host: str | None = None, app: str | None = None,
             group: str | None = None, batch: str | None = None, max_fail: int = 0, timeout: float | None = None,
-            dry_run: bool = False, json: bool = False) -> None:
+            dry_run: bool = False, verbose: bool = False, json: bool = False) -> None:
     """Quiet, stop and start the workers, rolling host by host; on failure they are brought back."""
-    from deploytool import workers as ops
-    from deploytool.engine import Rollout
+    from deploytool.engine.runner import Rollout
+    from deploytool.operations import workers as ops
 
     perform(c, inventory, host, app, _operation("restart", ops.restart_plan), task="workers.restart", json=json,
-            dry_run=dry_run, group=group,
+            dry_run=dry_run, verbose=verbose, group=group,
             rollout=Rollout(batch=batch, default_batch=1, max_fail=max_fail, timeout=timeout))
 
 
@@ -266,9 +271,9 @@ def status(c: Context, inventory: str | None = None, host: str | None = None, ap
            group: str | None = None, json: bool = False) -> None:
     """Show each worker unit's state; exit 1 unless every expected unit is active."""
     from deploytool import task_reports
-    from deploytool import workers as ops
-    from deploytool.engine import on_hosts
-    from deploytool.lock import last_run_note
+    from deploytool.engine.lock import last_run_note
+    from deploytool.engine.runner import on_hosts
+    from deploytool.operations import workers as ops
     from deploytool.redact import redact
 
     inv = load(c, inventory)
@@ -328,8 +333,8 @@ def logs(c: Context, inventory: str | None = None, host: str | None = None, app:
          group: str | None = None, lines: int = 100, since: str | None = None, follow: bool = False) -> None:
     """Show the workers' journal."""
     from deploytool.commands import systemctl as sc
+    from deploytool.operations.workers import Workers
     from deploytool.remote import connect, join
-    from deploytool.workers import Workers
 
     inv = load(c, inventory)
     targets = select_targets(inv, host, app)

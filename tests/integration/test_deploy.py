@@ -162,7 +162,13 @@ def _host_state(host: str) -> str:
 
 def test_dry_run_changes_nothing(deployed: None) -> None:
     before = {h: _host_state(h) for h in APP_HOSTS}
-    r = fab("deploy", "--dry-run")
+    concise = fab("deploy", "--dry-run")
+    assert concise.returncode == 0, concise.stderr
+    # By default the stages by name, and no command: a few lines per host.
+    assert "  stages: check, lock, upload, code, shared, switch, units, quiet, restart, cleanup, unlock" in \
+        concise.stdout, concise.stdout
+    assert "tar -xzf" not in concise.stdout and len(concise.stdout.splitlines()) < 30, concise.stdout
+    r = fab("deploy", "--dry-run", "--verbose")
     assert r.returncode == 0, r.stderr
     for stage in ("[check]", "[lock]", "[code]", "[switch]", "[units]", "[restart]"):
         assert stage in r.stdout
@@ -177,7 +183,7 @@ def test_secrets_are_not_printed(deployed: None, tmp_path: Path) -> None:
     secret = "s3cr3t-t0ken-value"
     inv = variant(tmp_path, lambda d: d["apps"]["sample"].update(environment={"API_TOKEN": secret},
                                                                  build=["test -n \"$API_TOKEN\""]))
-    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--dry-run")
+    r = fab("deploy", "--inventory", inv, "--host", "prod-a", "--dry-run", "--verbose")
     # The units stage names the environment files that would change, the build the app's file it writes
     # first (deploytool.context): names only, no content, not even base64-encoded.
     assert r.returncode == 0 and "sidekiq.env: (environment file changed)" in r.stdout, r.stdout

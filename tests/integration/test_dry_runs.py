@@ -39,7 +39,7 @@ def test_install_and_deploy_dry_runs_name_the_instances_a_shrink_stops(deployed:
     inv = variant(tmp_path, one_sidekiq)
     before = workers_state("prod-a")
     assert "sample-sidekiq@3.service" in before and " active enabled" in before
-    r = fab("workers.install", "--inventory", inv, "--host", "prod-a", "--dry-run")
+    r = fab("workers.install", "--inventory", inv, "--host", "prod-a", "--dry-run", "--verbose")
     assert r.returncode == 0, r.stderr
     for n in (2, 3):
         assert f"sample-sidekiq@{n}.service: running, would be stopped and disabled (not wanted)" in r.stdout, r.stdout
@@ -58,7 +58,7 @@ def test_install_and_deploy_dry_runs_name_the_instances_a_shrink_stops(deployed:
 
 def test_stop_dry_run_leaves_the_workers_running(deployed: None) -> None:
     before = workers_state("prod-b")
-    r = fab("workers.stop", "--host", "prod-b", "--dry-run")
+    r = fab("workers.stop", "--host", "prod-b", "--dry-run", "--verbose")
     assert r.returncode == 0, r.stderr
     assert "sample-sidekiq@1.service: would be stopped" in r.stdout and "[stop]" in r.stdout
     assert "    sudo -n systemctl stop sample-sidekiq@1.service" in r.stdout
@@ -83,7 +83,7 @@ def test_every_changing_task_has_a_json_dry_run_that_changes_nothing(deployed: N
 
 def test_rollback_dry_run_says_which_release_would_become_current(deployed: None) -> None:
     current, older = with_older_release("prod-a")
-    r = fab("rollback", "--host", "prod-a", "--dry-run")
+    r = fab("rollback", "--host", "prod-a", "--dry-run", "--verbose")
     assert r.returncode == 0, r.stderr
     assert f"current: {current} -> {older} (" in r.stdout, r.stdout
     for stage in ("[lock]", "[check]", "[switch]", "[units]", "[restart]", "[log]", "[unlock]"):

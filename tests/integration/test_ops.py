@@ -168,7 +168,7 @@ def test_once_hook_runs_on_exactly_one_host(deployed: None, tmp_path: Path) -> N
     inv = variant(tmp_path, hooks(before_switch=[once], after_restart=[f"hostname >> {AFTER_LOG}"]))
     try:
         # prod-b named first: the once host is still the first in inventory order.
-        r = fab("deploy", "--inventory", inv, "--host", "prod-b,prod-a", "--dry-run")
+        r = fab("deploy", "--inventory", inv, "--host", "prod-b,prod-a", "--dry-run", "--verbose")
         assert r.returncode == 0 and r.stdout.count("[before_switch (once)]") == 1, r.stdout
         assert "prod-a: sample: release" in r.stdout and "runs the app's once hooks" in r.stdout
         r = fab("deploy", "--inventory", inv, "--host", "prod-b,prod-a")

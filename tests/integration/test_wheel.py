@@ -169,3 +169,60 @@ def test_init_check_render_and_deploy_from_the_apps_directory(
     assert "v2 up," in ssh(HOST, f"cat {current}/bin/work").stdout
     assert [p.name.startswith("origin-") for p in (cache / "deploytool" / "repos").iterdir()] == [True]
     ssh(HOST, f"systemctl is-active {APP}-work@1.service {APP}-work@2.service")
+
+
+PROC_APP = "procwheel"
+PROCFILE = """\
+web: python3 -m http.server $PORT
+worker: sidekiq -C config/sidekiq.yml -r ./worker.rb
+release: bin/migrate
+"""
+SIDEKIQ_YML = ":concurrency: 4\n:queues:\n  - [critical, 2]\n  - default\n"
+
+
+@pytest.fixture
+def proc_app(tmp_path: Path, bin_dir: Path) -> Iterator[Path]:
+    """An app's repository with a Procfile, config/sidekiq.yml and a Gemfile.lock naming Sidekiq."""
+    root = tmp_path / PROC_APP
+    (root / "config").mkdir(parents=True)
+    (root / "Procfile").write_text(PROCFILE)
+    (root / "config" / "sidekiq.yml").write_text(SIDEKIQ_YML)
+    (root / "Gemfile.lock").write_text("GEM\n  remote: https://rubygems.org/\n  specs:\n    sidekiq (6.5.12)\n")
+    (root / "worker.rb").write_text("require 'sidekiq'\n")
+    ok(run(root, "git", "init", "-q", "-b", "main"))
+    yield root
+    ssh(HOST, f"rm -rf /srv/{PROC_APP}", check=False)
+
+
+def test_init_in_an_app_with_a_procfile_writes_its_groups_and_check_passes(
+    fleet: Fleet, bin_dir: Path, proc_app: Path, tmp_path: Path
+) -> None:
+    fab = bin_dir / "fab"
+    ok(run(proc_app, bin_dir / "deploytool", "init"))
+    inventory = proc_app / "inventories" / "production.yml"
+    written = yaml.safe_load(inventory.read_text())["apps"][PROC_APP]["workers"]
+    assert written == {
+        "web": {"procfile": "web", "kind": "command", "processes": 1},
+        "worker": {"procfile": "worker", "kind": "sidekiq", "processes": 1, "queues": [{"critical": 2}, "default"]},
+    }
+    assert "# Procfile: worker: sidekiq -C config/sidekiq.yml -r ./worker.rb" in inventory.read_text()
+
+    # On the sandbox: its host instead of the example ones, the groups as init wrote them.
+    sandbox = yaml.safe_load(SANDBOX.read_text())["hosts"][HOST]
+    data = yaml.safe_load(inventory.read_text())
+    data["hosts"] = {HOST: {key: sandbox[key] for key in ("address", "user", "known_hosts", "identity")}
+                     | {"roles": ["worker"]}}
+    data["apps"][PROC_APP]["redis"] = "redis://10.213.0.21:6379/10"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    commit(proc_app, "deploy with deploytool")
+    summary = ok(run(proc_app, fab, "inventory.check"))
+    assert "worker: sidekiq 1 processes, queues critical:2,default" in summary
+    ok(run(proc_app, fab, "workers.render", "--host", HOST, "--out", tmp_path / "units"))
+    unit = (tmp_path / "units" / f"{PROC_APP}-worker@.service").read_text()
+    assert f"ExecStart=sidekiq -C config/sidekiq.yml -r ./worker.rb -t 25 -g {PROC_APP}-worker-%i\n" in unit
+
+    env_file = tmp_path / "app.env"
+    env_file.write_text("X=1\n")
+    ok(run(proc_app, fab, "config.upload", "--file", "config/app.env", "--from", env_file))
+    checked = ok(run(proc_app, fab, "check", "--host", HOST))
+    assert "worker: sidekiq -> /usr/bin/sidekiq" in checked and "web: python3 -> " in checked, checked

@@ -70,9 +70,16 @@ def test_quiet_sidekiq_takes_no_new_jobs_and_finishes_running_one(deployed: None
     wait_for(lambda: all(r.sismember("sample:done:sidekiq", i) for i in ids), 60, "the queue to drain")
 
 
-def test_quiet_unsupported_kind_is_reported(deployed: None) -> None:
+def test_quiet_of_a_kind_without_quiet_is_a_note_and_fails_only_with_strict(deployed: None) -> None:
+    before = unit_states("prod-a")
     q = fab("workers.quiet", "--host", "prod-a", "--group", "rq")
-    assert q.returncode == 1 and "not supported by rq" in q.stderr
+    assert q.returncode == 0 and "note: prod-a: sample: quiet not supported by rq" in q.stderr, q.stderr
+    strict = fab("workers.quiet", "--host", "prod-a", "--group", "rq", "--strict")
+    assert strict.returncode == 1 and "not supported by rq" in strict.stderr
+    # Nothing was done to the RQ workers: the same processes still run, still taking jobs.
+    after = unit_states("prod-a")
+    rq = [u for u in before if u.startswith("sample-rq@")]
+    assert rq and all(after[u]["active"] == "active" and after[u]["main_pid"] == before[u]["main_pid"] for u in rq)
 
 
 def push(r: redis.Redis, queue: str, job_id: str, seconds: float | None = None) -> None:

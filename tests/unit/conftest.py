@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploytool.rolling import CANCELLED
+from deploytool.engine.rolling import CANCELLED
 
 
 @pytest.fixture
 def not_cancelled() -> Iterator[None]:
-    """Another test's interruption (deploytool.rolling.CANCELLED) must not leak into this one's executor."""
+    """Another test's interruption (deploytool.engine.rolling.CANCELLED) must not leak into this one's executor."""
     CANCELLED.clear()
     yield
     CANCELLED.clear()

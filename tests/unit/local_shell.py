@@ -1,5 +1,5 @@
 """A host's session played by bash on this machine, for running plans through the real executor
-(deploytool.execute) and the real plan runner (deploytool.host_runner) without SSH."""
+(deploytool.engine.execute) and the real plan runner (deploytool.engine.host_runner) without SSH."""
 
 from __future__ import annotations
 
@@ -88,10 +88,12 @@ class LocalShell:
         self.env, self.cwd, self.upload = env, cwd, upload
         self.uploads: list[str] = []
         self.streams: list[LocalStream] = []
+        self.reads: list[str] = []
 
     def run(self, command: str, stage: str, check: bool = True, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None) -> Result:
         """One read as a round trip of its own (what a dry run's preview sends)."""
+        self.reads.append(command)
         r = subprocess.run(["bash", "-s"], input=command, capture_output=True, text=True, env=self.env,
                            cwd=self.cwd, timeout=60, check=False)
         for line in r.stdout.splitlines():
@@ -112,8 +114,9 @@ class LocalShell:
 
     @property
     def scripts(self) -> list[str]:
-        """What went to the host, one text per plan sent (its runner, plan and the controller's lines)."""
-        return ["".join(s.sent) for s in self.streams]
+        """What went to the host, one text per round trip: each read, each plan sent (its runner, the plan
+        and the controller's lines)."""
+        return [*self.reads, *("".join(s.sent) for s in self.streams)]
 
     def lost(self) -> bool:
         return False

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import check
 from deploytool.commands import check as probes
 from deploytool.inventory import Inventory, load_inventory
+from deploytool.operations import check
 
 
 def sh(text: str) -> str:
@@ -98,3 +98,15 @@ def test_disk_too_small_is_a_problem(tmp_path: Path, free: str) -> None:
     app = inventory(tmp_path).apps_on("h1")["shop"]
     [f] = check.findings([("disk", "/srv", True, [free, "100"])], app, 1024 * 1024, "deploy")
     assert not f.ok and f.detail.endswith("not enough")
+
+
+@pytest.mark.parametrize(("free", "warned"), [("150", True), ("199", True), ("200", False), ("5000", False)])
+def test_free_disk_below_two_releases_is_a_warning(tmp_path: Path, free: str, warned: bool) -> None:
+    """A release of 100 KiB (the current one), an upload of 10 KiB: enough for this deploy from 110 KiB,
+    a warning below two releases (200 KiB), never a problem (the host stays ok)."""
+    app = inventory(tmp_path).apps_on("h1")["shop"]
+    found = check.findings([("disk", "/srv", True, [free, "100"])], app, 10 * 1024, "deploy")
+    assert check.problems(found) == []
+    warnings = [f for f in found if f.note and not f.ok]
+    assert [f.detail for f in warnings] == ([f"warning: {free} KiB free under /srv is below two releases "
+                                             "(200 KiB): a later deploy may run out of space"] if warned else [])

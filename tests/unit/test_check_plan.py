@@ -4,6 +4,8 @@ one executor in a real local shell against a temporary deploy_to, its output par
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -11,14 +13,15 @@ import pytest
 from local_shell import LocalShell
 from test_check_commands import inventory
 
-from deploytool import check, context
+from deploytool import context
 from deploytool.commands import check as probes
 from deploytool.commands import release as rel
 from deploytool.commands import unitfiles
-from deploytool.execute import Execution
-from deploytool.plan import Script, describe
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Script, describe
+from deploytool.operations import check
+from deploytool.operations.workers import Workers
 from deploytool.report import HostReport, Reporter
-from deploytool.workers import Workers
 
 pytestmark = pytest.mark.usefixtures("not_cancelled")
 
@@ -69,9 +72,46 @@ def test_the_plan_run_for_real_gives_every_finding(tmp_path: Path) -> None:
     assert [(f.check, f.detail) for f in check.problems(found)] == [
         ("linked file", f"{shared}/config/master.key: missing; upload it: {upload}")]
     by_check = {f.check for f in found}
-    assert by_check >= {"host key", "sudo", "program", "deploy_to", "linked file", "disk", "units", "worker program"}
+    assert by_check >= {"host key", "sudo", "program", "deploy_to", "linked file", "disk", "lock", "units",
+                        "worker program"}
     [units] = [f for f in found if f.check == "units"]
-    assert units.note and units.detail.endswith("shop-s@.service, shop-w@.service, shop-workers.target")
+    # A host never deployed: its units are not installed yet (they do not "differ").
+    assert units.note and units.detail == "not installed yet (a deploy installs them)"
+    installed = "\n".join([f"{unitfiles.SEPARATOR.strip()} shop-s@.service", "[Unit]"]) + "\n"
+    differ = check.units_finding(installed, Workers(inv, "h1", app), [])
+    assert differ.note and differ.detail.endswith("shop-s@.service, shop-w@.service, shop-workers.target")
+
+
+def test_a_lock_held_by_a_running_deploy_is_a_problem(tmp_path: Path) -> None:
+    from deploytool.commands.release import Layout
+    from deploytool.engine.lock import Holder
+
+    inv = inventory(tmp_path)
+    app = inv.apps_on("h1")["shop"]
+    text = "\n".join(step.command for step in check.readiness_steps(inv, "h1", app))
+
+    def lock_finding() -> check.Finding:
+        out = subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=True).stdout
+        [found] = [f for f in check.readiness(out, inv, "h1", app, 0) if f.check == "lock"]
+        return found
+
+    assert lock_finding().ok  # no deploy_to yet: nothing holds it, and nothing is created
+    assert not Path(app.deploy_to).exists()
+    lay = Layout(app)
+    Path(app.deploy_to).mkdir()
+    holder = Holder("ci", "runner-7", 4242, "abc123", "20260101000000", "2026-01-01T00:00:00+00:00")
+    Path(lay.lock).write_text(holder.json() + "\n")
+    with subprocess.Popen(["flock", lay.flock, "sleep", "30"], start_new_session=True) as held:
+        try:
+            subprocess.run(["bash", "-c", f"until ! flock -n {lay.flock} true; do sleep 0.05; done"], timeout=10,
+                           check=True)
+            found = lock_finding()
+            assert not found.ok and found.detail == (
+                "shop is being deployed now by ci@runner-7 pid 4242 since 2026-01-01T00:00:00+00:00 (release "
+                "20260101000000, revision abc123): a deploy would be refused")
+        finally:
+            os.killpg(held.pid, signal.SIGKILL)  # flock and its sleep, which holds the lock too
+    assert lock_finding().ok  # let go: free again, though its record and lock file remain
 
 
 def test_installed_units_are_parsed_after_the_other_probes() -> None:
@@ -94,3 +134,28 @@ def test_a_worker_on_another_release_than_current_is_a_problem() -> None:
     [fine] = check.releases_finding(out.replace("20260101000000", "20260102000000"))
     assert fine.ok and fine.detail == "2 running worker(s) on the release current points to (20260102000000)"
     assert check.releases_finding(f"{rel.CURRENT} \n") == []  # never deployed: nothing to tell
+def test_a_dry_run_names_what_would_make_the_deploy_fail(tmp_path: Path) -> None:
+    from deploytool.commands.release import Layout
+
+    inv = inventory(tmp_path)
+    app = inv.apps_on("h1")["shop"]
+    shell = LocalShell()
+    problems = check.would_fail(shell, inv, "h1", app, [], 4096)  # type: ignore[arg-type]
+    shared = app.shared_path
+    upload = "fab config.upload --app shop --file config/{} --from PATH"
+    assert f"linked file: {shared}/config/app.env: missing; upload it: {upload.format('app.env')}" in problems
+    assert f"linked file: {shared}/config/master.key: missing; upload it: {upload.format('master.key')}" in problems
+    assert len(shell.scripts) == 1 and not Path(app.deploy_to).exists()  # one read-only round trip
+    # The rollback's dry run asks only about the lock.
+    assert check.lock_held(shell, app) == []  # type: ignore[arg-type]
+    Path(app.deploy_to).mkdir()
+    lay = Layout(app)
+    Path(lay.flock).touch()
+    with subprocess.Popen(["flock", lay.flock, "sleep", "30"], start_new_session=True) as held:
+        try:
+            subprocess.run(["bash", "-c", f"until ! flock -n {lay.flock} true; do sleep 0.05; done"], timeout=10,
+                           check=True)
+            [problem] = check.lock_held(shell, app)  # type: ignore[arg-type]
+            assert problem.startswith("lock: shop is being deployed now by a holder that left no record")
+        finally:
+            os.killpg(held.pid, signal.SIGKILL)

@@ -16,8 +16,8 @@ from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
 from deploytool.errors import InputError
 from deploytool.inventory import App, load_inventory
+from deploytool.operations.shared_files import shared_file, workers_user
 from deploytool.remote import join, script
-from deploytool.shared_files import shared_file, workers_user
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"TOKEN=very-secret-value\n"

@@ -13,8 +13,8 @@ import pytest
 from deploytool import context, units
 from deploytool.commands.requeue import requeue
 from deploytool.inventory import App, Host, Inventory, WorkerGroup, load_inventory
+from deploytool.operations.workers import Workers
 from deploytool.units import DEFAULT_PATH, render_app
-from deploytool.workers import Workers
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
 SECRET = "s3cr3t-'$(touch /tmp/pwned)'-value"

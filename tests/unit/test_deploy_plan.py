@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploytool.commands import release as rel
-from deploytool.deploy import Deploy
+from deploytool.engine.lock import Holder
+from deploytool.engine.plan import Script
 from deploytool.inventory import load_inventory
 from deploytool.inventory.model import Hooks
-from deploytool.lock import Holder
-from deploytool.plan import Script
+from deploytool.operations.deploy import Deploy
 from deploytool.source import Revision
 from deploytool.tasks.deploy import once_hosts
 from deploytool.tasks.options import Target

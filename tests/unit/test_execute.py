@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from local_shell import LocalShell
 
-from deploytool.execute import Execution
-from deploytool.plan import Plan, Recovery, Script, Step
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Plan, Recovery, Script, Step
+from deploytool.engine.rolling import CANCELLED
 from deploytool.report import HostReport, Reporter
-from deploytool.rolling import CANCELLED
 
 pytestmark = pytest.mark.usefixtures("not_cancelled")
 

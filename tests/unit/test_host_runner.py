@@ -1,4 +1,4 @@
-"""The plan runner (deploytool.host_runner) run here by bash and python3 as a host runs it, spoken to
+"""The plan runner (deploytool.engine.host_runner) run here by bash and python3 as a host runs it, spoken to
 through its protocol: the deploy lock it holds, and what it does when its controller goes away: before
 the commit point it runs the armed recovery and frees the lock, after it it finishes the plan; either
 way it records the run in deploy_to/.deploy.last."""
@@ -12,9 +12,9 @@ from typing import Any
 
 from local_shell import LocalStream
 
-from deploytool import host_runner
-from deploytool.execute import PROGRAM
-from deploytool.lock import Holder
+from deploytool.engine import host_runner
+from deploytool.engine.execute import PROGRAM
+from deploytool.engine.lock import Holder
 from deploytool.remote import sign
 
 NONCE = "0123456789abcdef"

@@ -276,3 +276,25 @@ def test_fab_inventory_check_accepts_valid_inventory(inventory: str) -> None:
     result = _fab("inventory.check", "--inventory", inventory)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_jump_hosts_resolve_to_a_route_of_inventory_hosts(tmp_path: Path) -> None:
+    path = tmp_path / "jumps.yml"
+    path.write_text(
+        "hosts:\n"
+        "  edge: {address: 192.0.2.1, port: 2222, user: gate, identity: keys/gate}\n"
+        "  inner: {address: 10.0.0.2, jump: edge}\n"
+        "  app: {address: 10.0.1.3, jump: inner, roles: [app]}\n"
+        "  direct: {address: 10.0.0.4}\n"
+        "apps:\n"
+        "  web: {source: {repository: /srv/git/web}, deploy_to: /srv/web}\n"
+    )
+    inv = load_inventory(path)
+    route = inv.hosts["app"].route
+    assert [h.name for h in route] == ["edge", "inner"]
+    # Each hop is the inventory's own host: its address, port, user and key (paths resolved) are used.
+    assert (route[0].address, route[0].port, route[0].user) == ("192.0.2.1", 2222, "gate")
+    assert route[0].identity == str(tmp_path / "keys" / "gate")
+    assert [h.name for h in route[1].route] == ["edge"]
+    assert inv.hosts["inner"].route == (inv.hosts["edge"],)
+    assert inv.hosts["direct"].route == () and inv.hosts["edge"].route == ()

@@ -16,7 +16,7 @@ from deploytool.inventory import load_inventory
 from deploytool.jobs import collect, expected, formats, ownership, probe, thresholds
 from deploytool.jobs.model import QueueCounts, QueueStatus, Reading, SeenWorker
 from deploytool.jobs.systems import SYSTEMS
-from deploytool.workers import UnitStatus, _with_process
+from deploytool.operations.workers import UnitStatus, _with_process
 
 INV = load_inventory("sandbox")
 

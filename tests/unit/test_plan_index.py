@@ -1,11 +1,11 @@
-"""The index of where each operation's plan is built (deploytool/plan.py) names functions that exist."""
+"""The index of where each operation's plan is built (deploytool/engine/plan.py) names functions that exist."""
 
 from __future__ import annotations
 
 import importlib
 import re
 
-from deploytool import plan
+from deploytool.engine import plan
 
 
 def test_every_plan_builder_named_in_the_index_exists() -> None:

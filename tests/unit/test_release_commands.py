@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from deploytool.commands import release as rel
+from deploytool.engine.lock import Holder
 from deploytool.inventory import App, Host, Inventory
-from deploytool.lock import Holder
-from deploytool.releases import choose, parse_listing
+from deploytool.operations.releases import choose, parse_listing
 from deploytool.remote import script
 
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from deploytool.engine.rolling import batch_size, batches, run
 from deploytool.errors import InputError
-from deploytool.rolling import batch_size, batches, run
 
 
 @pytest.mark.parametrize(

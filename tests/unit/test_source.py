@@ -12,7 +12,7 @@ import yaml
 
 from deploytool.errors import InputError
 from deploytool.inventory import App
-from deploytool.source import Revision, mirror_path, pack, resolve, shown
+from deploytool.source import Revision, mirror_path, pack, resolve, shown, uncommitted
 
 REPO = Path(__file__).resolve().parents[2]
 FAB = REPO / ".venv" / "bin" / "fab"
@@ -92,6 +92,18 @@ def test_revision_option_overrides_the_inventory(bare: Path) -> None:
 def test_a_subdirectory_of_a_work_tree_is_packed_alone(work: Path, tmp_path: Path) -> None:
     a = app(work / "web")
     assert packed(a, resolve(a, None), tmp_path) == {"index.html": "<p>hi</p>\n"}
+
+
+def test_uncommitted_changes_left_out_of_a_head_deploy_are_named(work: Path, bare: Path) -> None:
+    assert uncommitted(resolve(app(work, "HEAD"), None)) == []
+    (work / "app.py").write_text("print('edited')\n")
+    (work / "web" / "new.html").write_text("new\n")
+    assert sorted(uncommitted(resolve(app(work, "HEAD"), None))) == ["app.py", "web/new.html"]
+    assert uncommitted(resolve(app(work, "main"), None)) != []  # main is checked out: the same commit
+    # Only the app's subdirectory counts; another commit, a bare repository: nothing to say.
+    assert uncommitted(resolve(app(work / "web", "HEAD"), None)) == ["web/new.html"]
+    assert uncommitted(resolve(app(work, "next"), None)) == []
+    assert uncommitted(resolve(app(bare, "main"), None)) == []
 
 
 def test_a_url_is_mirrored_in_the_cache_and_fetched_every_time(work: Path, bare: Path, cache: Path) -> None:

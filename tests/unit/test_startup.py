@@ -10,6 +10,6 @@ import sys
 def test_task_collection_imports_no_heavy_machinery() -> None:
     code = ("import sys, deploytool.tasks; "
             "print(' '.join(m for m in ('pydantic', 'jinja2', 'deploytool.inventory', 'deploytool.units', "
-            "'deploytool.jobs', 'deploytool.workers') if m in sys.modules))")
+            "'deploytool.jobs', 'deploytool.operations.workers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from local_shell import LocalShell
 
-from deploytool import shared_files
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
-from deploytool.engine import plan_data
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Script, Upload, describe
+from deploytool.engine.runner import plan_data
 from deploytool.errors import HostError
-from deploytool.execute import Execution
 from deploytool.inventory import App
-from deploytool.plan import Script, Upload, describe
+from deploytool.operations import shared_files
+from deploytool.operations.shared_files import Content
 from deploytool.report import HostReport, Reporter
-from deploytool.shared_files import Content
 from deploytool.tasks.config import plan_lines
 
 SECRET = b"TOKEN=very-secret-value\n"
@@ -127,6 +127,9 @@ def test_a_dry_run_only_compares_and_prints_the_plan_without_the_content(
     assert lines[1] == f"h: shop: {env_file.path}"
     assert "  [upload]" in lines and f"    upload standard input -> {cmd.temp_template(env_file)}" in lines
     assert lines[-1] == "  [on failure] remove the temporary file"
+    assert plan_lines({"h": env_file}, "-", verbose=False)[1:] == [
+        f"h: shop: {env_file.path}", "  stages: compare, prepare, upload, install  (--verbose: their commands)",
+        "  [on failure] remove the temporary file"]
     assert SECRET.decode().strip() not in "\n".join(lines)
     # The JSON report's details in a dry run: the same plan as data.
     data = plan_data(shared_files.upload_plan(env_file, None, {}, what="standard input"))

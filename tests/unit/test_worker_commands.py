@@ -8,7 +8,7 @@ import pytest
 
 from deploytool.commands import running
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.workers import Workers, recover_script, restart_script
+from deploytool.operations.workers import Workers, recover_script, restart_script
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
 

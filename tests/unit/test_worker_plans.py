@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from local_shell import LocalShell
 
-from deploytool import workers as ops
 from deploytool.commands import ready, unitfiles
 from deploytool.commands import systemctl as sc
-from deploytool.engine import Job, dry_run_text, plan_data
-from deploytool.execute import Execution
+from deploytool.engine.execute import Execution
+from deploytool.engine.plan import Plan, Script, describe
+from deploytool.engine.runner import Job, dry_run_text, plan_data
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.plan import Plan, Script, describe
+from deploytool.operations import workers as ops
+from deploytool.operations.workers import Workers, instance_changes, instance_effects, parse_instances
 from deploytool.remote import join
 from deploytool.report import HostReport, Reporter
 from deploytool.units import MARKER
-from deploytool.workers import Workers, instance_changes, instance_effects, parse_instances
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
 SIDEKIQ = "shop-sidekiq@1.service shop-sidekiq@2.service"
@@ -252,10 +252,14 @@ def test_dry_run_text_shows_changes_stages_and_errors(inv: Inventory) -> None:
     jobs = [Job("w1", w.app, lambda _: ops.stop_plan(w), title="stop"), Job("w2", w.app, lambda _: Plan(()))]
     ok, down = HostReport("w1", "shop"), HostReport("w2", "shop", status="failed", error="w2: connect: refused")
     ok.details.update(plan_data(ops.stop_plan(w), ["shop-rq@1.service: would be stopped"]))
-    text = dry_run_text(jobs, [ok, down])
-    assert text.splitlines()[:6] == [
-        "dry run: nothing is uploaded, locked or changed; hosts are only read (units, instances, releases)",
-        "", "w1: shop: stop", "  would change:", "    shop-rq@1.service: would be stopped", "  [stop]"]
+    concise = dry_run_text(jobs, [ok, down])
+    assert concise.splitlines()[:6] == [
+        "dry run: nothing is uploaded, locked or changed; hosts are only read (checks, units, instances, releases)",
+        "", "w1: shop: stop", "  would change:", "    shop-rq@1.service: would be stopped",
+        "  stages: stop  (--verbose: each stage's commands)"]
+    assert "sudo" not in concise and concise.endswith("w2: shop\n  error: w2: connect: refused")
+    text = dry_run_text(jobs, [ok, down], verbose=True)
+    assert text.splitlines()[5] == "  [stop]"
     assert "    sudo -n systemctl stop shop-rq@1.service" in text
     # The requeue program is named, not printed line by line.
     assert "<<'DEPLOYTOOL_REQUEUE_END' || echo 'could not requeue unfinished rq jobs of shop-rq'  " \
@@ -264,9 +268,28 @@ def test_dry_run_text_shows_changes_stages_and_errors(inv: Inventory) -> None:
     assert "[on failure]" not in text  # a stop is not undone
 
 
+def test_dry_run_text_lists_what_would_fail_and_summarizes_unit_diffs(inv: Inventory) -> None:
+    from deploytool.engine.runner import summarize_changes
+
+    w = workers(inv, "shop", "rq")
+    report = HostReport("w1", "shop", status="failed", error="w1: would fail: linked file: x")
+    report.details.update(plan_data(ops.stop_plan(w), ops.unit_diff({"a.service": "x\ny\n", "c.service": "z"},
+                                                                    {"a.service": "x\nY\nw\n", "b.service": "1\n2"},
+                                                                    ["/etc/deploytool/shop/rq.env"])))
+    report.details["problems"] = ["linked file: /srv/shop/shared/.env: missing; upload it: fab config.upload ..."]
+    text = dry_run_text([Job("w1", w.app, lambda _: Plan(()))], [report])
+    assert text.splitlines()[2:9] == [
+        "w1: shop", "  would fail (the real run stops at its check stage, nothing changed):",
+        "    linked file: /srv/shop/shared/.env: missing; upload it: fab config.upload ...", "  would change:",
+        "    a.service: changed (+2 -1 lines)", "    b.service: new unit (2 lines)", "    c.service: would be removed"]
+    assert summarize_changes(["/etc/deploytool/shop/rq.env: (environment file changed)", "u@1.service: would be "
+                              "started"]) == ["/etc/deploytool/shop/rq.env: (environment file changed)",
+                                              "u@1.service: would be started"]
+
+
 def test_a_plan_with_a_lock_is_unlocked_last_on_failure() -> None:
-    from deploytool.deploy import Deploy
-    from deploytool.lock import Holder
+    from deploytool.engine.lock import Holder
+    from deploytool.operations.deploy import Deploy
     from deploytool.source import Revision
 
     inv = load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml")
@@ -288,8 +311,8 @@ def test_restart_starts_then_waits_until_every_worker_is_ready(inv: Inventory) -
 
 def test_rollback_plan_after_the_listing_switches_syncs_restarts_and_logs() -> None:
     from deploytool.commands.release import switch_current
-    from deploytool.lock import Holder
-    from deploytool.releases import rollback_plan
+    from deploytool.engine.lock import Holder
+    from deploytool.operations.releases import rollback_plan
 
     inv = load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "sandbox.yml")
     app = inv.apps_on("prod-a")["sample"]

@@ -1,5 +1,5 @@
-"""The one executor, its controller side: sends a host's plan (deploytool.plan) to the host once, where
-the plan runner (deploytool.host_runner, the protocol is written down there) runs it, and steers it.
+"""The one executor, its controller side: sends a host's plan (deploytool.engine.plan) to the host once, where
+the plan runner (deploytool.engine.host_runner, the protocol is written down there) runs it, and steers it.
 
 - The host runs every action and keeps the armed recovery itself: if this controller is killed or its
   link goes down, the host puts itself back (before the commit point) or finishes (after it).
@@ -16,18 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploytool import host_runner
 from deploytool.commands import release as rel
+from deploytool.engine import host_runner
+from deploytool.engine.lock import HEARTBEAT_MISSES, Holder
+from deploytool.engine.plan import Action, Facts, Lock, Plan, Script, Upload
+from deploytool.engine.rolling import CANCELLED
 from deploytool.errors import HostError
-from deploytool.lock import HEARTBEAT_MISSES, Holder
-from deploytool.plan import Action, Facts, Lock, Plan, Script, Upload
 from deploytool.remote import script, sign
 from deploytool.report import HostReport, Reporter, StageClock, StageReport
-from deploytool.rolling import CANCELLED
 
 PROGRAM = Path(host_runner.__file__).read_text()
 EVENT = host_runner.EVENT.removeprefix("@@deploytool-")
@@ -89,7 +89,7 @@ def action_data(action: Action, nonce: str) -> dict[str, Any]:
     return {"type": "unlock", "stage": action.stage}
 
 
-def plan_data(plan: Plan, nonce: str) -> dict[str, Any]:
+def program_data(plan: Plan, nonce: str) -> dict[str, Any]:
     return {"actions": [action_data(a, nonce) for a in plan.actions],
             "recovery": [{"name": r.name, "command": sign(r.command, nonce)} for r in plan.recovery]}
 
@@ -109,13 +109,15 @@ class Execution:
         self.finished = ""
         self.aborted = False
         self.expected = ""  # the stage the host starts next (between two of them, where it was)
+        self.stream: Stream | None = None
+        self.sending = threading.Lock()  # one message at a time: a heartbeat never splits a message
 
     @property
     def bound(self) -> float:
         """Seconds without a heartbeat after which the host's runner counts this controller as gone."""
         return self.session.keepalive * HEARTBEAT_MISSES
 
-    def run(self, build: Any) -> bool:
+    def run(self, build: Callable[[Facts], Plan]) -> bool:
         """Run the plan `build` makes from what the host reported so far (it is rebuilt after each script,
         so later actions can use the release name the host settled on). False if it failed."""
         self.build = build
@@ -142,19 +144,16 @@ class Execution:
     def _drive(self) -> None:
         clock = self.out.clock(self.report)
         first = self.expected = self._first_stage()
-        stream = self.session.start(host_runner.BOOT, first)
-        self.sent = plan_data(self.plan, self.session.nonce)
+        stream = self.stream = self.session.start(host_runner.BOOT, first)
+        self.sent = program_data(self.plan, self.session.nonce)
         data = json.dumps({"nonce": self.session.nonce, "bound": self.bound,
                            "timeout": self.timeout or 600.0, **self.sent})
-        program = PROGRAM.encode()
-        stream.send(f"{len(program)}\n")
-        stream.send(PROGRAM)
-        stream.send(f"{len(data.encode())}\n{data}")
+        self._send(f"{len(PROGRAM.encode())}\n{PROGRAM}{len(data.encode())}\n{data}")
         stopped = threading.Event()
 
         def beat() -> None:
             while not stopped.wait(self.session.keepalive):
-                if not stream.send("\n"):
+                if not self._send("\n"):
                     return
 
         threading.Thread(target=beat, daemon=True, name="runner-heartbeat").start()
@@ -166,6 +165,14 @@ class Execution:
         finally:
             stopped.set()
             stream.close()
+
+    def _send(self, text: str) -> bool:
+        assert self.stream is not None
+        with self.sending:
+            return self.stream.send(text)
+
+    def _message(self, data: dict[str, Any]) -> bool:
+        return self._send(json.dumps(data) + "\n")
 
     def _first_stage(self, index: int = 0) -> str:
         if index >= len(self.plan.actions):
@@ -185,7 +192,7 @@ class Execution:
         output: list[str] = []
         while not self.finished:
             if CANCELLED.is_set() and not self.aborted:
-                self.aborted = stream.send(json.dumps({"abort": INTERRUPTED}) + "\n")
+                self.aborted = self._message({"abort": INTERRUPTED})
             line = stream.read_line(1.0)
             if line is None:
                 if self.session.lost():
@@ -247,8 +254,8 @@ class Execution:
             # cannot be rebuilt.
             with contextlib.suppress(HostError):
                 self.plan = self.build(self.facts)
-            recovery = plan_data(self.plan, self.session.nonce)["recovery"]
-            stream.send(json.dumps({"recover": 1, "recovery": recovery}) + "\n")
+            recovery = program_data(self.plan, self.session.nonce)["recovery"]
+            self._message({"recover": 1, "recovery": recovery})
         elif "busy" in ev:
             self.report.status, self.report.error = "failed", self._busy(ev["busy"], bool(ev.get("legacy")))
         elif "recovered" in ev:
@@ -268,16 +275,16 @@ class Execution:
         message: dict[str, Any] = {"go": index}
         if replan:
             self.plan = self.build(self.facts)
-            now = plan_data(self.plan, self.session.nonce)
+            now = program_data(self.plan, self.session.nonce)
             if now != self.sent:
                 message.update(now)
                 self.sent = now
-        stream.send(json.dumps(message) + "\n")
+        self._message(message)
 
     def _abort(self, stream: Stream, reason: str) -> None:
         """A failure seen here (an upload): the host is told to put itself back."""
         self.report.status, self.report.error = "failed", self.out.redact(f"{self.host}: {reason}")
-        self.aborted = stream.send(json.dumps({"abort": reason}) + "\n")
+        self.aborted = self._message({"abort": reason})
 
     def _take_gate(self) -> bool:
         """The rolling gate, waited for in slices so an interruption is noticed while waiting."""
@@ -322,4 +329,3 @@ def _last(text: str) -> str:
     return " | ".join(lines[-3:]) if lines else "(no output)"
 
 
-__all__: Sequence[str] = ["Execution", "Runner", "Stream", "action_data", "plan_data"]

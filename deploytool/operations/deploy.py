@@ -11,17 +11,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deploytool import context
-from deploytool import workers as ops
+from deploytool import context, procfile_groups
 from deploytool.commands import release as rel
-from deploytool.engine import Job, Preview
+from deploytool.engine.lock import Holder, last_run_note
+from deploytool.engine.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
+from deploytool.engine.runner import Job, Preview
+from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder, last_run_note
-from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock, Upload, describe
+from deploytool.operations import workers as ops
+from deploytool.operations.workers import Workers
 from deploytool.remote import Session
 from deploytool.report import HostReport
 from deploytool.source import Revision
-from deploytool.workers import Workers
 
 
 def release_name(now: datetime | None = None) -> str:
@@ -40,6 +41,8 @@ class Deploy:
     force_unlock: bool = False
     # This host runs the app's `once: true` hooks (migrations): one host per app and deploy.
     once_host: bool = False
+    # The packed code's size, for a dry run's disk check (it packs but uploads nothing).
+    archive_bytes: int | None = None
 
     @property
     def workers(self) -> Workers:
@@ -102,13 +105,27 @@ class Deploy:
             # reported (the host fails) but undoes nothing; the workers keep running.
             actions.append(Script(tuple(after_restart)))
         actions.append(Unlock())
+        back = self.previous_workers(facts, w)
         recovery = [Recovery("switch back", rel.switch_back(app, release, previous)),
                     Recovery("units", "(units as the inventory wants them)" if dry
-                             else w.install_script(self.template_dirs))]
-        if w.units:
-            recovery.append(Recovery("workers", ops.recover_script(w)))
+                             else units if back is w else back.install_script(self.template_dirs))]
+        if back.units:
+            recovery.append(Recovery("workers", ops.recover_script(back)))
         recovery.append(Recovery("remove release", rel.remove_release(app, release)))
         return Plan(tuple(actions), tuple(recovery))
+
+    def previous_workers(self, facts: Facts, w: Workers) -> Workers:
+        """The workers as the release `current` pointed to before want them: what a failure puts back.
+        They differ from this deploy's only in the commands of `procfile:` groups, read from the
+        Procfile at that release's revision; if it cannot be read, the host fails before any change."""
+        if not facts.get("previous") or self.app.name not in procfile_groups.used(self.inv):
+            return w
+        try:
+            inv, app = procfile_groups.as_of(self.inv, self.host, self.app, facts.get("previous_revision", ""))
+        except InputError as e:
+            raise HostError(f"{self.host}: release {facts['previous']} (current): its units could not be put "
+                            f"back if this deploy failed: {e}") from None
+        return Workers(inv, self.host, app)
 
     def hooks(self, point: str, release: str, dry: bool = False) -> list[Step]:
         """A hook point's steps: each hook run in the release the way a build step is."""
@@ -147,7 +164,12 @@ class Deploy:
                 report.error = f"{report.error} (release {report.release} is live; its workers keep running)"
 
         def preview(session: Session) -> Preview:
-            return Preview(changes=ops.preview(session, self.workers, self.template_dirs, starts=True))
+            # deploytool.operations.check builds on Deploy: imported here, where a dry run needs it.
+            from deploytool.operations.check import would_fail
+
+            size = self.archive.stat().st_size if self.archive else self.archive_bytes
+            return Preview(changes=ops.preview(session, self.workers, self.template_dirs, starts=True),
+                           problems=would_fail(session, self.inv, self.host, self.app, self.template_dirs, size))
 
         once = ", runs the app's once hooks" if self.once_host and self.app.hooks.at_once() else ""
         return Job(self.host, self.app, lambda facts: self.build_plan(facts, holder), note=note, finish=finish,

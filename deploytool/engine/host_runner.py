@@ -3,9 +3,9 @@
 recovery, and, if its controller goes away, puts the host back by itself (or finishes a committed plan).
 
 This file is sent to the host as it is and run by the host's `python3` (3.7 or newer, standard library
-only): it imports nothing from deploytool. deploytool.execute is its controller side.
+only): it imports nothing from deploytool. deploytool.engine.execute is its controller side.
 
-Protocol (one SSH channel; the controller's side in deploytool.execute):
+Protocol (one SSH channel; the controller's side in deploytool.engine.execute):
 
 1. The controller runs BOOT (below) with `bash -s`, then writes on its stdin: the length of this
    program in bytes and a newline, the program; the length of the plan and a newline, the plan (JSON,
@@ -171,12 +171,15 @@ class Controller:
                     return str(m["abort"])
         return None
 
-    def wait_go(self, index: int) -> Message | None:
-        """The `go` for action `index`; None once the controller is gone or aborted."""
-        return self.wait_for(lambda m: m.get("go") == index, stop_at_abort=True)
+    def wait_go(self, index: int, limit: float | None = None) -> Message | None:
+        """The `go` for action `index`; None once the controller is gone or aborted, or `limit` passed."""
+        return self.wait_for(lambda m: m.get("go") == index, stop_at_abort=True, limit=limit)
 
-    def wait_for(self, wanted: Callable[[Message], bool], stop_at_abort: bool = False) -> Message | None:
-        """The first message `wanted` accepts (those before it dropped); None once the controller is gone."""
+    def wait_for(self, wanted: Callable[[Message], bool], stop_at_abort: bool = False,
+                 limit: float | None = None) -> Message | None:
+        """The first message `wanted` accepts (those before it dropped); None once the controller is gone
+        (or `limit` seconds passed)."""
+        deadline = None if limit is None else time.monotonic() + limit
         with self.cond:
             while True:
                 for i, m in enumerate(self.messages):
@@ -186,6 +189,8 @@ class Controller:
                         del self.messages[: i + 1]
                         return m
                 if self.eof or time.monotonic() - self.last > self.bound:
+                    return None
+                if deadline is not None and time.monotonic() > deadline:
                     return None
                 self.cond.wait(0.5)
 
@@ -268,7 +273,9 @@ class Run:
                 f.write(json.dumps(self.record, sort_keys=True) + "\n")
             os.replace(tmp, self.last_path)
         except OSError:
-            pass
+            # A full disk: the record stays as it was, and no half-written copy is left beside it.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     # -- actions --
 
@@ -302,7 +309,7 @@ class Run:
                     # Even after the last one: the plan may go on once the controller has read what
                     # the host reported (a rollback's target, once the host listed its releases).
                     self.out.event(done=i)
-                    self.proceed(i + 1)
+                    self.proceed(i + 1, limit=self.timeout)
                 i += 1
         except Exception as e:  # a fault of the runner itself still puts the host back
             f = e if isinstance(e, Failed) else Failed(self.stage or "start",
@@ -322,18 +329,20 @@ class Run:
         self.out.event(finished="ok")
         return 0
 
-    def proceed(self, index: int, what: str = "the controller's go") -> None:
+    def proceed(self, index: int, what: str = "the controller's go", limit: float | None = None) -> None:
         """Wait for the controller's go for action `index` (with the rest of the plan, rebuilt from what
         the host reported). As long as the controller's heartbeat arrives: a live controller decides
         when (the rolling gate), a gone one is noticed within `bound`."""
         if self.committed and self.gone():
             return  # finish on its own
-        m = self.controller.wait_go(index)
+        m = self.controller.wait_go(index, limit)
         if m is None:
             if self.committed:
                 self.gone()
                 return
             reason = self.controller.abort()
+            if reason is None and self.gone() is None:
+                reason = f"no word from the controller within {limit:g}s while this host waited for {what}"
             if reason is None:
                 reason = f"the controller went away while this host waited for {what}: {self.gone()}"
             raise Failed(self.stage, reason)
@@ -357,7 +366,7 @@ class Run:
             self.arm(a.get("arms", []))
             self.begin(a["stage"])
             self.out.event(wait="upload", at=i)
-            self.proceed(i, "its upload")
+            self.proceed(i, "its upload", self.timeout)
         else:
             if a.get("rolling") and not (self.committed and self.gone()):
                 self.stage = a.get("first", "script")
@@ -452,18 +461,11 @@ class Run:
                 raise Failed("lock", "lock: a lock directory of an older deploytool")
             subprocess.call(["rm", "-rf", record])
         fd = os.open(flock, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not take(fd, record):
             os.close(fd)
-            # One that has just taken the flock writes its record a moment later: wait for it (at most 2 s).
-            for _ in range(20):
-                if read(record):
-                    break
-                time.sleep(0.1)
             self.last_path = None
             self.out.event(busy=read(record) or "{}", legacy=False)
-            raise Failed("lock", "lock: busy") from None
+            raise Failed("lock", "lock: busy")
         tmp = f"{record}.{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(a["record"] + "\n")
@@ -515,6 +517,21 @@ class Run:
         if self.lock_fd is not None:
             self.out.line(STAGE + " unlock")
             self.unlock()
+
+
+def take(fd: int, record: str) -> bool:
+    """The flock, or False while a deploy holds it. A deploy that has just taken it writes its record a
+    moment later: the record is waited for (at most 2 s) so that it can be named; a read-only probe (a
+    dry run's lock check) holds the flock only for an instant, so it is tried again meanwhile."""
+    for _ in range(20):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if read(record):
+                return False
+            time.sleep(0.1)
+    return False
 
 
 def read(path: str) -> str:

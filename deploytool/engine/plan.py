@@ -1,18 +1,18 @@
 """A host's plan: the actions an operation takes on one host, in order, as plain data, and the recovery
 steps that put the host back if any of them fails. Built by pure functions, printed by --dry-run
-(deploytool.engine), run by the one executor (deploytool.execute) through the one runner
-(deploytool.engine.run).
+(deploytool.engine.runner), run by the one executor (deploytool.engine.execute) through the one runner
+(deploytool.engine.runner.run).
 
 Where each operation's plan is built:
 
-    deploy                      deploytool.deploy.Deploy.build_plan
-    rollback                    deploytool.releases.rollback_plan
-    workers.install / uninstall deploytool.workers.install_plan / uninstall_plan
-    workers.start / stop        deploytool.workers.start_plan / stop_plan
-    workers.quiet / restart     deploytool.workers.quiet_plan / restart_plan
-    workers.enable / disable    deploytool.workers.enable_plan / disable_plan
-    config.upload               deploytool.shared_files.upload_plan (its dry run: compare_plan)
-    check (read only)           deploytool.check.check_plan
+    deploy                      deploytool.operations.deploy.Deploy.build_plan
+    rollback                    deploytool.operations.releases.rollback_plan
+    workers.install / uninstall deploytool.operations.workers.install_plan / uninstall_plan
+    workers.start / stop        deploytool.operations.workers.start_plan / stop_plan
+    workers.quiet / restart     deploytool.operations.workers.quiet_plan / restart_plan
+    workers.enable / disable    deploytool.operations.workers.enable_plan / disable_plan
+    config.upload               deploytool.operations.shared_files.upload_plan (its dry run: compare_plan)
+    check (read only)           deploytool.operations.check.check_plan
 
 Their commands come from pure builders in deploytool.commands (one module per subject), argv joined into
 shell text in one place (deploytool.remote.join / script).
@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploytool.engine.lock import Holder
 from deploytool.inventory import App
-from deploytool.lock import Holder
 
 # What a host reported while running a plan: facts from marker lines (`previous`, `release`, ...) and
 # `output:STAGE`, the other stdout lines of the round trip that began with STAGE.
@@ -70,7 +70,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class Lock:
-    """Take the app's deploy lock on the host (deploytool.lock); released by Unlock or after recovery."""
+    """Take the app's deploy lock on the host (deploytool.engine.lock); released by Unlock or after recovery."""
 
     app: App
     holder: Holder

@@ -1,5 +1,5 @@
 """The one runner of every changing task (deploy, rollback, the worker operations): one SSH connection
-per host, each (host, app)'s plan run by the one executor (deploytool.execute), hosts in parallel or in
+per host, each (host, app)'s plan run by the one executor (deploytool.engine.execute), hosts in parallel or in
 rolling batches, stopping once too many failed; and its dry run, which prints the same plans with what
 they would change, read from the hosts without changing anything.
 
@@ -15,11 +15,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from deploytool import rolling
-from deploytool.execute import Execution
-from deploytool.hostwork import on_host
+from deploytool.engine import rolling
+from deploytool.engine.execute import Execution
+from deploytool.engine.hostwork import on_host
+from deploytool.engine.plan import Facts, Lock, Plan, describe
 from deploytool.inventory import App, Inventory
-from deploytool.plan import Facts, Lock, Plan, describe
 from deploytool.remote import DEFAULT_TIMEOUT, Session
 from deploytool.report import HostReport, Reporter, mark_skipped
 
@@ -31,6 +31,8 @@ class Preview:
 
     facts: Facts = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
+    # What would make the real run fail (a missing linked file, a held lock): the dry run fails with them.
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ def preview_plans(inv: Inventory, jobs: Sequence[Job], out: Reporter, timeout: f
             job.note(seen.facts, report)
         plan = job.dry_plan(seen) if job.dry_plan is not None else job.plan(seen.facts)
         report.details.update(plan_data(plan, seen.changes))
+        if seen.problems:
+            report.details["problems"] = list(seen.problems)
+            report.status, report.error = "failed", f"{job.host}: would fail: " + "; ".join(seen.problems)
 
     def work(h: str) -> bool:
         return on_host(inv.hosts[h], hosts[h], reports[h], quiet, one, _connect_timeout(hosts[h], timeout),
@@ -148,29 +153,66 @@ def plan_data(plan: Plan, changes: Sequence[str] | None = None) -> dict[str, Any
     return data
 
 
-DRY_RUN = "dry run: nothing is uploaded, locked or changed; hosts are only read (units, instances, releases)"
+DRY_RUN = "dry run: nothing is uploaded, locked or changed; hosts are only read (checks, units, instances, releases)"
 
 
-def dry_run_text(jobs: Sequence[Job], reports: Sequence[HostReport]) -> str:
-    """What `--dry-run` prints: per host and app, what would change, then each stage and its commands."""
+def dry_run_text(jobs: Sequence[Job], reports: Sequence[HostReport], verbose: bool = False) -> str:
+    """What `--dry-run` prints: per host and app, what would make the real run fail, what would change and
+    the stages in order; `verbose`: every unit diff line and each stage's commands."""
     lines = [DRY_RUN]
     for job, r in zip(jobs, reports, strict=True):
         lines.append(f"\n{r.host}: {r.app}" + (f": {job.title}" if job.title else ""))
-        if r.status != "ok":
+        problems = r.details.get("problems", [])
+        if problems:
+            lines.append("  would fail (the real run stops at its check stage, nothing changed):")
+            lines += [f"    {p}" for p in problems]
+        elif r.status != "ok":
             lines.append(f"  error: {r.error}")
             continue
         if r.details.get("changes"):
             lines.append("  would change:")
-            lines += [f"    {ln}" for ln in r.details["changes"]]
+            changes = r.details["changes"] if verbose else summarize_changes(r.details["changes"])
+            lines += [f"    {ln}" for ln in changes]
         if not r.details.get("plan"):
             lines.append("  (nothing to do)")
-        for stage in r.details.get("plan", []):
+        elif not verbose:
+            stages = list(dict.fromkeys(stage["stage"] for stage in r.details["plan"]))
+            lines.append(f"  stages: {', '.join(stages)}  (--verbose: each stage's commands)")
+        for stage in r.details.get("plan", []) if verbose else []:
             lines.append(f"  [{stage['stage']}]")
             for cmd in stage["commands"]:
                 lines += [f"    {ln}" for ln in elide_programs(cmd).splitlines()]
         if r.details.get("on_failure"):
             lines.append("  [on failure] each on its own, whatever fails: " + ", ".join(r.details["on_failure"]))
     return "\n".join(lines)
+
+
+def summarize_changes(changes: Sequence[str]) -> list[str]:
+    """The changes with each unit diff (deploytool.operations.workers.unit_diff) told in one line: new, removed, or
+    how many lines change; other lines (environment files, instances) as they are."""
+    out: list[str] = []
+    i = 0
+    while i < len(changes):
+        line = changes[i]
+        if not (line.startswith("--- ") and i + 1 < len(changes) and changes[i + 1].startswith("+++ ")):
+            out.append(line)
+            i += 1
+            continue
+        before, after = line[4:], changes[i + 1][4:]
+        i += 2
+        added = removed = 0
+        while i < len(changes) and changes[i][:1] in ("@", "+", "-", " ") and not changes[i].startswith("--- "):
+            if not changes[i].startswith("@@"):
+                added += changes[i].startswith("+")
+                removed += changes[i].startswith("-")
+            i += 1
+        if before == "/dev/null":
+            out.append(f"{after}: new unit ({added} lines)")
+        elif after.startswith("/dev/null"):
+            out.append(f"{before.removesuffix(' (on the host)')}: would be removed")
+        else:
+            out.append(f"{after}: changed (+{added} -{removed} lines)")
+    return out
 
 
 def elide_programs(command: str) -> str:
@@ -184,16 +226,18 @@ def elide_programs(command: str) -> str:
 
 def perform(inv: Inventory, jobs: Sequence[Job], out: Reporter, task: str, *, json: bool, dry_run: bool = False,
             rollout: Rollout = Rollout(), extra: Mapping[str, Any] | None = None,
-            notes: Sequence[str] = (), sessions: Mapping[str, Session] | None = None) -> list[HostReport]:
-    """Run the jobs (or with `dry_run` print their plans) and report: one JSON report (deploytool.report)
-    or progress lines, `notes` and the summary table. The reports, for the task's exit code."""
+            notes: Sequence[str] = (), sessions: Mapping[str, Session] | None = None,
+            verbose: bool = False) -> list[HostReport]:
+    """Run the jobs (or with `dry_run` print their plans, every command if `verbose`) and report: one JSON
+    report (deploytool.report) or progress lines, `notes` and the summary table. The reports, for the
+    task's exit code (a dry run's host fails when its real run would)."""
     reports = (preview_plans(inv, jobs, out, rollout.timeout, sessions) if dry_run
                else run(inv, jobs, out, rollout, sessions))
     if json:
         out.json(reports, task, dry_run=dry_run, extra=extra)
         return reports
     if dry_run:
-        print(out.redact(dry_run_text(jobs, reports)), flush=True)
+        print(out.redact(dry_run_text(jobs, reports, verbose)), flush=True)
     for note in sorted(notes):
         out.line(f"note: {note}")
     for r in reports:

@@ -1,5 +1,5 @@
 """Worker operations on one host for one app: install, uninstall, start, stop, quiet, restart, enable,
-disable as plans (`*_plan`: pure, from the kinds table and the inventory, run by deploytool.engine, so a
+disable as plans (`*_plan`: pure, from the kinds table and the inventory, run by deploytool.engine.runner, so a
 dry run prints exactly what would be sent); what a sync would change (`preview`) and `status`, read only.
 """
 
@@ -16,11 +16,11 @@ from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
 from deploytool.commands.requeue import requeue
+from deploytool.engine.plan import Facts, Plan, Recovery, Script, Step
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
-from deploytool.plan import Facts, Plan, Recovery, Script, Step
 from deploytool.remote import Expand, Session, join, script
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
@@ -132,7 +132,7 @@ def recover_script(w: Workers) -> str:
     ])
 
 
-# The plans of the worker operations (deploytool.plan), one per operation, run by deploytool.engine.
+# The plans of the worker operations (deploytool.engine.plan), one per operation, run by deploytool.engine.runner.
 # A plan with no actions does nothing (a group without processes, an app without workers).
 
 def _one(stage: str, *commands: str, arms: tuple[str, ...] = ()) -> Plan:
@@ -168,9 +168,13 @@ def disable_plan(w: Workers) -> Plan:
     return _one("disable", join(sc.disable(w.app, [w.target, *w.units]))) if w.units else Plan(())
 
 
-def uninstall_plan(w: Workers) -> Plan:
-    """Stop, disable and remove every unit of the app (its environment files too)."""
-    return _one("uninstall", unitfiles.remove_all(w.app))
+def uninstall_plan(w: Workers, purge: bool = False) -> Plan:
+    """Stop, disable and remove every unit of the app (its environment files too); `purge`: then its
+    deploy_to as well (releases, shared/, the lock: commands.release.purge)."""
+    if not purge:
+        return _one("uninstall", unitfiles.remove_all(w.app))
+    # In a subshell: the unit removal's early `exit 0` (no units) must not skip the purge after it.
+    return _one("uninstall", f"(\n{unitfiles.remove_all(w.app)}\n)", rel.purge(w.app))
 
 
 def restart_plan(w: Workers, stage: str = "restart") -> Plan:

@@ -37,7 +37,7 @@ def batches(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 # Set when the user interrupts (Ctrl-C, or SIGTERM from a cancelled CI job): hosts already started
-# finish the action they are in, start nothing new and are put back (deploytool.execute).
+# finish the action they are in, start nothing new and are put back (deploytool.engine.execute).
 CANCELLED = threading.Event()
 
 TOO_MANY_FAILED = "not started: too many hosts failed"

@@ -1,7 +1,7 @@
 """Linked files put into an app's shared/ from the machine running fab (`fab config.upload`): compared by
 sha256 on the host first, then uploaded to a private temporary file and renamed over the old one, so a
 reader sees the old content or the new, never a part. The content is never printed nor put in argv.
-The upload is a plan (deploytool.plan) run by the one executor (deploytool.execute)."""
+The upload is a plan (deploytool.engine.plan) run by the one executor (deploytool.engine.execute)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from deploytool import context, units
 from deploytool.commands import config as cmd
 from deploytool.commands.config import SharedFile
+from deploytool.engine.plan import Facts, Plan, Recovery, Script, Step, Upload
 from deploytool.errors import InputError
 from deploytool.inventory import App, Inventory
-from deploytool.plan import Facts, Plan, Recovery, Script, Step, Upload
 from deploytool.remote import join
 
 CHANGED, UNCHANGED, WOULD_CHANGE = "changed", "unchanged", "would change"

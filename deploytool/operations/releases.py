@@ -9,17 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploytool import workers as ops
+from deploytool import procfile_groups
 from deploytool.commands import release as rel
-from deploytool.engine import Job, Preview
-from deploytool.errors import HostError
-from deploytool.hostwork import on_host
+from deploytool.engine.hostwork import on_host
+from deploytool.engine.lock import Holder, last_run_note
+from deploytool.engine.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock
+from deploytool.engine.runner import Job, Preview
+from deploytool.errors import HostError, InputError
 from deploytool.inventory import App, Inventory
-from deploytool.lock import Holder, last_run_note
-from deploytool.plan import Action, Facts, Lock, Plan, Recovery, Script, Step, Unlock
+from deploytool.operations import workers as ops
+from deploytool.operations.workers import Workers
 from deploytool.remote import Session, script
 from deploytool.report import HostReport, Reporter
-from deploytool.workers import Workers
 
 
 def parse_listing(text: str) -> list[dict[str, Any]]:
@@ -72,6 +73,18 @@ def choose(releases: list[dict[str, Any]], wanted: str | None) -> str:
     return str(older[0])
 
 
+def as_released(inv: Inventory, host: str, app: App, rows: list[dict[str, Any]],
+                release: str) -> tuple[Inventory, str, App]:
+    """(inventory, host, app) as `release` wants its units: `procfile:` groups take the command of the
+    Procfile at the revision the release records (deploytool.procfile_groups), read here."""
+    revision = next((r["revision"] for r in rows if r["release"] == release), "")
+    try:
+        at, app = procfile_groups.as_of(inv, host, app, revision)
+    except InputError as e:
+        raise HostError(f"{host}: rollback: release {release}: {e}") from None
+    return at, host, app
+
+
 def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, template_dirs: Sequence[Path],
                   facts: Facts, holder: Holder, force_unlock: bool = False, dry: bool = False,
                   reason: str = "") -> Plan:
@@ -80,7 +93,6 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
     units as the inventory wants them, workers running. `dry`: a plan to print (the units stage says
     what it does instead of carrying the environment files' content). `reason`: why, for revisions.log
     (a canary's gate)."""
-    w = Workers(inv, host, app)
     actions: list[Action] = [Lock(app, holder, force_unlock), Script((Step("check", rel.list_releases(app)),))]
     recovery: tuple[Recovery, ...] = ()
     if "output:check" in facts:
@@ -90,6 +102,7 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
         except HostError as e:
             raise HostError(f"{host}: rollback: {e}") from None
         before = next((r["release"] for r in rows if r["current"]), "")
+        w = Workers(*as_released(inv, host, app, rows, target))
         units = ops.SYNC_PLAN if dry else w.install_script(template_dirs)
         # As in a deploy: switch first, then quiet each worker right before it stops.
         steps = [Step("switch", rel.switch_current(app, target), arms=("switch back", "units", "workers")),
@@ -102,9 +115,14 @@ def rollback_plan(inv: Inventory, host: str, app: App, wanted: str | None, templ
         line += f" ({reason})" if reason else ""
         actions += [Script(tuple(steps), commits=True), Script((Step("log", rel.log_revision(app, line)),)),
                     Unlock()]
+        # Put back: `current` on the release it was on, with that release's units (they differ when
+        # a `procfile:` group's line changed between the two).
+        released = as_released(inv, host, app, rows, before) if before else None
+        back = w if released is None or released[0] is inv else Workers(*released)
         recovery = (Recovery("switch back", rel.switch_back(app, target, before)),
-                    Recovery("units", "(units as the inventory wants them)" if dry else units),
-                    *((Recovery("workers", ops.recover_script(w)),) if w.units else ()))
+                    Recovery("units", "(units as the inventory wants them)" if dry else
+                             units if back is w else back.install_script(template_dirs)),
+                    *((Recovery("workers", ops.recover_script(back)),) if back.units else ()))
     return Plan(tuple(actions), recovery)
 
 
@@ -113,7 +131,6 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
     """The rollback of `app` on `host` as the engine runs it; its dry run lists the releases (read only)
     and says which would become current, with the units and instances the sync would change."""
     holder = Holder.me("", wanted or "previous")
-    w = Workers(inv, host, app)
 
     def note(facts: Facts, report: HostReport) -> None:
         last = last_run_note(host, app.name, facts.get("last", ""))
@@ -134,9 +151,14 @@ def rollback_job(inv: Inventory, host: str, app: App, wanted: str | None, templa
             raise HostError(f"{host}: rollback: {e}") from None
         before = next((r["release"] for r in rows if r["current"]), "")
         revision = next(r["revision"] for r in rows if r["release"] == target) or "unknown revision"
+        # deploytool.operations.check builds on the deploy plan: imported where a dry run needs it.
+        from deploytool.operations.check import lock_held
+
+        w = Workers(*as_released(inv, host, app, rows, target))
         return Preview(facts={"output:check": listed},
                        changes=[f"current: {before} -> {target} ({revision})",
-                                *ops.preview(session, w, template_dirs, starts=True)])
+                                *ops.preview(session, w, template_dirs, starts=True)],
+                       problems=lock_held(session, app))
 
     return Job(host, app, lambda facts: rollback_plan(inv, host, app, wanted, template_dirs, facts, holder,
                                                       force_unlock, reason=reason),

@@ -1,5 +1,5 @@
 """The per-app, per-host deploy lock: a `flock` on `deploy_to/.deploy.flock` held by the host's plan
-runner (deploytool.host_runner) for as long as it runs the plan, with a human-readable record beside it
+runner (deploytool.engine.host_runner) for as long as it runs the plan, with a human-readable record beside it
 (`deploy_to/.deploy.lock`) naming who holds it: the Holder here.
 
 - A deploy whose controller died (SIGKILL, a lost CI runner, a power cut, any hostname) frees the lock
