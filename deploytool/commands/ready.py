@@ -10,9 +10,9 @@ own system tells it (deploytool.kinds.Ready), and fails naming the group otherwi
 - Ready.STABLE (command, sneakers): nothing to ask beyond the units.
 - `ready_after` seconds (the group's, else the kind's) must pass with the units unchanged first.
 
-Each group has its timeout (its grace, `timeout:`) from the start; groups wait side by side. Probes that
-compare against the state before the start (System.ready_marks) note it with the group stopped
-(`prepare`, between stop and start)."""
+Each group has `ready_after` plus its timeout (its grace, `timeout:`) from the start; groups wait side
+by side. Probes that compare against the state before the start (System.ready_marks) note it with the
+group stopped (`prepare`, between stop and start)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
     unreadable = [f'if [ -n "${var}_error" ]; then echo {name}": not ready: its system could not be read before '
                   f'the start: ${var}_error" >&2; exit 1; fi'] if _marks(group) else []
     return "\n".join([
-        f"{{ start=$(date +%s); deadline=$((start + {group.grace}))",
+        # `ready_after` first, then the group's timeout for its system to say so: a timeout no longer
+        # than ready_after would leave no time to be ready at all.
+        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace}))",
         *unreadable,
         f"FIRST=$(ready_states {units}); export FIRST; why=''",
         "while :; do",
@@ -100,7 +102,8 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
         f'  if [ -n "$changed" ]; then echo {name}": not ready: $(printf "%s" "$changed" | tr "\\n" " ")" >&2; '
         "exit 1; fi",
         '  now=$(date +%s)',
-        f'  if [ "$now" -ge "$deadline" ]; then echo {name}": not ready after {group.grace} s (its timeout): '
+        f'  if [ "$now" -ge "$deadline" ]; then echo {name}": not ready after {wait_after + group.grace} s '
+        f'(ready_after {wait_after} s, then its timeout {group.grace} s): '
         '$(printf "%s" "$why" | tail -n 3 | tr "\\n" " ")" >&2; exit 1; fi',
         f'  if [ $((now - start)) -lt {wait_after} ]; then sleep 1; continue; fi',
         f"  {asked}",

@@ -69,8 +69,10 @@ Message = Dict[str, Any]  # noqa: UP006 - evaluated at run time, on hosts with P
 
 # What the controller runs with `bash -s`: python3 reads the program's length, then the program itself,
 # byte for byte from stdin, so every byte after it (the plan, the controller's lines) stays for the runner.
+# The system's python3, never one the login shell's PATH puts first (a project's shim or virtualenv).
 BOOT = r"""{
-py=$(command -v python3) || { echo 'deploytool needs python3 on the host to run its plan' >&2; exit 127; }
+py=$(PATH=/usr/local/bin:/usr/bin:/bin command -v python3) ||
+  { echo 'deploytool needs python3 (in /usr/local/bin, /usr/bin or /bin) to run its plan' >&2; exit 127; }
 exec "$py" -c 'import os
 def line():
     b = b""

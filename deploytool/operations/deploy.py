@@ -74,7 +74,7 @@ class Deploy:
             publish.append(Step("units", units, arms=("units", "workers")))
         restart = [Step("quiet", c, arms=("workers",)) for c in w.quiet_commands()]
         if has_units:
-            restart.append(Step("restart", ops.restart_script(w), arms=("workers",)))
+            restart.append(Step("restart", ops.restart_script(w, dry), arms=("workers",)))
         actions: list[Action] = [
             # Every worker group's program must resolve in its units' context before anything changes.
             Script((Step("check", context.resolve_programs(self.inv, self.host, app, skip_release=True)),

@@ -109,13 +109,18 @@ def stop_script(w: Workers) -> str:
     return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
 
 
-def restart_script(w: Workers) -> str:
+def restart_script(w: Workers, dry: bool = False) -> str:
     """Stop (each worker drains within its grace), start, and wait until every group is ready as its
     system tells it, each unit still active with the process it started (deploytool.commands.ready),
     within the group's timeout.
 
     `systemctl start` returns once each unit is up (Type=notify: once Sidekiq reports ready)."""
     groups = [g for g in w.groups if g.processes]
+    if dry:  # what a dry run prints: the probes' programs (and the environment they run in) by name
+        return "\n".join(["# restart: stop, start, wait until every worker is ready", stop_script(w),
+                          join(sc.start(w.app, [w.target, *w.units])),
+                          "# then wait until each group is ready as its system tells it (docs/readiness.md): "
+                          + ", ".join(f"{g.name} ({g.kind})" for g in groups)])
     # The first line names the step when it fails (deploytool.remote.script quotes it).
     return "\n".join(["# restart: stop, start, wait until every worker is ready", stop_script(w),
                       ready.prepare(w.app, groups, w.host), join(sc.start(w.app, [w.target, *w.units])),

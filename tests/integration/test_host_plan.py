@@ -109,6 +109,10 @@ def test_link_down_after_the_switch_the_host_puts_itself_back(deployed: None, tm
             # The link stays down well past the runner's heartbeat bound (4 keepalives).
             time.sleep(KEEPALIVE * 4 * 3)
     settled(host)
+    # The host restarted its workers while its link was down: they reach their brokers again once it is
+    # back (a Celery node consumes nothing until then, which its system reports as quiet).
+    wait_for(lambda: not [u for u in fab_json("workers.status", "--host", host)[1]["units"] if u.get("quiet")],
+             60, "the workers to reach their brokers again")
     assert whole(host) == Path(before).name
     last = record(host)
     assert last["state"] == "abandoned" and "no heartbeat" in last["reason"], last

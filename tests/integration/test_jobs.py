@@ -169,7 +169,8 @@ def test_workers_status_shows_quiet_sidekiq_and_busy(deployed: None) -> None:
         # Sidekiq records quiet with its next heartbeat (every 5 s).
         wait_for(lambda: all(u["quiet"] is True for u in sidekiq_units()), 30, "quiet in the process hashes")
         table = fab("workers.status", "--host", "prod-b", "--group", "sidekiq")
-        assert re.search(r"sample-sidekiq@1\.service .* yes\s+\d+$", table.stdout, re.MULTILINE), table.stdout
+        # QUIET, BUSY, then the RELEASE its process runs.
+        assert re.search(r"sample-sidekiq@1\.service .* yes\s+\d+\s+\d{14}$", table.stdout, re.MULTILINE), table.stdout
     finally:
         assert fab("workers.restart", "--host", "prod-b", "--group", "sidekiq").returncode == 0
 
