@@ -322,7 +322,7 @@ class Run:
             if self.armed and not self.gone():
                 # A live controller rebuilds the recovery from all the host reported, the failed script's
                 # facts included (the instances that ran before an install); a gone one left the last plan.
-                m = self.controller.wait_for(lambda m: "recover" in m)
+                m = self.controller.wait_for(lambda m: "recover" in m, limit=self.timeout)
                 if m is not None:
                     self.recovery = list(m.get("recovery", self.recovery))
             self.recover(f.stage)
