@@ -272,6 +272,12 @@ class Execution:
                 self.report.status, self.report.error = "failed", f"{self.host}: failed"
 
     def _go(self, stream: Stream, index: int, replan: bool = False) -> None:
+        if CANCELLED.is_set():
+            # Interrupted while the host finished its last action: it gets the abort, never a go, even if
+            # the loop has not sent the abort yet (the host would otherwise start the next action).
+            if not self.aborted:
+                self.aborted = self._message({"abort": INTERRUPTED})
+            return
         message: dict[str, Any] = {"go": index}
         if replan:
             self.plan = self.build(self.facts)

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 import pytest
-from local_shell import LocalShell
+from local_shell import LocalShell, LocalStream
 
 from deploytool.engine.execute import Execution
 from deploytool.engine.plan import Plan, Recovery, Script, Step
@@ -84,3 +84,32 @@ def test_facts_from_markers_reach_the_next_plan() -> None:
     report = HostReport("h", "app")
     assert Execution(LocalShell(), "h", report, Reporter(out=io.StringIO())).run(build)
     assert seen[1]["release"] == "20260101000009" and seen[1]["output:check"] == "listing"
+
+
+def test_interrupted_as_a_script_ends_the_host_starts_nothing_new(tmp_path: Path) -> None:
+    """Ctrl-C lands between the host's last line of a script and the controller's go: the host gets the
+    abort, never the go, and puts itself back."""
+    shell = LocalShell()
+    real_start = shell.start
+
+    def start(command: str, stage: str) -> LocalStream:
+        stream = real_start(command, stage)
+        read = stream.read_line
+
+        def read_line(timeout: float) -> str | None:
+            line = read(timeout)
+            if line is not None and '"done": 0' in line:
+                CANCELLED.set()  # after the loop's own check, before it answers the host
+            return line
+
+        stream.read_line = read_line  # type: ignore[method-assign]
+        return stream
+
+    shell.start = start  # type: ignore[method-assign]
+    plan = Plan((Script((Step("code", "true", arms=("remove release",)),)),
+                 Script((Step("switch", f"touch {tmp_path}/switched"),))),
+                (Recovery("remove release", f"touch {tmp_path}/removed"),))
+    report = HostReport("h", "app")
+    assert not Execution(shell, "h", report, Reporter(out=io.StringIO())).run(lambda facts: plan)
+    assert report.error is not None and "interrupted" in report.error, report.error
+    assert not (tmp_path / "switched").exists() and (tmp_path / "removed").exists()
