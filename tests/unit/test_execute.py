@@ -113,3 +113,4 @@ def test_interrupted_as_a_script_ends_the_host_starts_nothing_new(tmp_path: Path
     assert not Execution(shell, "h", report, Reporter(out=io.StringIO())).run(lambda facts: plan)
     assert report.error is not None and "interrupted" in report.error, report.error
     assert not (tmp_path / "switched").exists() and (tmp_path / "removed").exists()
+    assert not any('"go": 1' in text for text in shell.streams[0].sent), "a go was sent after the interruption"
