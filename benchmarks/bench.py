@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from deploytool import sandbox  # noqa: E402
 from deploytool.inventory import load_inventory  # noqa: E402
+from deploytool.operations.workers import Workers  # noqa: E402
 from deploytool.sandbox.lock import SESSION_LOCK, held  # noqa: E402
 from deploytool.source import pack, resolve  # noqa: E402
 from deploytool.units import render_app  # noqa: E402
-from deploytool.operations.workers import Workers  # noqa: E402
 
 BENCH = ROOT / "benchmarks"
 OUT = BENCH / "out"
