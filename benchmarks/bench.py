@@ -5,10 +5,13 @@ Run through `benchmarks/run` (it installs the peers first). First, without any h
 `fab --list`, and a one-host deploy's time from process start to its first TCP connect (strace). Then for
 each fleet size N it boots sandbox hosts bench-01..bench-N (plus bench-redis, the Redis the sample app's
 workers use), provisions the sample app's linked file, deploys once untimed (units installed), then times
-K rounds of the tools, interleaved and in a rotating order, checking the end state on every host after
-every run, then K rounds of a no-change worker restart (`fab workers.restart --batch 100%` against
-Capistrano's `systemctl restart`). At the largest N it times `fab workers.restart` (rolling, then
---batch 25%) against the workers' own drain times, and breaks deploytool's time down by stage.
+K rounds of the tools, interleaved and in a rotating order, then K rounds of a no-change worker restart
+(`fab workers.restart --batch 100%` against Capistrano's `systemctl restart`). After every run it polls
+the bench Redis until every worker of every host registered anew (benchmarks/ready.py: the time until the
+workers are ready, the same way for every tool) and checks the end state on every host. Each run's
+controller CPU and peak memory (the tool's whole process tree: benchmarks/treemem.py) are recorded. At the
+largest N it times `fab workers.restart` (rolling, then --batch 25%) against the workers' own drain times,
+and breaks deploytool's time down by stage. The report ends with issue 17's targets, per N.
 
 The sandbox is one per machine: everything here runs under the test suite's session lock, and only the
 hosts created here are removed again (also on failure or Ctrl-C).
@@ -19,9 +22,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import os
 import platform
-import resource
 import shlex
 import shutil
 import signal
@@ -44,8 +47,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# benchmarks/ready.py and treemem.py: the script's own directory is first on sys.path
+from ready import Expected, Ready, wait_ready  # noqa: E402
+from treemem import TreeMemory  # noqa: E402
+
 from deploytool import sandbox  # noqa: E402
-from deploytool.inventory import load_inventory  # noqa: E402
+from deploytool.inventory import WorkerGroup, load_inventory  # noqa: E402
+from deploytool.kinds import KINDS  # noqa: E402
 from deploytool.operations.workers import Workers  # noqa: E402
 from deploytool.sandbox.lock import SESSION_LOCK, held  # noqa: E402
 from deploytool.source import pack, resolve  # noqa: E402
@@ -73,6 +81,7 @@ MAX_HOSTS = 64  # bench-01..bench-64 are 10.213.0.101..164
 # against Capistrano's `systemctl restart` of the same units.
 RESTARTERS = ("deploytool workers.restart --batch 100%", "capistrano workers:restart")
 JOB_SECONDS = "0.05"
+READY_TIMEOUT = 120.0  # seconds after a tool exits that its workers may take to register (--ready-timeout)
 
 
 def log(msg: str) -> None:
@@ -142,11 +151,24 @@ class Setup:
     quiet: list[str]  # unit globs of the groups quieted with SIGTSTP
     linked_files: list[str]
     linked_dirs: list[str]
+    expected: list[Expected]  # the worker processes each host registers with the broker when ready
     unit_sha: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit file -> sha256
     unit_files: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit file -> local path
     cap_config: Path = OUT / "capistrano.json"
     ansible_vars: Path = OUT / "ansible" / "vars.json"
     ansible_hosts: Path = OUT / "ansible" / "hosts.ini"
+
+
+# How each kind's worker is told apart in the broker (benchmarks/ready.py): Sidekiq by its instance's tag
+# (deploytool.kinds: `-g app-group-N`), one process each; RQ by its queues, comma-joined as RQ stores them.
+READY_KEYS: dict[str, Callable[[str, WorkerGroup], list[Expected]]] = {
+    "sidekiq": lambda app, g: [Expected("sidekiq", f"{app}-{g.name}-{i}") for i in range(1, g.processes + 1)],
+    "rq": lambda app, g: [Expected("rq", ",".join(KINDS["rq"].queue_flags(g.queues)), g.processes)],
+}
+
+
+def expected_workers(groups: Sequence[WorkerGroup], app: str) -> list[Expected]:
+    return [e for g in groups for e in READY_KEYS[g.kind](app, g)]
 
 
 def prepare(names: list[str], light: bool = False) -> Setup:
@@ -160,7 +182,7 @@ def prepare(names: list[str], light: bool = False) -> Setup:
     w = Workers(inv, names[0], app)
     setup = Setup(path, names, tarball, revision.commit, app.deploy_to, app.keep_releases, w.units, w.target,
                   [f"{app.name}-{g.name}@*.service" for g in w.groups if g.kind == "sidekiq"],
-                  list(app.linked_files), list(app.linked_dirs))
+                  list(app.linked_files), list(app.linked_dirs), expected_workers(w.groups, app.name))
     units_dir = OUT / "units"
     shutil.rmtree(units_dir, ignore_errors=True)
     hosts_cfg: dict[str, Any] = {}
@@ -215,12 +237,13 @@ class Run:
     stdout: str
     t0: float  # wall clock (epoch) bounds, for the hosts' journals
     t1: float
-    rss: float = 0.0  # peak resident memory of the tool's largest process, MiB
+    rss: float = 0.0  # peak RSS of the tool's largest process (the kernel's own high-water mark), MiB
+    tree: float = 0.0  # peak of the summed RSS of the tool's process tree (sampled: benchmarks/treemem.py), MiB
+    ready: Ready | None = None  # when every worker was registered anew (benchmarks/ready.py); None: not asked
 
 
 def timed(tool: str, n: int, argv: list[str], cwd: Path, env: dict[str, str] | None = None,
           logname: str = "") -> Run:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     m0 = time.monotonic()
     p = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
@@ -230,21 +253,26 @@ def timed(tool: str, n: int, argv: list[str], cwd: Path, env: dict[str, str] | N
                for k, f in (("out", p.stdout), ("err", p.stderr))]
     for t in readers:
         t.start()
-    # wait4, not wait: the child's own rusage, for its peak RSS (the largest process of the tool's tree).
+    memory = TreeMemory(p.pid)
+    memory.start()
+    # wait4, not wait: the child's own rusage (its CPU and peak RSS, each including the descendants it
+    # reaped, the peak RSS being that of the largest single process), never another thread's children.
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - m0
     t1 = time.time()
+    tree_kib = memory.stop()
     for t in readers:
         t.join()
     stdout, stderr = streams.get("out", ""), streams.get("err", "")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = usage.ru_utime + usage.ru_stime
     if logname:
         (OUT / "logs").mkdir(parents=True, exist_ok=True)
         (OUT / "logs" / f"{logname}.log").write_text(f"$ {shlex.join(argv)}\n{stdout}\n--- stderr\n{stderr}")
-    return Run(tool, n, seconds, cpu, p.returncode == 0, stdout + stderr, stdout, t0, t1,
-               usage.ru_maxrss / 1024)
+    largest = usage.ru_maxrss / 1024
+    # the sampled sum can miss a short peak; the largest process's exact peak bounds the tree's from below
+    return Run(tool, n, seconds, cpu, p.returncode == 0, stdout + stderr, stdout, t0, t1, largest,
+               max(tree_kib / 1024, largest))
 
 
 def restart_batch_option() -> bool:
@@ -626,8 +654,9 @@ def fmt(x: float) -> str:
 
 
 def summary_table(runs: list[Run], sizes: list[int]) -> list[str]:
-    lines = ["| N | tool | median s | min s | max s | runs | controller CPU s (median) | deploytool/tool (median) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| N | tool | median s | min s | max s | runs | controller CPU s (median) | "
+             "controller peak memory MiB (process tree, median) | deploytool/tool (median) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         med: dict[str, float] = {}
         for tool in TOOLS:
@@ -642,7 +671,8 @@ def summary_table(runs: list[Run], sizes: list[int]) -> list[str]:
             ratio = "1.00" if tool == "deploytool" else "-" if tool == ROLLING else (
                 f"{med['deploytool'] / med[tool]:.2f}" if "deploytool" in med else "-")
             lines.append(f"| {n} | {tool} | {fmt(statistics.median(xs))} | {fmt(min(xs))} | {fmt(max(xs))} | "
-                         f"{len(xs)} | {fmt(statistics.median(r.cpu for r in rs))} | {ratio} |")
+                         f"{len(xs)} | {fmt(statistics.median(r.cpu for r in rs))} | "
+                         f"{statistics.median(r.tree for r in rs):.0f} | {ratio} |")
     return lines
 
 
@@ -662,6 +692,27 @@ class Results:
     commits: list[str] = field(default_factory=list)
     restarts: list[Run] = field(default_factory=list)  # the no-change worker restarts, every N
     startup: dict[str, Any] = field(default_factory=dict)
+    ready_timeout: float = READY_TIMEOUT
+
+
+def await_workers(s: Setup, run: Run, res: Results, label: str) -> None:
+    """After a run that exited well: poll the broker until every host's workers registered anew since the
+    run started (benchmarks/ready.py), at most `res.ready_timeout` seconds; a timeout is a failure."""
+    if not run.ok:
+        return
+    run.ready = wait_ready((REDIS_HOST[1], 6379), s.names, s.expected, run.t0, res.ready_timeout)
+    if run.ready.seconds is None:
+        gaps = run.ready.missing
+        what = (f"{label}: workers not ready {res.ready_timeout:.0f}s after the tool exited: "
+                f"{'; '.join(gaps[:8])}{f' (+{len(gaps) - 8} more)' if len(gaps) > 8 else ''}")
+        res.failures.append(what)
+        log(f"NOT READY {what}")
+
+
+def ready_note(run: Run) -> str:
+    if run.ready is None:
+        return ""
+    return f"  ready {run.ready.seconds:6.2f}s" if run.ready.seconds is not None else "  NOT READY"
 
 
 def measure_size(s: Setup, res: Results, first: bool) -> None:
@@ -675,6 +726,7 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
             label = f"n{n}-r{k}-{tool.split()[0]}{'-rolling' if tool == ROLLING else ''}"
             wait_for_new_second(states)
             run = RUNNERS[tool](s, label)
+            await_workers(s, run, res, label)
             after = each(s.names, lambda h, r=run: read_state(s, h, r.t0, r.t1))
             bad = {h: check_state(s, h, states[h], after[h]) for h in s.names}
             bad = {h: b for h, b in bad.items() if b}
@@ -687,7 +739,8 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
                 res.failures.append(what[:2000])
                 log(f"FAILED {what[:600]}\n    output tail: {run.output[-800:]}")
             else:
-                log(f"N={n} round {k} {tool:<13} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s  end state ok{tag}")
+                log(f"N={n} round {k} {tool:<13} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s  "
+                    f"mem {run.tree:5.0f}MiB{ready_note(run)}  end state ok{tag}")
             if warm:
                 continue
             res.runs.append(run)
@@ -732,6 +785,7 @@ def measure_restart_compare(s: Setup, res: Results) -> None:
         for tool in order:
             label = f"n{n}-r{k}-restart-{tool.split()[0]}"
             run = RESTART_RUNNERS[tool](s, label)
+            await_workers(s, run, res, label)
             after = each(s.names, lambda h, r=run: read_state(s, h, r.t0, r.t1))
             bad = {h: b for h in s.names if (b := check_restarted(s, states[h], after[h]))}
             states = after
@@ -741,7 +795,8 @@ def measure_restart_compare(s: Setup, res: Results) -> None:
                 res.failures.append(what[:2000])
                 log(f"FAILED {what[:600]}\n    output tail: {run.output[-800:]}")
             else:
-                log(f"N={n} round {k} {tool:<40} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s  workers restarted")
+                log(f"N={n} round {k} {tool:<40} {run.seconds:6.2f}s  cpu {run.cpu:5.2f}s{ready_note(run)}  "
+                    "workers restarted")
             res.restarts.append(run)
 
 
@@ -897,6 +952,15 @@ def report(res: Results, command: str) -> str:
     if res.restarts:
         out += ["", "## No-change worker restart, every host at once (every host checked after every run)", ""]
         out += restart_table(res)
+    if any(r.ready is not None for r in [*res.runs, *res.restarts]):
+        out += ["", "## Workers ready again: from the tool's start until every worker of every host registered "
+                "anew with the broker (polled after the tool exited)", ""]
+        out += ready_table(res)
+        out += ["", "Polled every 0.1 s from the tool's exit, at most "
+                f"{res.ready_timeout:.0f} s: Sidekiq's `processes` entries (tag, host, `started_at` after the "
+                "start, not quiet), RQ's `rq:workers` (host, queues, `birth` after the start); see "
+                "benchmarks/ready.py. The last column is the last expected worker's own registration time, "
+                "which can fall before the tool exited."]
     if res.runs:
         out += ["", "## Per host per deploy (medians)", ""]
         out += counts_table(res)
@@ -925,7 +989,7 @@ def report(res: Results, command: str) -> str:
         out += [f"| `{f}` | {c} | {100 * c / p['samples']:.0f}% |" for f, c in p["own"]]
         out += ["", "| function (file), inclusive | samples | share |", "|---|---:|---:|"]
         out += [f"| `{f}` | {c} | {100 * c / p['samples']:.0f}% |" for f, c in p["incl"]]
-    out += ["", "## Targets", "", *targets(res)]
+    out += ["", "## Targets (issue 17)", "", *targets(res)]
     if res.failures:
         out += ["", "## Failures", "", *(f"- {f}" for f in res.failures)]
     return "\n".join(out) + "\n"
@@ -940,60 +1004,75 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
+def ratio_line(what: str, ours: float, theirs: float, whom: str, limit: float) -> str:
+    """One target: ours <= limit x theirs; "not ready" (infinite) on our side never meets it."""
+    def secs(x: float) -> str:
+        return "not ready" if math.isinf(x) else f"{x:.2f}s"
+
+    ratio = "-" if math.isinf(ours) or math.isinf(theirs) else f"{ours / theirs:.2f}"
+    met = not math.isinf(ours) and ours <= limit * theirs
+    return f"{what} {secs(ours)} vs {whom} {secs(theirs)}: ratio {ratio} (target <= {limit:g}): {verdict(met)}"
+
+
 def targets(res: Results) -> list[str]:
-    """Each target of the issue, per N, with its ratio and whether it is met."""
+    """Each target of issue 17, per N, with its ratio and whether it is met; then what is reported
+    without a target."""
     lines = []
-    for n in res.sizes if res.runs else []:
-        d = median_of(res.runs, "deploytool", n)
-        if d is None:
-            lines.append(f"- N = {n}: no successful deploytool deploy to compare")
-            continue
-        floor = median_of(res.runs, FLOOR, n)
-        if floor is not None:
-            lines.append(f"- N = {n}: full deploy {d:.2f}s vs the OpenSSH floor {floor:.2f}s: ratio {d / floor:.2f} "
-                         f"(target <= 1.5): {verdict(d / floor <= 1.5)}")
-        peers = {t: m for t in PEERS if (m := median_of(res.runs, t, n)) is not None}
-        if peers:
-            fastest = min(peers, key=lambda t: peers[t])
-            ratio = d / peers[fastest]
-            lines.append(f"- N = {n}: full deploy {d:.2f}s vs the fastest peer, {fastest}, {peers[fastest]:.2f}s: "
-                         f"ratio {ratio:.2f} (target <= 0.5): {verdict(ratio <= 0.5)}")
-        rolling = median_of(res.runs, ROLLING, n)
-        if rolling is not None:
-            lines.append(f"- N = {n}: `--restart-batch 100%` {d:.2f}s vs the default rolling restart {rolling:.2f}s: "
-                         f"ratio {d / rolling:.2f} (target <= 1, never slower): {verdict(d <= rolling)}")
+    for n in res.sizes if res.runs or res.restarts else []:
+        d, floor = median_of(res.runs, "deploytool", n), median_of(res.runs, FLOOR, n)
+        if d is not None and floor is not None:
+            lines.append(f"- N = {n}: " + ratio_line("full deploy", d, floor, "the OpenSSH floor", 1.3))
+        elif res.runs:
+            lines.append(f"- N = {n}: full deploy vs the OpenSSH floor: no successful run of "
+                         f"{'deploytool' if d is None else 'the floor'} to compare: NOT MET")
         ours, cap = (median_of(res.restarts, t, n) for t in RESTARTERS)
         if ours is not None and cap is not None:
-            lines.append(f"- N = {n}: no-change `workers.restart --batch 100%` {ours:.2f}s vs Capistrano's "
-                         f"`systemctl restart` {cap:.2f}s: ratio {ours / cap:.2f} (target <= 1): "
-                         f"{verdict(ours <= cap)}")
-        conns = [x["sshd_conn"] for x in res.counts.get(f"{n}:deploytool", []) if x["sshd_conn"] == x["sshd_conn"]]
-        if conns:
-            lines.append(f"- N = {n}: SSH connections per host per deploy (sshd's log): at most {max(conns):g} "
-                         f"(target 1): {verdict(max(conns) <= 1)}")
-    cmds = [x["commands"] for n in res.sizes for x in res.counts.get(f"{n}:deploytool", []) if "commands" in x]
-    if cmds:
-        lines.append(f"- remote commands (round trips) per host per deploy: {max(cmds):g}, plus one sftp upload "
-                     "(reported, no target)")
+            lines.append(f"- N = {n}: " + ratio_line("no-change `workers.restart --batch 100%`", ours, cap,
+                                                     "Capistrano's `systemctl restart`", 1))
+        elif res.restarts:
+            lines.append(f"- N = {n}: no-change restart: no successful run of both to compare: NOT MET")
+        for what, runs, (mine, peer) in (("deploy", res.runs, ("deploytool", "capistrano")),
+                                         ("no-change restart", res.restarts, RESTARTERS)):
+            o, c = (ready_median([r for r in runs if r.n == n and r.tool == t and r.ok]) for t in (mine, peer))
+            if o is not None and c is not None:
+                lines.append(f"- N = {n}: " + ratio_line(f"every worker ready again after a {what}", o, c,
+                                                         "Capistrano", 1))
+            elif runs:
+                lines.append(f"- N = {n}: every worker ready again after a {what}: not measured for both: NOT MET")
+    lines += ["", "Reported without a target:", ""]
+    for n in res.sizes:
+        rs = [r for r in res.runs if r.tool == "deploytool" and r.n == n and r.ok]
+        if rs:
+            cpu, tree = statistics.median(r.cpu for r in rs), statistics.median(r.tree for r in rs)
+            lines.append(f"- N = {n}: deploytool's controller CPU {cpu:.2f}s ({1000 * cpu / n:.0f} ms per host), "
+                         f"peak memory {tree:.0f} MiB ({tree / n:.2f} MiB per host) per deploy")
+        conns = [x["sshd_conn"] for x in res.counts.get(f"{n}:deploytool", []) if not math.isnan(x["sshd_conn"])]
+        cmds = [x["commands"] for x in res.counts.get(f"{n}:deploytool", []) if "commands" in x]
+        if conns or cmds:
+            lines.append(f"- N = {n}: per host per deploy, at most {max(conns, default=math.nan):g} SSH "
+                         f"connection(s) (sshd's log) and {max(cmds, default=math.nan):g} round trip(s) "
+                         "(deploytool's report)")
     now = res.startup.get("now", {})
     for label, before in res.startup.items():
         if label == "now":
             continue
         for key in ("fab --list s", "one-host deploy: start to first connect s"):
             if key in now and key in before:
-                r = now[key] / before[key]
                 lines.append(f"- start-up, {key.removesuffix(' s')}: {now[key]:.3f}s now vs {before[key]:.3f}s "
-                             f"{label}: ratio {r:.2f} (target <= 0.5, halved): {verdict(r <= 0.5)}")
-    if res.startup and len(res.startup) == 1:
-        lines.append("- start-up halved: no baseline measured (run with `--startup-baseline REV`)")
+                             f"{label}: ratio {now[key] / before[key]:.2f}")
     return lines
 
 
 def growth_table(res: Results) -> list[str]:
-    """How deploytool's deploy time and controller CPU grow with N (medians of the compared runs)."""
-    lines = ["| N | deploytool s | vs smallest N | controller CPU s | CPU ms per host | controller peak RSS MiB | "
-             "OpenSSH floor s | floor's CPU s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """How deploytool's deploy time, controller CPU and controller memory grow with N (medians of the
+    compared runs); memory per host is the tree's peak over N, and what each host added since the
+    previous N."""
+    lines = ["| N | deploytool s | vs smallest N | controller CPU s | CPU ms per host | "
+             "peak memory MiB (process tree) | MiB per host | MiB added per added host | "
+             "largest process peak RSS MiB | OpenSSH floor s | floor's CPU s | floor's peak memory MiB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = None
+    prev: tuple[int, float] | None = None
     for n in res.sizes:
         rs = [r for r in res.runs if r.tool == "deploytool" and r.n == n and r.ok]
         if not rs:
@@ -1004,9 +1083,45 @@ def growth_table(res: Results) -> list[str]:
         fl = [r for r in res.runs if r.tool == FLOOR and r.n == n and r.ok]
         fs = fmt(statistics.median(r.seconds for r in fl)) if fl else "-"
         fc = fmt(statistics.median(r.cpu for r in fl)) if fl else "-"
-        rss = statistics.median(r.rss for r in rs)
-        lines.append(f"| {n} | {fmt(sec)} | {sec / base:.2f}x | {fmt(cpu)} | {1000 * cpu / n:.0f} | {rss:.0f} | "
-                     f"{fs} | {fc} |")
+        fm = f"{statistics.median(r.tree for r in fl):.0f}" if fl else "-"
+        tree = statistics.median(r.tree for r in rs)
+        added = f"{(tree - prev[1]) / (n - prev[0]):.2f}" if prev else "-"
+        prev = (n, tree)
+        lines.append(f"| {n} | {fmt(sec)} | {sec / base:.2f}x | {fmt(cpu)} | {1000 * cpu / n:.0f} | {tree:.0f} | "
+                     f"{tree / n:.2f} | {added} | {statistics.median(r.rss for r in rs):.0f} | {fs} | {fc} | {fm} |")
+    return lines
+
+
+def ready_median(runs: list[Run]) -> float | None:
+    """Median time until every worker was ready, a run whose workers never were counting as infinite
+    (so a median that is infinite reads "not ready"); None without any run that was asked."""
+    xs = [r.ready.seconds if r.ready.seconds is not None else math.inf for r in runs if r.ready is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_ready(x: float | None) -> str:
+    return "-" if x is None else "not ready" if math.isinf(x) else fmt(x)
+
+
+def ready_table(res: Results) -> list[str]:
+    lines = ["| N | after | tool | tool exited s (median) | all workers ready s (median) | min | max | "
+             "ready / runs | last worker registered s (its own stamp, median) |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for n in res.sizes:
+        for what, runs, tools in (("deploy", res.runs, (*TOOLS, ROLLING)),
+                                  ("no-change restart", res.restarts, RESTARTERS)):
+            for tool in tools:
+                rs = [r for r in runs if r.n == n and r.tool == tool and r.ok and r.ready is not None]
+                if not rs:
+                    continue
+                ready = [r.ready.seconds for r in rs if r.ready is not None and r.ready.seconds is not None]
+                stamps = [r.ready.last_registered for r in rs
+                          if r.ready is not None and r.ready.last_registered is not None]
+                lines.append(
+                    f"| {n} | {what} | {tool} | {fmt(statistics.median(r.seconds for r in rs))} | "
+                    f"{fmt_ready(ready_median(rs))} | {fmt(min(ready)) if ready else '-'} | "
+                    f"{fmt(max(ready)) if ready else '-'} | {len(ready)} / {len(rs)} | "
+                    f"{fmt(statistics.median(stamps)) if stamps else '-'} |")
     return lines
 
 
@@ -1077,13 +1192,16 @@ def main() -> int:
     ap.add_argument("--light", action="store_true",
                     help=f"bench hosts run only the {', '.join(LIGHT_GROUPS)} worker group (one process): for N > 32")
     ap.add_argument("--startup-only", action="store_true", help="only the start-up measures: no host, no lock")
+    ap.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT, metavar="S",
+                    help=f"seconds after a tool exits that its workers may take to register anew (default "
+                         f"{READY_TIMEOUT:g}); longer counts as not ready")
     args = ap.parse_args()
     light_run = args.light
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
     if not sizes or sizes[0] < 1 or sizes[-1] > MAX_HOSTS or args.repeat < 1:
         ap.error(f"sizes must be between 1 and {MAX_HOSTS}, repeat at least 1")
     command = "benchmarks/run " + shlex.join(sys.argv[1:])
-    res = Results(sizes, args.repeat)
+    res = Results(sizes, args.repeat, ready_timeout=args.ready_timeout)
     OUT.mkdir(parents=True, exist_ok=True)
     # Start-up first, outside the lock: it needs no host (its one connect goes to a closed loopback port).
     res_started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
