@@ -39,6 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -727,7 +728,7 @@ def measure_size(s: Setup, res: Results, first: bool) -> None:
             wait_for_new_second(states)
             run = RUNNERS[tool](s, label)
             await_workers(s, run, res, label)
-            after = each(s.names, lambda h, r=run: read_state(s, h, r.t0, r.t1))
+            after = each(s.names, partial(read_state, s, since=run.t0, until=run.t1))
             bad = {h: check_state(s, h, states[h], after[h]) for h in s.names}
             bad = {h: b for h, b in bad.items() if b}
             states = after
@@ -786,7 +787,7 @@ def measure_restart_compare(s: Setup, res: Results) -> None:
             label = f"n{n}-r{k}-restart-{tool.split()[0]}"
             run = RESTART_RUNNERS[tool](s, label)
             await_workers(s, run, res, label)
-            after = each(s.names, lambda h, r=run: read_state(s, h, r.t0, r.t1))
+            after = each(s.names, partial(read_state, s, since=run.t0, until=run.t1))
             bad = {h: b for h in s.names if (b := check_restarted(s, states[h], after[h]))}
             states = after
             if not run.ok or bad:
