@@ -238,7 +238,7 @@ class Run:
     stdout: str
     t0: float  # wall clock (epoch) bounds, for the hosts' journals
     t1: float
-    rss: float = 0.0  # peak RSS of the tool's largest process (the kernel's own high-water mark), MiB
+    rss: float = 0.0  # peak RSS of the tool's largest process (its VmHWM: benchmarks/treemem.py), MiB
     tree: float = 0.0  # peak of the summed RSS of the tool's process tree (sampled: benchmarks/treemem.py), MiB
     ready: Ready | None = None  # when every worker was registered anew (benchmarks/ready.py); None: not asked
 
@@ -256,8 +256,8 @@ def timed(tool: str, n: int, argv: list[str], cwd: Path, env: dict[str, str] | N
         t.start()
     memory = TreeMemory(p.pid)
     memory.start()
-    # wait4, not wait: the child's own rusage (its CPU and peak RSS, each including the descendants it
-    # reaped, the peak RSS being that of the largest single process), never another thread's children.
+    # wait4, not wait: the child's own CPU (with the descendants it reaped), never another thread's
+    # children's. Not its ru_maxrss: that includes this process's own size when it spawned the tool.
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - m0
@@ -270,10 +270,8 @@ def timed(tool: str, n: int, argv: list[str], cwd: Path, env: dict[str, str] | N
     if logname:
         (OUT / "logs").mkdir(parents=True, exist_ok=True)
         (OUT / "logs" / f"{logname}.log").write_text(f"$ {shlex.join(argv)}\n{stdout}\n--- stderr\n{stderr}")
-    largest = usage.ru_maxrss / 1024
-    # the sampled sum can miss a short peak; the largest process's exact peak bounds the tree's from below
-    return Run(tool, n, seconds, cpu, p.returncode == 0, stdout + stderr, stdout, t0, t1, largest,
-               max(tree_kib / 1024, largest))
+    return Run(tool, n, seconds, cpu, p.returncode == 0, stdout + stderr, stdout, t0, t1,
+               memory.largest_kib / 1024, tree_kib / 1024)
 
 
 def restart_batch_option() -> bool:
