@@ -64,13 +64,11 @@ class Workers:
         return [*environment_files(self.inv, self.host, self.app), *context.app_env_files(self.app)]
 
     def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
+        """The unit sync, run only when the host's units, enablement or environment files differ from the
+        inventory's (checked first with no sudo and no systemctl: unitfiles.install)."""
         files = list(self.rendered(template_dirs).items())
-        sync = unitfiles.sync(self.app, files, self.units, self.target, self.env_files)
-        if self.app.systemd == "user":
-            # User units start at boot only if the user lingers.
-            user = self.inv.hosts[self.host].user
-            return join(sc.enable_linger(user)) + " && {\n" + sync + "\n}"
-        return sync
+        user = self.inv.hosts[self.host].user if self.app.systemd == "user" else None
+        return unitfiles.install(self.app, files, self.units, self.target, self.env_files, linger=user)
 
     def unsupported_quiet(self) -> list[str]:
         return sorted({g.kind for g in self.groups if KINDS[g.kind].quiet is Quiet.NONE})
@@ -194,8 +192,9 @@ def restart_plan(w: Workers, stage: str = "restart") -> Plan:
 RUNNING = "@@deploytool-running"  # a fact line: the app's worker instances active before a change
 # What a dry run's plan shows for the unit sync instead of its script (which carries the environment
 # files' content): the changes read from the host are listed beside the plan.
-SYNC_PLAN = "sync the units: write the files that differ, stop and disable surplus instances, enable 1..N " \
-            "(see the changes)"
+SYNC_PLAN = "sync the units: nothing if no unit file, environment file or enablement differs (checked with " \
+            "no sudo and no systemctl); else write the files that differ, stop and disable surplus instances, " \
+            "enable 1..N (see the changes)"
 
 
 def running_units(w: Workers) -> str:

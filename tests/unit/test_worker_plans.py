@@ -125,8 +125,11 @@ def test_user_mode_install_lingers_and_runs_no_sudo_systemctl(inv: Inventory) ->
     w = workers(inv, "tools")
     [(_, running, _), (_, sync, _)] = steps(ops.install_plan(w))
     assert "systemctl --user list-units --state=active" in running
-    # A user that cannot linger fails the install (its workers would not start at boot).
-    assert sync.startswith(f"sudo -n loginctl enable-linger {w.inv.hosts['w1'].user} && {{\n")
+    # A user that cannot linger fails the install (its workers would not start at boot); one that
+    # lingers already is not asked again when nothing else changed.
+    user = w.inv.hosts['w1'].user
+    assert f"\nif ! units_unchanged; then\nsudo -n loginctl enable-linger {user} && {{\n" in sync
+    assert f"[ -e /var/lib/systemd/linger/{user} ] || return 1" in sync
     assert "sudo -n systemctl" not in running + sync
 
 
