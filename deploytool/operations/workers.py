@@ -14,7 +14,7 @@ from deploytool import context
 from deploytool.commands import ready, running, unitfiles
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
-from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
+from deploytool.commands.quiet import celery_cancel_consumer, until_replied
 from deploytool.commands.requeue import requeue
 from deploytool.engine.plan import Facts, Plan, Recovery, Script, Step
 from deploytool.inventory import App, Inventory, WorkerGroup
@@ -74,29 +74,32 @@ class Workers:
         return sorted({g.kind for g in self.groups if KINDS[g.kind].quiet is Quiet.NONE})
 
     def quiet_commands(self) -> list[str]:
-        """Commands that make every group that can be quieted stop fetching jobs."""
+        """Commands that make every group that can be quieted stop fetching jobs: one signal per signal
+        for all the groups quieted by it; per Celery node, one read of its unit, then each queue."""
         cmds: list[str] = []
+        by_signal: dict[str, list[str]] = {}
         for g in self.groups:
             kind = KINDS[g.kind]
-            if not g.processes:
-                continue
-            if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
-                cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
-            elif kind.quiet is Quiet.CELERY_CONTROL:
+            if g.processes and kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
+                by_signal.setdefault(kind.quiet_signal, []).append(self.pattern(g))
+        cmds += [join(sc.kill_main(self.app, patterns, signal)) for signal, patterns in by_signal.items()]
+        for g in self.groups:
+            if g.processes and KINDS[g.kind].quiet is Quiet.CELERY_CONTROL:
                 # In the group's own context (user, PATH, environment): the broker URL is there, and
                 # `celery` is the units' celery; in the release the node runs (its working directory),
-                # not `current`, which a deploy has already switched: the node's own Celery app.
+                # not `current`, which a deploy has already switched: the node's own Celery app. Only
+                # while its unit is active: a stopped node fetches nothing, and Celery's remote control
+                # fails (exit 69) when no node replies.
                 program = context.program(self.app, g)
                 cwd = Expand("$" + running.VAR)
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    active = sc.systemctl(self.app, "is-active", "--quiet", unit)
-                    where = running.release_of(self.app, g, [unit])
-                    cmds += [if_active(active, where + "\n" + until_replied(join(context.in_context(
-                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g,
-                                 cwd=cwd))))
-                             for q in g.queues]
+                    cancels = [until_replied(join(context.in_context(
+                        self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g, cwd=cwd)))
+                        for q in g.queues]
+                    if cancels:
+                        cmds.append(running.while_active(self.app, g, unit, cancels))
         return cmds
 
 

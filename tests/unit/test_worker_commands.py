@@ -29,21 +29,24 @@ def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inv
 
 def test_celery_quiet_cancels_each_queue_on_each_node_in_the_group_context(inv: Inventory) -> None:
     commands = workers(inv, "shop", "celery").quiet_commands()
-    assert len(commands) == 4 * 2  # four processes, two queues
-    # Only while the node's unit runs, tried until the node replies, in the group's context and in the
-    # release the node itself runs (a deploy has switched `current` to the new one already).
-    assert commands[4] == (
-        "if sudo -n systemctl is-active --quiet shop-celery@3.service; then "
-        + running.release_of(inv.apps_on("w1")["shop"], inv.apps_on("w1")["shop"].workers["celery"],
-                             ["shop-celery@3.service"]) + "\n"
-        "for attempt in $(seq 10); do if "
-        "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
-        '"--property=WorkingDirectory=$release" '
-        "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
-        "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
-        "-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer mail -d shop-celery-3@w1"
-        '; then break; fi; if [ "$attempt" -eq 10 ]; then false; else sleep 1; fi; done; fi'
-    )
+    assert len(commands) == 4  # four processes (nodes), each asked for its two queues
+    # Only while the node's unit runs (one systemctl call per node), tried until the node replies, in
+    # the group's context and in the release the node itself runs (a deploy has switched `current`).
+    app = inv.apps_on("w1")["shop"]
+
+    def cancel(queue: str) -> str:
+        return ("for attempt in $(seq 10); do if "
+                "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
+                '"--property=WorkingDirectory=$release" '
+                "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
+                "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
+                f"-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer {queue} -d shop-celery-3@w1"
+                '; then break; fi; if [ "$attempt" -eq 10 ]; then false; else sleep 1; fi; done')
+
+    queues = [q.name for q in app.workers["celery"].queues]
+    assert commands[2] == running.while_active(app, app.workers["celery"], "shop-celery@3.service",
+                                               [cancel(q) for q in queues])
+    assert commands[2].count("systemctl") == 1
     # The group's environment values come from its file, never from the command line.
     assert not any("production" in c or "C_FORCE_ROOT" in c for c in commands)
 
