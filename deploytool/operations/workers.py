@@ -15,7 +15,7 @@ from deploytool.commands import ready, running, unitfiles
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands.quiet import celery_cancel_consumer, until_replied
-from deploytool.commands.requeue import requeue
+from deploytool.commands.requeue import requeues
 from deploytool.engine.plan import Facts, Plan, Recovery, Script, Step
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
@@ -106,8 +106,7 @@ class Workers:
 def stop_script(w: Workers) -> str:
     """systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit; then
     jobs a stopping worker took but never ran are put back (kinds that need it)."""
-    requeues = [r for g in w.groups if (r := requeue(w.inv, w.host, w.app, g))]
-    return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
+    return "\n".join([join(sc.stop(w.app, w.units)), *requeues(w.inv, w.host, w.app, w.groups)])
 
 
 def restart_script(w: Workers, dry: bool = False) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from deploytool.commands import running
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.operations.workers import Workers, recover_script, restart_script
+from deploytool.operations.workers import Workers, recover_script, restart_script, stop_script
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
 
@@ -81,3 +81,19 @@ def test_user_mode_installs_with_linger_and_without_sudo(inv: Inventory) -> None
     assert "\nsudo -n loginctl enable-linger " in script  # when units_unchanged does not vouch for the host
     assert "systemctl --user is-enabled tools-workers.target " in script
     assert "sudo -n systemctl" not in script
+
+
+def test_rq_groups_sharing_redis_and_interpreter_are_requeued_in_one_run(inv: Inventory) -> None:
+    app = inv.apps_on("w1")["shop"]
+    rq = app.workers["rq"]
+    mail = rq.model_copy(update={"name": "mail", "queues": (*rq.queues[1:], *app.workers["dramatiq"].queues)})
+    other = rq.model_copy(update={"name": "other", "environment": {"REDIS_URL": "redis://elsewhere:6379/0"}})
+    w = Workers(inv, "w1", app.model_copy(update={"workers": {**app.workers, "mail": mail, "other": other}}))
+    script = stop_script(w)
+    assert script.count("<<'DEPLOYTOOL_REQUEUE_END'") == 2  # rq and mail together; other on its own Redis
+    [together, alone] = [line for line in script.splitlines() if "DEPLOYTOOL_REQUEUE_END" in line
+                         and line.startswith("{")]
+    # Each queue once, in the run of the first group (its context: its environment file).
+    assert together.split(" <<")[0].endswith(" high default events")
+    assert "EnvironmentFile=/etc/deploytool/shop/rq.env" in together
+    assert alone.split(" <<")[0].endswith(" high default") and "/etc/deploytool/shop/other.env" in alone
