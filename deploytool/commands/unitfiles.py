@@ -36,8 +36,8 @@ ENV_CHANGED = "@@@deploytool-env-changed@@@"
 HEREDOC_END = "DEPLOYTOOL_ENV_END"
 
 
-# Beside the environment files (units.environment_dir): what the last complete sync wrote there, each
-# file's sha256 and then its inode, size, mtime and ctime as `stat` prints them. The deploy user may
+# Beside the environment files (units.environment_dir): what the last complete sync wrote there, one
+# sha256 over all the files and then each one's inode, size, mtime and ctime as `stat` prints them. The deploy user may
 # stat the files (not read them): a file written since, by anyone, no longer matches. Owned by the
 # deploy user, 0600: it holds nothing that user cannot read with sudo.
 RECORD = ".synced"
@@ -109,10 +109,11 @@ def _sha256(content: str) -> str:
 
 
 def _record(app: App, env_files: Sequence[EnvFile]) -> str:
-    """Shell text printing the record of `env_files` as they are on the host now ("$e" their dir)."""
-    sums = " ".join(q(f"{_sha256(env.content)} {env.name}") for env in env_files)
+    """Shell text printing the record of `env_files` as they are on the host now ("$e" their dir): one
+    sha256 over all of them (no value can be guessed file by file from it), then each file's stat."""
+    digest = hashlib.sha256(b"".join(f"{env.name}\0{env.content}\0".encode() for env in env_files)).hexdigest()
     paths = " ".join(f'"$e"/{q(env.name)}' for env in env_files)
-    return f"{{ printf '%s\\n' {sums}; stat -c {q(_STAT)} {paths} 2>/dev/null; }}"
+    return f"{{ echo {digest}; stat -c {q(_STAT)} {paths} 2>/dev/null; }}"
 
 
 def _write_record(app: App, env_files: Sequence[EnvFile]) -> str:
