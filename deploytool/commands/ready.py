@@ -101,7 +101,7 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
     return "\n".join([
         # `ready_after` first, then the group's timeout for its system to say so: a timeout no longer
         # than ready_after would leave no time to be ready at all.
-        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace}))",
+        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace})); slept=0",
         *unreadable,
         f"FIRST=$(ready_pick {units}); export FIRST; why=''",
         "while :; do",
@@ -112,8 +112,9 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
         f'  if [ "$now" -ge "$deadline" ]; then echo {name}": not ready after {wait_after + group.grace} s '
         f'(ready_after {wait_after} s, then its timeout {group.grace} s): '
         '$(printf "%s" "$why" | tail -n 3 | tr "\\n" " ")" >&2; exit 1; fi',
-        # Whole seconds from `date +%s`: N seconds have surely passed only once the difference exceeds N.
-        *([f'  if [ $((now - start)) -le {wait_after} ]; then sleep 1; continue; fi'] if wait_after else []),
+        # Counted in the seconds slept, not in `date +%s`'s whole seconds, which can say 1 when only a
+        # moment passed: ready_after seconds surely passed, and not a second more.
+        f'  if [ "$slept" -lt {wait_after} ]; then sleep 1; slept=$((slept + 1)); continue; fi',
         f"  {asked}",
         *recheck,
         f'  echo "ready: "{name}" after $(( $(date +%s) - start )) s${{why:+: $(printf "%s" "$why" | tail -n 1)}}"; '
