@@ -3,7 +3,6 @@ deploytool.context)."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 
 
@@ -19,9 +18,3 @@ def until_replied(command: str, attempts: int = 10) -> str:
     (no node replies, exit 69), and the node would come up consuming. So a quiet tries again."""
     return (f"for attempt in $(seq {attempts}); do if {command}; then break; fi; "
             f'if [ "$attempt" -eq {attempts} ]; then false; else sleep 1; fi; done')
-
-
-def if_active(guard: Sequence[str], command: str) -> str:
-    """Run command only while the worker's unit is active: a stopped node fetches nothing (already
-    quiet), and Celery's remote control fails (exit 69) when no node replies, e.g. before a first start."""
-    return f"if {shlex.join(guard)}; then {command}; fi"

@@ -40,6 +40,10 @@ _CHANGED_AWK = (
 )
 
 
+# The lines of ready_states whose unit is one of those in `want` (space-separated, spaces around).
+_PICK_AWK = 'index(want, " " $1 " ")'
+
+
 def _probed(group: WorkerGroup) -> bool:
     return KINDS[group.kind].ready is Ready.PROBE and SYSTEMS.get(group.kind) is not None \
         and SYSTEMS[group.kind].ready_probe is not None
@@ -86,17 +90,20 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
     if _probed(group):
         check = probe.ready_command(app, group, "check", f"${var}", spec(app, group, host), host)
         asked = f'why=$( ( {check}\n) 2>&1 ) || {{ sleep 1; continue; }}'
+        # The answer counts only if every unit is still the one that started.
+        recheck = [f'  [ -z "$(ready_states {units} | awk {shlex.quote(_CHANGED_AWK)})" ] || continue']
     else:
         asked = "why=''"
+        recheck = []  # nothing was asked: the units were read just above
     wait_after = group.ready_wait
     unreadable = [f'if [ -n "${var}_error" ]; then echo {name}": not ready: its system could not be read before '
                   f'the start: ${var}_error" >&2; exit 1; fi'] if _marks(group) else []
     return "\n".join([
         # `ready_after` first, then the group's timeout for its system to say so: a timeout no longer
         # than ready_after would leave no time to be ready at all.
-        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace}))",
+        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace})); slept=0",
         *unreadable,
-        f"FIRST=$(ready_states {units}); export FIRST; why=''",
+        f"FIRST=$(ready_pick {units}); export FIRST; why=''",
         "while :; do",
         f'  changed=$(ready_states {units} | awk {shlex.quote(_CHANGED_AWK)})',
         f'  if [ -n "$changed" ]; then echo {name}": not ready: $(printf "%s" "$changed" | tr "\\n" " ")" >&2; '
@@ -105,10 +112,11 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
         f'  if [ "$now" -ge "$deadline" ]; then echo {name}": not ready after {wait_after + group.grace} s '
         f'(ready_after {wait_after} s, then its timeout {group.grace} s): '
         '$(printf "%s" "$why" | tail -n 3 | tr "\\n" " ")" >&2; exit 1; fi',
-        f'  if [ $((now - start)) -lt {wait_after} ]; then sleep 1; continue; fi',
+        # Counted in the seconds slept, not in `date +%s`'s whole seconds, which can say 1 when only a
+        # moment passed: ready_after seconds surely passed, and not a second more.
+        f'  if [ "$slept" -lt {wait_after} ]; then sleep 1; slept=$((slept + 1)); continue; fi',
         f"  {asked}",
-        # The answer counts only if every unit is still the one that started.
-        f'  [ -z "$(ready_states {units} | awk {shlex.quote(_CHANGED_AWK)})" ] || continue',
+        *recheck,
         f'  echo "ready: "{name}" after $(( $(date +%s) - start )) s${{why:+: $(printf "%s" "$why" | tail -n 1)}}"; '
         "exit 0",
         "done; }",
@@ -122,7 +130,12 @@ def wait(app: App, groups: Sequence[WorkerGroup], host: str) -> str:
     if not waiting:
         return "true"
     show = join(sc.systemctl(app, "show", "--property=Id,ActiveState,MainPID,NRestarts"))
-    lines = [f"ready_states() {{ {show} \"$@\" | awk -F= {shlex.quote(_STATES_AWK)}; }}", "ready_pids=''"]
+    every = " ".join(shlex.quote(u) for _, g in waiting for u in instances(app, g))
+    lines = [f"ready_states() {{ {show} \"$@\" | awk -F= {shlex.quote(_STATES_AWK)}; }}",
+             # Every group's units as they came up, read once: one systemctl call, not one per group.
+             f"ready_first=$(ready_states {every})",
+             f"ready_pick() {{ printf '%s\\n' \"$ready_first\" | awk -v want=\" $* \" {shlex.quote(_PICK_AWK)}; }}",
+             "ready_pids=''"]
     for i, g in waiting:
         lines += [f"( {_loop(app, g, i, host)}\n) &", 'ready_pids="$ready_pids $!"']
     lines.append('ready_failed=0; for p in $ready_pids; do wait "$p" || ready_failed=1; done; '

@@ -46,3 +46,19 @@ def release_of(app: App, group: WorkerGroup, units: Sequence[str] | None = None,
         f'if {var}=$(cwd_of "$pid") && [ -n "${var}" ]; then break; fi; done',
         f'[ -n "${var}" ] || {var}=$(readlink -f {current}) || {var}={current}',
     ])
+
+
+def while_active(app: App, group: WorkerGroup, unit: str, commands: Sequence[str], var: str = VAR) -> str:
+    """Shell text running `commands` only while `unit` is active, with `$var` the release its main
+    process works in (else `current` resolved): its state and main PID read in one systemctl call."""
+    show = join(sc.systemctl(app, "show", "--property=ActiveState,MainPID", unit))
+    current = shlex.quote(app.current_path)
+    return "\n".join([
+        _readlink(app, group),
+        f"active=''; pid=0; for kv in $({show} 2>/dev/null); do case $kv in "
+        "ActiveState=*) active=${kv#*=} ;; MainPID=*) pid=${kv#*=} ;; esac; done",
+        'if [ "$active" = active ]; then',
+        f'if ! {var}=$(cwd_of "$pid") || [ -z "${var}" ]; then {var}=$(readlink -f {current}) || {var}={current}; fi',
+        *commands,
+        "fi",
+    ])

@@ -4,6 +4,12 @@ One round trip: write changed files, stop/disable instances that should no longe
 groups that are gone, daemon-reload only if a file changed, enable instances 1..N and the target.
 Units carry `X-Deploytool-App=<app>` (units.MARKER) so an app's own units are found by that line.
 
+Most deploys change no unit: `unchanged` tells that first, as the deploy user with no sudo and no
+systemctl (each a process, a PAM session or a D-Bus call, and the stage's whole cost), from one
+pass of checksums over the unit files, the enablement links `systemctl enable` makes, and for the
+environment files (root's only) a record the last sync left beside them (RECORD); only when
+something differs does the sync run.
+
 The groups' environment files (secrets) are written beside, in units.environment_dir(): root:root
 0600 in system mode. Their content reaches the host only inside the script (a here-document, never a
 command's argument) and is never printed: the dry run says only whether a file would change.
@@ -12,11 +18,12 @@ command's argument) and is never printed: the dry run says only whether a file w
 from __future__ import annotations
 
 import base64
+import hashlib
 import shlex
 from collections.abc import Callable, Sequence
 
 from deploytool import units
-from deploytool.commands.systemctl import systemctl
+from deploytool.commands.systemctl import enable_linger, systemctl
 from deploytool.inventory import App
 from deploytool.units import MARKER, EnvFile
 
@@ -27,6 +34,14 @@ SEPARATOR = "\n@@@deploytool-unit@@@ "
 ENV_CHANGED = "@@@deploytool-env-changed@@@"
 # Ends the here-documents carrying environment files (base64: the content can never hold it).
 HEREDOC_END = "DEPLOYTOOL_ENV_END"
+
+
+# Beside the environment files (units.environment_dir): what the last complete sync wrote there, one
+# sha256 over all the files and then each one's inode, size, mtime and ctime as `stat` prints them. The deploy user may
+# stat the files (not read them): a file written since, by anyone, no longer matches. Owned by the
+# deploy user, 0600: it holds nothing that user cannot read with sudo.
+RECORD = ".synced"
+_STAT = "%n %i %s %y %z"
 
 
 def unit_dir(app: App) -> str:
@@ -87,6 +102,106 @@ def _env_blocks(app: App, env_files: Sequence[EnvFile], changed: Callable[[EnvFi
         f"*) {removed};; esac; done"
     )
     return lines
+
+
+def _sha256(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _record(app: App, env_files: Sequence[EnvFile]) -> str:
+    """Shell text printing the record of `env_files` as they are on the host now ("$e" their dir): one
+    sha256 over all of them (no value can be guessed file by file from it), then each file's stat."""
+    digest = hashlib.sha256(b"".join(f"{env.name}\0{env.content}\0".encode() for env in env_files)).hexdigest()
+    paths = " ".join(f'"$e"/{q(env.name)}' for env in env_files)
+    return f"{{ echo {digest}; stat -c {q(_STAT)} {paths} 2>/dev/null; }}"
+
+
+def _write_record(app: App, env_files: Sequence[EnvFile]) -> str:
+    if not env_files:
+        return "true"
+    if app.systemd == "user":
+        return f'{_record(app, env_files)} | install -m 0600 /dev/stdin "$e"/{RECORD}'
+    return f'{_record(app, env_files)} | sudo -n install -m 0600 -o "$(id -un)" /dev/stdin "$e"/{RECORD}'
+
+
+def _install_links(name: str, content: str) -> list[str] | None:
+    """The links `systemctl enable` makes for a unit file's [Install] section (paths relative to the unit
+    directory, `%s` standing for the unit's name); None if the section holds more than WantedBy= and
+    RequiredBy=: the links could not be told here."""
+    links: list[str] = []
+    section = ""
+    for raw in content.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if section != "[Install]":
+            continue
+        key, _, value = line.partition("=")
+        suffix = {"WantedBy": "wants", "RequiredBy": "requires"}.get(key.strip())
+        if suffix is None:
+            return None
+        links += [f"{t}.{suffix}/%s" for t in value.split()]
+    return links
+
+
+def enablement_links(files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str) -> list[str] | None:
+    """The symlinks, relative to the unit directory, that being enabled means for the target and each
+    instance in `enabled` (instances from their template's file); None when they cannot be told."""
+    by_name = dict(files)
+    links: list[str] = []
+    for unit in [target, *enabled]:
+        prefix, at, rest = unit.partition("@")
+        file = f"{prefix}@{rest[rest.index('.'):]}" if at and "." in rest else unit
+        if file not in by_name:
+            return None
+        found = _install_links(file, by_name[file])
+        if found is None:
+            return None
+        links += [link.replace("%s", unit) for link in found]
+    return links
+
+
+CHECK = "units_unchanged"
+
+
+def unchanged(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str,
+              env_files: Sequence[EnvFile] = (), linger: str | None = None) -> str | None:
+    """Shell text defining `units_unchanged`, a function that succeeds only if the host has exactly
+    what sync() would make: every unit file (sha256, read), no other unit of the app, the enablement
+    links of the target and of `enabled` and no other instance in the target's .wants/, the
+    environment files as the record of the last sync says (never read: root's own), none other; and
+    with `linger` (user mode), that user lingering. No sudo, no systemctl: builtins, sha256sum, grep,
+    cat, stat. None if that cannot be told from files (an [Install] section with more than WantedBy=
+    and RequiredBy=): then the sync always runs."""
+    links = enablement_links(files, enabled, target)
+    if links is None:
+        return None
+    sums = " ".join(f'{_sha256(content)} "$d"/{q(name)}' for name, content in files)
+    names = " ".join(q(name) for name, _ in files)
+    wanted = " ".join(q(u) for u in enabled)
+    env_names = " ".join(q(env.name) for env in env_files)
+    lines = [
+        f"{CHECK}() {{",
+        f'd="{unit_dir(app)}"; e="{_env_dir(app)}"',
+        f"printf '%s  %s\\n' {sums} | sha256sum --check --status >/dev/null 2>&1 || return 1" if files
+        else ":",
+        f"for f in $(grep -lx {q(MARKER + '=' + app.name)} \"$d\"/*.service \"$d\"/*.target 2>/dev/null); do "
+        f'case " {names} " in *" ${{f##*/}} "*) ;; *) return 1;; esac; done',
+        *(f'[ -L "$d"/{q(link)} ] || return 1' for link in links),
+        f'for f in "$d"/{q(target)}.wants/*; do [ -e "$f" ] || [ -L "$f" ] || continue; '
+        f'case " {wanted} " in *" ${{f##*/}} "*) ;; *) return 1;; esac; done',
+        f'for f in "$e"/*.env; do [ -e "$f" ] || continue; '
+        f'case " {env_names} " in *" ${{f##*/}} "*) ;; *) return 1;; esac; done',
+    ]
+    if env_files:
+        lines.append(f'[ "$(cat "$e"/{RECORD} 2>/dev/null)" = "$({_record(app, env_files)})" ] || return 1')
+    if linger is not None:
+        lines.append(f"[ -e /var/lib/systemd/linger/{q(linger)} ] || return 1")
+    lines.append("}")
+    return "\n".join(lines)
 
 
 def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str,
@@ -151,7 +266,22 @@ def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], tar
             f"else todo=''; for u in {units}; do [ \"$1\" = enabled ] || todo=\"$todo $u\"; shift; done; fi"
         )
         lines.append(f'[ -z "$todo" ] || {sc} enable --quiet $todo')
+    # Last: the record of a sync that went through (unchanged() trusts it).
+    lines.append(f"[ $? != 0 ] || {_write_record(app, env_files)}")
     return "\n".join(lines)
+
+
+def install(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], target: str,
+            env_files: Sequence[EnvFile] = (), linger: str | None = None) -> str:
+    """sync(), run only if unchanged() does not vouch for the host; `linger` (user mode): the deploy
+    user, made to linger first (user units start at boot only then)."""
+    text = sync(app, files, enabled, target, env_files)
+    if linger is not None:
+        text = " ".join(q(a) for a in enable_linger(linger)) + " && {\n" + text + "\n}"
+    check = unchanged(app, files, enabled, target, env_files, linger)
+    if check is None:
+        return text
+    return f"{check}\nif ! {CHECK}; then\n{text}\nfi"
 
 
 def remove_all(app: App) -> str:

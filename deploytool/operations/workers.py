@@ -14,8 +14,8 @@ from deploytool import context
 from deploytool.commands import ready, running, unitfiles
 from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
-from deploytool.commands.quiet import celery_cancel_consumer, if_active, until_replied
-from deploytool.commands.requeue import requeue
+from deploytool.commands.quiet import celery_cancel_consumer, until_replied
+from deploytool.commands.requeue import requeues
 from deploytool.engine.plan import Facts, Plan, Recovery, Script, Step
 from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
@@ -64,49 +64,49 @@ class Workers:
         return [*environment_files(self.inv, self.host, self.app), *context.app_env_files(self.app)]
 
     def install_script(self, template_dirs: Sequence[Path] = ()) -> str:
+        """The unit sync, run only when the host's units, enablement or environment files differ from the
+        inventory's (checked first with no sudo and no systemctl: unitfiles.install)."""
         files = list(self.rendered(template_dirs).items())
-        sync = unitfiles.sync(self.app, files, self.units, self.target, self.env_files)
-        if self.app.systemd == "user":
-            # User units start at boot only if the user lingers.
-            user = self.inv.hosts[self.host].user
-            return join(sc.enable_linger(user)) + " && {\n" + sync + "\n}"
-        return sync
+        user = self.inv.hosts[self.host].user if self.app.systemd == "user" else None
+        return unitfiles.install(self.app, files, self.units, self.target, self.env_files, linger=user)
 
     def unsupported_quiet(self) -> list[str]:
         return sorted({g.kind for g in self.groups if KINDS[g.kind].quiet is Quiet.NONE})
 
     def quiet_commands(self) -> list[str]:
-        """Commands that make every group that can be quieted stop fetching jobs."""
+        """Commands that make every group that can be quieted stop fetching jobs: one signal per signal
+        for all the groups quieted by it; per Celery node, one read of its unit, then each queue."""
         cmds: list[str] = []
+        by_signal: dict[str, list[str]] = {}
         for g in self.groups:
             kind = KINDS[g.kind]
-            if not g.processes:
-                continue
-            if kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
-                cmds.append(join(sc.kill_main(self.app, [self.pattern(g)], kind.quiet_signal)))
-            elif kind.quiet is Quiet.CELERY_CONTROL:
+            if g.processes and kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
+                by_signal.setdefault(kind.quiet_signal, []).append(self.pattern(g))
+        cmds += [join(sc.kill_main(self.app, patterns, signal)) for signal, patterns in by_signal.items()]
+        for g in self.groups:
+            if g.processes and KINDS[g.kind].quiet is Quiet.CELERY_CONTROL:
                 # In the group's own context (user, PATH, environment): the broker URL is there, and
                 # `celery` is the units' celery; in the release the node runs (its working directory),
-                # not `current`, which a deploy has already switched: the node's own Celery app.
+                # not `current`, which a deploy has already switched: the node's own Celery app. Only
+                # while its unit is active: a stopped node fetches nothing, and Celery's remote control
+                # fails (exit 69) when no node replies.
                 program = context.program(self.app, g)
                 cwd = Expand("$" + running.VAR)
                 for i, unit in enumerate(instances(self.app, g), start=1):
                     # The node name the unit gives each instance (kinds table: -n app-group-N@host).
                     node = f"{self.app.name}-{g.name}-{i}@{self.host}"
-                    active = sc.systemctl(self.app, "is-active", "--quiet", unit)
-                    where = running.release_of(self.app, g, [unit])
-                    cmds += [if_active(active, where + "\n" + until_replied(join(context.in_context(
-                                 self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g,
-                                 cwd=cwd))))
-                             for q in g.queues]
+                    cancels = [until_replied(join(context.in_context(
+                        self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g, cwd=cwd)))
+                        for q in g.queues]
+                    if cancels:
+                        cmds.append(running.while_active(self.app, g, unit, cancels))
         return cmds
 
 
 def stop_script(w: Workers) -> str:
     """systemd sends the kind's stop signal and waits TimeoutStopSec (grace + margin) per unit; then
     jobs a stopping worker took but never ran are put back (kinds that need it)."""
-    requeues = [r for g in w.groups if (r := requeue(w.inv, w.host, w.app, g))]
-    return "\n".join([join(sc.stop(w.app, w.units)), *requeues])
+    return "\n".join([join(sc.stop(w.app, w.units)), *requeues(w.inv, w.host, w.app, w.groups)])
 
 
 def restart_script(w: Workers, dry: bool = False) -> str:
@@ -194,8 +194,9 @@ def restart_plan(w: Workers, stage: str = "restart") -> Plan:
 RUNNING = "@@deploytool-running"  # a fact line: the app's worker instances active before a change
 # What a dry run's plan shows for the unit sync instead of its script (which carries the environment
 # files' content): the changes read from the host are listed beside the plan.
-SYNC_PLAN = "sync the units: write the files that differ, stop and disable surplus instances, enable 1..N " \
-            "(see the changes)"
+SYNC_PLAN = "sync the units: nothing if no unit file, environment file or enablement differs (checked with " \
+            "no sudo and no systemctl); else write the files that differ, stop and disable surplus instances, " \
+            "enable 1..N (see the changes)"
 
 
 def running_units(w: Workers) -> str:

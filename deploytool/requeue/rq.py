@@ -8,6 +8,8 @@ A job popped by a live worker elsewhere at this very moment may be requeued too:
 never a loss (workers are at-least-once anyway). Needs Redis >= 6.0.6 (LPOS).
 
 Usage: python rq.py REDIS_URL QUEUE [QUEUE...]   prints one line: requeued N
+One run covers every queue given (the queues of all of an app's RQ groups on the host that share its
+Redis and interpreter: deploytool.commands.requeue), with one scan of the job hashes per pass.
 REDIS_URL `-` reads the URL from the environment variable DEPLOYTOOL_REDIS_URL (so a password in it
 never shows in the process list).
 
@@ -43,19 +45,21 @@ SETTLE_SECONDS = 2.0
 QUEUED = JobStatus.QUEUED.value.encode()
 
 
-def orphans(redis, queue):
-    """Ids of jobs of `queue` that no queue list, registry or live worker holds."""
+def orphans(redis, queues):
+    """Per queue name, the ids of its jobs that no queue list, registry or live worker holds; every
+    queue's jobs found in one scan of the job hashes."""
     alive = {w.name for w in Worker.all(connection=redis)}
-    found = []
-    for job_id in StartedJobRegistry(queue.name, connection=redis).get_job_ids():
-        # Only the hash fields needed, never Job.fetch: that unpickles job data, and whoever can write
-        # to Redis could make an unpickling process run code of their choice.
-        key = Job.key_for(job_id)
-        if redis.exists(key):
-            worker = redis.hget(key, "worker_name")
-            if (worker.decode() if worker else None) not in alive:
-                found.append(job_id)
-    waiting = set(queue.get_job_ids())
+    found = {q.name: [] for q in queues}
+    for q in queues:
+        for job_id in StartedJobRegistry(q.name, connection=redis).get_job_ids():
+            # Only the hash fields needed, never Job.fetch: that unpickles job data, and whoever can write
+            # to Redis could make an unpickling process run code of their choice.
+            key = Job.key_for(job_id)
+            if redis.exists(key):
+                worker = redis.hget(key, "worker_name")
+                if (worker.decode() if worker else None) not in alive:
+                    found[q.name].append(job_id)
+    waiting = {q.name.encode(): set(q.get_job_ids()) for q in queues}
     keys = [k for k in redis.scan_iter(match="rq:job:*", count=1000) if k.count(b":") == 2]
     for start in range(0, len(keys), 1000):
         batch = keys[start:start + 1000]
@@ -64,24 +68,25 @@ def orphans(redis, queue):
             pipe.hmget(key, "status", "origin")
         for key, (status, origin) in zip(batch, pipe.execute()):  # noqa: B905 (the app may run Python < 3.10)
             job_id = key.decode().split(":", 2)[2]
-            if status == QUEUED and origin == queue.name.encode() and job_id not in waiting:
-                found.append(job_id)
+            if status == QUEUED and origin in waiting and job_id not in waiting[origin]:
+                found[origin.decode()].append(job_id)
     return found
 
 
 def main(url, names):
     redis = Redis.from_url(url)
-    queues = [Queue(name, connection=redis) for name in names]
-    first = {q.name: set(orphans(redis, q)) for q in queues}
+    queues = [Queue(name, connection=redis) for name in dict.fromkeys(names)]
+    first = {name: set(ids) for name, ids in orphans(redis, queues).items()}
+    requeued = 0
     if any(first.values()):
         time.sleep(SETTLE_SECONDS)
-    requeued = 0
-    push = redis.register_script(REQUEUE)
-    for q in queues:
-        started = StartedJobRegistry(q.name, connection=redis).key
-        for job_id in orphans(redis, q):
-            if job_id in first[q.name]:  # else it appeared just now: a live worker may be taking it
-                requeued += push(keys=[Job.key_for(job_id), q.key, started], args=[job_id])
+        push = redis.register_script(REQUEUE)
+        again = orphans(redis, queues)
+        for q in queues:
+            started = StartedJobRegistry(q.name, connection=redis).key
+            for job_id in again[q.name]:
+                if job_id in first[q.name]:  # else it appeared just now: a live worker may be taking it
+                    requeued += push(keys=[Job.key_for(job_id), q.key, started], args=[job_id])
     print(f"requeued {requeued}")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploytool import context, units
-from deploytool.commands.requeue import requeue
+from deploytool.commands.requeue import requeues
 from deploytool.inventory import App, Host, Inventory, WorkerGroup, load_inventory
 from deploytool.operations.workers import Workers
 from deploytool.units import DEFAULT_PATH, render_app
@@ -105,7 +105,7 @@ def test_no_environment_value_in_any_command(tmp_path: Path) -> None:
         groups = (None, *app.workers.values())
         texts = [shlex.join(context.in_context(inv, "h", app, ["sh", "-c", "env"], g)) for g in groups]
         texts += Workers(inv, "h", app).quiet_commands()
-        texts += [requeue(inv, "h", app, app.workers["rq"]) or "", context.resolve_programs(inv, "h", app)]
+        texts += ["\n".join(requeues(inv, "h", app, [app.workers["rq"]])), context.resolve_programs(inv, "h", app)]
         texts.append(context.env_files_script(app))  # base64 in a here-document, not in clear
         for text in texts:
             assert "s3cr3t" not in text and "GROUP_TOKEN" not in text and "TOKEN=" not in text, text
@@ -195,7 +195,7 @@ def test_resolve_script_reports_found_and_missing_programs(tmp_path: Path) -> No
 
 def test_requeue_runs_the_programs_interpreter_in_the_group_context(tmp_path: Path) -> None:
     app = secret_app()
-    text = requeue(one_app(app, tmp_path), "h", app, app.workers["rq"]) or ""
+    text = "\n".join(requeues(one_app(app, tmp_path), "h", app, [app.workers["rq"]]))
     first = text.splitlines()[0]
     assert first.startswith("{ sudo -n systemd-run ") and "EnvironmentFile=/etc/deploytool/shop/rq.env" in first
     assert first.endswith(" sh rq default <<'DEPLOYTOOL_REQUEUE_END' "

@@ -20,7 +20,7 @@ from deploytool.commands import release as rel
 from deploytool.commands import systemctl as sc
 from deploytool.commands import unitfiles
 from deploytool.commands.quiet import celery_cancel_consumer
-from deploytool.commands.requeue import requeue
+from deploytool.commands.requeue import requeues
 from deploytool.inventory import App, Host, Inventory
 from deploytool.remote import join, script
 
@@ -103,7 +103,7 @@ def builders(app: App, bad: str) -> dict[str, Callable[[], str]]:
         "unit_remove": lambda: unitfiles.remove_all(app),
         "celery_quiet": lambda: join(context.in_context(inv, "h", app, celery_cancel_consumer([bad], "default", bad),
                                                         app.workers["celery"])),
-        "requeue": lambda: requeue(inv, "h", app, app.workers["rq"]) or "true",
+        "requeue": lambda: "\n".join(requeues(inv, "h", app, [app.workers["rq"]])) or "true",
     }
 
 

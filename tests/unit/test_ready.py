@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from deploytool import units
 from deploytool.commands import ready, running
 from deploytool.inventory import App, Inventory, WorkerGroup, load_inventory
 
@@ -72,6 +73,30 @@ def test_release_of_is_current_resolved_when_no_worker_runs(tmp_path: Path, shop
     assert release(env, app, app.workers["celery"]) == str(tmp_path / "releases" / "2")
 
 
+def active_run(env: dict[str, str], app: App, group: WorkerGroup) -> str:
+    text = running.while_active(app, group, "shop-celery@1.service", ['echo "ran in $release"'])
+    return subprocess.run(["bash", "-c", text], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_while_active_runs_in_the_release_of_the_running_worker(
+        tmp_path: Path, shop: App, worker: tuple[subprocess.Popen[bytes], Path]) -> None:
+    p, old = worker
+    app = shop.model_copy(update={"deploy_to": str(tmp_path)})
+    group = app.workers["celery"]
+    env = stand_in(tmp_path, f'echo "$*" >> {tmp_path}/calls; printf "MainPID={p.pid}\\nActiveState=active\\n"')
+    assert active_run(env, app, group) == f"ran in {old}\n"
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1  # state and PID in one call
+    # A worker whose directory cannot be read: the release `current` points to.
+    env = stand_in(tmp_path, 'printf "ActiveState=active\\nMainPID=999999999\\n"')
+    assert active_run(env, app, group) == f"ran in {tmp_path / 'releases' / '2'}\n"
+
+
+@pytest.mark.parametrize("state", ["inactive", "deactivating", "failed", "activating"])
+def test_while_active_runs_nothing_unless_the_unit_is_active(tmp_path: Path, shop: App, state: str) -> None:
+    env = stand_in(tmp_path, f'printf "ActiveState={state}\\nMainPID=0\\n"')
+    assert active_run(env, shop, shop.workers["celery"]) == ""
+
+
 def states_systemctl(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """A systemctl whose `show` prints the unit states written in a file (Id ActiveState MainPID NRestarts)."""
     states = tmp_path / "states"
@@ -101,6 +126,23 @@ def test_a_command_worker_is_ready_once_it_stayed_up_for_ready_after(tmp_path: P
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - started >= 2
     assert r.stdout.startswith("ready: shop/command after ")
+
+
+def test_every_group_is_read_once_after_the_start_then_as_it_waits(tmp_path: Path, shop: App) -> None:
+    states, calls = tmp_path / "states", tmp_path / "calls"
+    # `show` prints the states of the units asked for, as systemctl does; each call is recorded.
+    env = stand_in(tmp_path, f'echo "$*" >> {calls}; [ "$1" = show ] || exit 1; while read -r id a p n; do '
+                   'case " $* " in *" $id "*) printf "Id=%s\\nActiveState=%s\\nMainPID=%s\\nNRestarts=%s\\n\\n" '
+                   f'"$id" "$a" "$p" "$n";; esac; done < {states}')
+    groups = [shop.workers["command"].model_copy(update={"ready_after": 0}),
+              shop.workers["sidekiq"].model_copy(update={"ready_after": 0})]
+    states.write_text("shop-command@1.service active 41 0\n" + "".join(
+        f"{u} active {50 + i} 0\n" for i, u in enumerate(units.instances(shop, groups[1]))))
+    r = subprocess.run(["bash", "-c", ready.wait(shop, groups, "w1")], env=env, capture_output=True,
+                       text=True, timeout=30, check=False)
+    assert r.returncode == 0, r.stderr
+    # One read of every unit right after the start, then one per group: it was active and unchanged.
+    assert len(calls.read_text().splitlines()) == 1 + len(groups)
 
 
 @pytest.mark.parametrize(("change", "why"), [

@@ -139,10 +139,10 @@ def test_environment_files_of_gone_groups_are_removed(app: App, env: dict[str, s
     env_dir = Path(env["HOME"], ".config/deploytool/shop")
     files = [unit("shop-a@.service"), unit("shop-b@.service"), unit("shop-workers.target")]
     run(sync(app, files, [], "shop-workers.target", [env_file("a.env"), env_file("b.env")]), env)
-    assert sorted(p.name for p in env_dir.iterdir()) == ["a.env", "b.env"]
+    assert sorted(p.name for p in env_dir.glob("*.env")) == ["a.env", "b.env"]
     out = run(sync(app, files[:1] + files[2:], [], "shop-workers.target", [env_file("a.env")]), env)
     assert out.split() == ["changed"]
-    assert sorted(p.name for p in env_dir.iterdir()) == ["a.env"]
+    assert sorted(p.name for p in env_dir.glob("*.env")) == ["a.env"]
     run(remove_all(app), env)
     assert not env_dir.exists()
 

@@ -8,7 +8,7 @@ import pytest
 
 from deploytool.commands import running
 from deploytool.inventory import Inventory, load_inventory
-from deploytool.operations.workers import Workers, recover_script, restart_script
+from deploytool.operations.workers import Workers, recover_script, restart_script, stop_script
 
 UNITS = Path(__file__).resolve().parent / "inventories" / "units.yml"
 
@@ -29,21 +29,24 @@ def test_sidekiq_quiet_is_sigtstp_to_the_main_process_of_every_instance(inv: Inv
 
 def test_celery_quiet_cancels_each_queue_on_each_node_in_the_group_context(inv: Inventory) -> None:
     commands = workers(inv, "shop", "celery").quiet_commands()
-    assert len(commands) == 4 * 2  # four processes, two queues
-    # Only while the node's unit runs, tried until the node replies, in the group's context and in the
-    # release the node itself runs (a deploy has switched `current` to the new one already).
-    assert commands[4] == (
-        "if sudo -n systemctl is-active --quiet shop-celery@3.service; then "
-        + running.release_of(inv.apps_on("w1")["shop"], inv.apps_on("w1")["shop"].workers["celery"],
-                             ["shop-celery@3.service"]) + "\n"
-        "for attempt in $(seq 10); do if "
-        "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
-        '"--property=WorkingDirectory=$release" '
-        "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
-        "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
-        "-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer mail -d shop-celery-3@w1"
-        '; then break; fi; if [ "$attempt" -eq 10 ]; then false; else sleep 1; fi; done; fi'
-    )
+    assert len(commands) == 4  # four processes (nodes), each asked for its two queues
+    # Only while the node's unit runs (one systemctl call per node), tried until the node replies, in
+    # the group's context and in the release the node itself runs (a deploy has switched `current`).
+    app = inv.apps_on("w1")["shop"]
+
+    def cancel(queue: str) -> str:
+        return ("for attempt in $(seq 10); do if "
+                "sudo -n systemd-run --quiet --wait --collect --pipe --uid=deploy "
+                '"--property=WorkingDirectory=$release" '
+                "--property=EnvironmentFile=/etc/deploytool/shop/celery.env "
+                "--property=EnvironmentFile=/srv/shop/shared/config/app.env --property=UMask=0027 "
+                f"-- /usr/bin/env /srv/shop/venv/bin/celery -A shop control cancel_consumer {queue} -d shop-celery-3@w1"
+                '; then break; fi; if [ "$attempt" -eq 10 ]; then false; else sleep 1; fi; done')
+
+    queues = [q.name for q in app.workers["celery"].queues]
+    assert commands[2] == running.while_active(app, app.workers["celery"], "shop-celery@3.service",
+                                               [cancel(q) for q in queues])
+    assert commands[2].count("systemctl") == 1
     # The group's environment values come from its file, never from the command line.
     assert not any("production" in c or "C_FORCE_ROOT" in c for c in commands)
 
@@ -75,6 +78,22 @@ def test_recover_restarts_running_and_starts_enabled_workers(inv: Inventory) -> 
 def test_user_mode_installs_with_linger_and_without_sudo(inv: Inventory) -> None:
     w = workers(inv, "tools")
     script = w.install_script()
-    assert script.startswith("sudo -n loginctl enable-linger ")
+    assert "\nsudo -n loginctl enable-linger " in script  # when units_unchanged does not vouch for the host
     assert "systemctl --user is-enabled tools-workers.target " in script
     assert "sudo -n systemctl" not in script
+
+
+def test_rq_groups_sharing_redis_and_interpreter_are_requeued_in_one_run(inv: Inventory) -> None:
+    app = inv.apps_on("w1")["shop"]
+    rq = app.workers["rq"]
+    mail = rq.model_copy(update={"name": "mail", "queues": (*rq.queues[1:], *app.workers["dramatiq"].queues)})
+    other = rq.model_copy(update={"name": "other", "environment": {"REDIS_URL": "redis://elsewhere:6379/0"}})
+    w = Workers(inv, "w1", app.model_copy(update={"workers": {**app.workers, "mail": mail, "other": other}}))
+    script = stop_script(w)
+    assert script.count("<<'DEPLOYTOOL_REQUEUE_END'") == 2  # rq and mail together; other on its own Redis
+    [together, alone] = [line for line in script.splitlines() if "DEPLOYTOOL_REQUEUE_END" in line
+                         and line.startswith("{")]
+    # Each queue once, in the run of the first group (its context: its environment file).
+    assert together.split(" <<")[0].endswith(" high default events")
+    assert "EnvironmentFile=/etc/deploytool/shop/rq.env" in together
+    assert alone.split(" <<")[0].endswith(" high default") and "/etc/deploytool/shop/other.env" in alone

@@ -62,8 +62,17 @@ def test_quiet_sends_each_kinds_own_mechanism_and_nothing_for_the_others(inv: In
     assert describe(plan) == [
         ("quiet", ["sudo -n systemctl kill --kill-whom=main --signal=SIGTSTP 'shop-sidekiq@*.service'"])]
     assert plan.recovery == ()
-    assert len(steps(ops.quiet_plan(workers(inv, "shop", "celery")))) == 4 * 2  # nodes x queues
+    assert len(steps(ops.quiet_plan(workers(inv, "shop", "celery")))) == 4  # a node each, all its queues
     assert ops.quiet_plan(workers(inv, "shop", "rq")) == Plan(())
+
+
+def test_groups_quieted_by_the_same_signal_share_one_systemctl_call(inv: Inventory) -> None:
+    app = inv.apps_on("w1")["shop"]
+    more = {**app.workers, "mailers": app.workers["sidekiq"].model_copy(update={"name": "mailers"})}
+    w = Workers(inv, "w1", app.model_copy(update={"workers": more}))
+    kills = [c for c in w.quiet_commands() if " kill " in c]
+    assert kills == ["sudo -n systemctl kill --kill-whom=main --signal=SIGTSTP 'shop-sidekiq@*.service' "
+                     "'shop-mailers@*.service'"]
 
 
 def test_enable_and_disable_switch_start_at_boot_only(inv: Inventory) -> None:
@@ -125,8 +134,11 @@ def test_user_mode_install_lingers_and_runs_no_sudo_systemctl(inv: Inventory) ->
     w = workers(inv, "tools")
     [(_, running, _), (_, sync, _)] = steps(ops.install_plan(w))
     assert "systemctl --user list-units --state=active" in running
-    # A user that cannot linger fails the install (its workers would not start at boot).
-    assert sync.startswith(f"sudo -n loginctl enable-linger {w.inv.hosts['w1'].user} && {{\n")
+    # A user that cannot linger fails the install (its workers would not start at boot); one that
+    # lingers already is not asked again when nothing else changed.
+    user = w.inv.hosts['w1'].user
+    assert f"\nif ! units_unchanged; then\nsudo -n loginctl enable-linger {user} && {{\n" in sync
+    assert f"[ -e /var/lib/systemd/linger/{user} ] || return 1" in sync
     assert "sudo -n systemctl" not in running + sync
 
 
