@@ -90,6 +90,6 @@ def test_an_apps_soak_and_health_hooks_come_from_the_inventory() -> None:
 ])
 def test_a_tripped_host_says_what_became_of_it(details: dict[str, str], rollback: bool, said: str) -> None:
     from deploytool.report import HostReport
-    from deploytool.tasks.deploy import _undone
+    from deploytool.operations.waves import undone_text
 
-    assert _undone(HostReport("prod-a", "sample", details=details), rollback) == said
+    assert undone_text(HostReport("prod-a", "sample", details=details), rollback) == said
