@@ -172,8 +172,13 @@ def health(inv: Inventory, batch: Sequence[Target]) -> Trip | None:
 def baseline(inv: Inventory, batch: Sequence[Target], pool: collect.Sessions,
              sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
     """Before the deploy switches anything: the rate at which each queue already fails, from two
-    readings of the failed jobs INTERVAL apart (the hosts stage their release meanwhile)."""
+    readings of the failed jobs INTERVAL apart (the hosts stage their release meanwhile); one reading
+    when no queue holds a failed job."""
     first = read(inv, batch, pool, failures_only=True)
+    if not any(first.failed.values()) and not first.unread:
+        # No queue holds a retrying or dead job: none failed lately (a failed job waits in the retry set
+        # or the dead/failed registry), so none is failing at a rate of its own.
+        return {}
     sleep(max(0.0, first.at + INTERVAL - time.time()))
     return rates(first, read(inv, batch, pool, failures_only=True))
 
@@ -201,6 +206,7 @@ def soak(inv: Inventory, batch: Sequence[Target], gates: Gates, failing: dict[st
         if tripped:
             return tripped[0], readings
         previous = now
+    sleep(max(0.0, deadline - time.time()))  # the last reading ended early: the soak lasts its time
     return health(inv, batch), readings
 
 

@@ -32,7 +32,7 @@ DEPLOY_HELP = {
     "restart_batch": "hosts whose workers restart at once, N or P% (default 1: rolling, the others keep working)",
     "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
     "canary": "deploy N hosts (or P%) first and watch them for the soak time before the rest; a tripped "
-              "gate rolls them back and touches no further host",
+              "gate rolls them back and switches no further host (the rest stage the release meanwhile)",
     "soak": "seconds each watched batch is soaked (default: the app's `soak:`); alone: every batch is watched",
     "max_failed_increase": "new retrying/dead jobs a queue may gain during a soak (default 0)",
     "no_rollback": "leave a batch whose gate tripped as it is, for a person to look at",
