@@ -72,28 +72,35 @@ class Trip:
 Target = tuple[str, App]  # (host, app) of the batch
 
 
-def read(inv: Inventory, batch: Sequence[Target]) -> Reading:
-    """The batch's units (on its hosts) and the apps' queues (through the brokers)."""
+def read(inv: Inventory, batch: Sequence[Target], pool: collect.Sessions, failures_only: bool = False) -> Reading:
+    """The batch's units (on its hosts) and the apps' queues (through the brokers), over `pool`'s
+    connections (one per host for the whole soak; one that fails is opened anew next time).
+    `failures_only`: only the failed jobs' counts (the baseline's readings, quicker)."""
+    at = time.time()
     units: dict[str, tuple[str, int]] = {}
     unread: dict[str, str] = {}
-    for host, app in batch:
-        try:
-            session = connect(inv.hosts[host])
-        except HostError as e:
-            unread[host] = str(e)
+    for host, app in [] if failures_only else batch:
+        session = pool.get(host)
+        if session is None:
+            unread[host] = pool.unreachable.pop(host, "unreachable")  # tried again next time
             continue
         try:
             for u in unit_states(session, Workers(inv, host, app)):
                 units[f"{host} {u.unit}"] = (u.active, u.restarts)
         except HostError as e:
             unread[host] = str(e)
-        finally:
-            session.close()
-    rows, _, errors = collect.gather(inv, sorted({app.name for _, app in batch}))
+            pool.drop(host)
+    try:
+        rows, _, errors = collect.gather(inv, sorted({app.name for _, app in batch}), pool=pool,
+                                         failures_only=failures_only)
+    except HostError as e:
+        for host in list(pool.open):
+            pool.drop(host)
+        return Reading(at, units, {}, {}, {**unread, "brokers": str(e)})
     workers = {r.key: (r.workers, r.workers_expected) for r in rows if r.workers is not None}
     failed = {r.key: (r.counts.retrying or 0) + (r.counts.dead or 0) for r in rows}
     unread.update({f"{a}/{s}": why for (a, s), why in errors.items()})
-    return Reading(time.time(), units, workers, failed, unread)
+    return Reading(at, units, workers, failed, unread)
 
 
 def rates(first: Reading, second: Reading) -> dict[str, float]:
@@ -162,33 +169,44 @@ def health(inv: Inventory, batch: Sequence[Target]) -> Trip | None:
     return Trip(HEALTH, bad) if bad else None
 
 
-def baseline(inv: Inventory, batch: Sequence[Target], sleep: Callable[[float], None] = time.sleep
-             ) -> dict[str, float]:
-    """Before the deploy: the rate at which each queue already fails, from two readings INTERVAL apart."""
-    first = read(inv, batch)
-    sleep(INTERVAL)
-    return rates(first, read(inv, batch))
+def baseline(inv: Inventory, batch: Sequence[Target], pool: collect.Sessions,
+             sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
+    """Before the deploy switches anything: the rate at which each queue already fails, from two
+    readings of the failed jobs INTERVAL apart (the hosts stage their release meanwhile); one reading
+    when no queue holds a failed job."""
+    first = read(inv, batch, pool, failures_only=True)
+    if not any(first.failed.values()) and not first.unread:
+        # No queue holds a retrying or dead job: none failed lately (a failed job waits in the retry set
+        # or the dead/failed registry), so none is failing at a rate of its own.
+        return {}
+    sleep(max(0.0, first.at + INTERVAL - time.time()))
+    return rates(first, read(inv, batch, pool, failures_only=True))
 
 
 def soak(inv: Inventory, batch: Sequence[Target], gates: Gates, failing: dict[str, float],
-         line: Callable[[str], None], sleep: Callable[[float], None] = time.sleep
-         ) -> tuple[Trip | None, list[dict[str, Any]]]:
-    """Watch the batch for the soak time; the first trip ends it. Returns the trip (None: every gate
-    held) and every reading, for the report."""
-    start = previous = read(inv, batch)
+         line: Callable[[str], None], pool: collect.Sessions, since: float | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> tuple[Trip | None, list[dict[str, Any]]]:
+    """Watch the batch for the soak time from `since` (when its workers were ready again; default now):
+    a reading every INTERVAL, the last one started so that it ends at the soak's end (a reading takes
+    a few seconds: Celery's nodes are given time to reply); the first trip ends it. Returns the trip
+    (None: every gate held) and every reading, for the report."""
+    start = previous = read(inv, batch, pool)
+    took = time.time() - start.at  # how long a reading takes
     readings = [summary(start, start)]
     line(f"soak: {gates.soak:g} s on {', '.join(sorted({h for h, _ in batch}))}")
-    deadline = start.at + gates.soak
-    while time.time() < deadline:
+    deadline = (since if since is not None else start.at) + gates.soak
+    while time.time() + took < deadline:
         if CANCELLED.is_set():
             return Trip("interrupted", ["Ctrl-C or SIGTERM during the soak"]), readings
-        sleep(min(INTERVAL, max(0.0, deadline - time.time())))
-        now = read(inv, batch)
+        sleep(min(INTERVAL, max(0.0, deadline - took - time.time())))
+        now = read(inv, batch, pool)
+        took = time.time() - now.at
         readings.append(summary(start, now))
         tripped = trips(start, previous, now, gates, failing)
         if tripped:
             return tripped[0], readings
         previous = now
+    sleep(max(0.0, deadline - time.time()))  # the last reading ended early: the soak lasts its time
     return health(inv, batch), readings
 
 

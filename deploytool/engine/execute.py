@@ -94,13 +94,38 @@ def program_data(plan: Plan, nonce: str) -> dict[str, Any]:
             "recovery": [{"name": r.name, "command": sign(r.command, nonce)} for r in plan.recovery]}
 
 
+class Hold:
+    """Where a plan's `held` script waits until the controller decides (a canary's later waves, before
+    their switch): `release()` lets the hosts go on, `refuse(reason)` puts them back. The host waits as
+    long as this controller's heartbeat reaches it (deploytool.engine.host_runner)."""
+
+    def __init__(self, until: str) -> None:
+        self.until = until  # what it waits for, as the progress line says it
+        self._decided = threading.Event()
+        self.refused: str | None = None
+
+    def release(self) -> None:
+        self._decided.set()
+
+    def refuse(self, reason: str) -> None:
+        if not self._decided.is_set():
+            self.refused = reason
+            self._decided.set()
+
+    def wait(self, slice_: float = 0.2) -> bool:
+        """True once decided; False after `slice_` seconds undecided."""
+        return self._decided.wait(slice_)
+
+
 class Execution:
     """One plan on one host, steered from here while the host runs it."""
 
     def __init__(self, session: Runner, host: str, report: HostReport, out: Reporter,
-                 gate: threading.Semaphore | None = None, timeout: float | None = None) -> None:
+                 gate: threading.Semaphore | None = None, timeout: float | None = None,
+                 hold: Hold | None = None) -> None:
         self.session, self.host, self.report, self.out = session, host, report, out
-        self.gate, self.timeout = gate, timeout
+        self.gate, self.timeout, self.hold = gate, timeout, hold
+        self.hold_passed = False
         self.facts: Facts = {}
         self.plan = Plan(())
         self.sent: dict[str, Any] = {}
@@ -278,6 +303,11 @@ class Execution:
             if not self.aborted:
                 self.aborted = self._message({"abort": INTERRUPTED})
             return
+        if self._held(index):
+            refused = self._wait_hold()
+            if refused is not None:
+                self._abort(stream, refused)
+                return
         message: dict[str, Any] = {"go": index}
         if replan:
             self.plan = self.build(self.facts)
@@ -286,6 +316,23 @@ class Execution:
                 message.update(now)
                 self.sent = now
         self._message(message)
+
+    def _held(self, index: int) -> bool:
+        action = self.plan.actions[index] if index < len(self.plan.actions) else None
+        return self.hold is not None and not self.hold_passed and isinstance(action, Script) and action.held
+
+    def _wait_hold(self) -> str | None:
+        """Wait for the hold's decision (None: go on; else why not), noticing an interruption or a lost
+        host meanwhile."""
+        assert self.hold is not None
+        self.out.line(f"{self.report.host:<10} {self.report.app:<10} {'held':<10} until {self.hold.until}")
+        while not self.hold.wait():
+            if CANCELLED.is_set():
+                return INTERRUPTED
+            if self.session.lost():
+                raise HostError(self._lost_text(self.expected))
+        self.hold_passed = True
+        return self.hold.refused
 
     def _abort(self, stream: Stream, reason: str) -> None:
         """A failure seen here (an upload): the host is told to put itself back."""
@@ -308,11 +355,13 @@ class Execution:
             self.gate.release()
 
     def _lost(self, clock: StageClock) -> None:
-        stage = clock.current.name if clock.current else self.expected
-        raise HostError(f"{self.host}: {stage}: no answer from the host for over {self.session.keepalive * 3:g}s "
-                        "(network or host down); "
-                        f"gave up here; the host runs its plan's recovery by itself once {self.bound:g}s pass "
-                        "without this controller's heartbeat (or finishes a committed deploy)")
+        raise HostError(self._lost_text(clock.current.name if clock.current else self.expected))
+
+    def _lost_text(self, stage: str) -> str:
+        return (f"{self.host}: {stage}: no answer from the host for over {self.session.keepalive * 3:g}s "
+                "(network or host down); "
+                f"gave up here; the host runs its plan's recovery by itself once {self.bound:g}s pass "
+                "without this controller's heartbeat (or finishes a committed deploy)")
 
     def _with_host_recovery(self, e: HostError) -> HostError:
         return HostError(f"{e}; the host runs its plan's recovery by itself once {self.bound:g}s pass "

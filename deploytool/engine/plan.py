@@ -52,11 +52,14 @@ class Script:
 
     `rolling`: waits for the rolling gate first (hosts restarting their workers together are bounded).
     `commits`: once this round trip succeeded, the new state is the good one: nothing armed so far is
-    undone by a later failure (a failed cleanup does not roll a working release back)."""
+    undone by a later failure (a failed cleanup does not roll a working release back).
+    `held`: starts only once the controller's hold lets it (deploytool.engine.execute.Hold): a canary's
+    later waves wait here, before their switch, until the batch before passed its soak."""
 
     steps: tuple[Step, ...]
     rolling: bool = False
     commits: bool = False
+    held: bool = False
 
 
 @dataclass(frozen=True)

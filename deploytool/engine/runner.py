@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from deploytool.engine import rolling
-from deploytool.engine.execute import Execution
+from deploytool.engine.execute import Execution, Hold
 from deploytool.engine.hostwork import on_host
 from deploytool.engine.plan import Facts, Lock, Plan, describe
 from deploytool.inventory import App, Inventory
@@ -80,15 +80,19 @@ def _connect_timeout(jobs: Sequence[Job], timeout: float | None) -> float:
 
 
 def run(inv: Inventory, jobs: Sequence[Job], out: Reporter, rollout: Rollout = Rollout(),
-        sessions: Mapping[str, Session] | None = None) -> list[HostReport]:
+        sessions: Mapping[str, Session] | None = None, holds: Mapping[str, Hold] | None = None,
+        done: Callable[[str, list[HostReport]], None] | None = None) -> list[HostReport]:
     """Run every job's plan, one connection per host, hosts as `rollout` says; the reports in job order.
-    `sessions`: connections the task opened before (the redis check's), used instead of new ones."""
+    `sessions`: connections the task opened before (the redis check's), used instead of new ones.
+    `holds`: per host, where its plans' `held` scripts wait (a canary's waves); `done`: told each host's
+    reports as soon as its plans ended."""
     hosts = by_host(jobs)
     reports = {h: [HostReport(h, j.app.name) for j in js] for h, js in hosts.items()}
     gate = threading.Semaphore(rollout.restart_at_once) if rollout.restart_at_once > 0 else None
 
     def one(session: Session, job: Job, report: HostReport) -> None:
-        ex = Execution(session, job.host, report, out, gate, rollout.timeout or job.app.timeout)
+        ex = Execution(session, job.host, report, out, gate, rollout.timeout or job.app.timeout,
+                       (holds or {}).get(job.host))
 
         def build(facts: Facts) -> Plan:
             if job.note is not None:
@@ -100,11 +104,24 @@ def run(inv: Inventory, jobs: Sequence[Job], out: Reporter, rollout: Rollout = R
             job.finish(report)
 
     def work(h: str) -> bool:
-        return on_host(inv.hosts[h], hosts[h], reports[h], out, one, _connect_timeout(hosts[h], rollout.timeout),
-                       (sessions or {}).get(h))
+        hold = (holds or {}).get(h)
+        if hold is not None and hold.refused is not None:  # its wave will not switch: not even staged
+            skipped(h, f"not started: {hold.refused}")
+            return False
+        try:
+            return on_host(inv.hosts[h], hosts[h], reports[h], out, one,
+                           _connect_timeout(hosts[h], rollout.timeout), (sessions or {}).get(h))
+        finally:
+            if done is not None:
+                done(h, reports[h])
 
-    rolling.run(list(hosts), work, lambda h, reason: mark_skipped(reports[h], reason), batch=rollout.batch,
-                default_batch=rollout.default_batch, parallel=rollout.parallel, max_fail=rollout.max_fail)
+    def skipped(h: str, reason: str) -> None:
+        mark_skipped(reports[h], reason)
+        if done is not None:
+            done(h, reports[h])
+
+    rolling.run(list(hosts), work, skipped, batch=rollout.batch, default_batch=rollout.default_batch,
+                parallel=rollout.parallel, max_fail=rollout.max_fail)
     return _in_job_order(jobs, reports)
 
 

@@ -4,7 +4,7 @@ all of a host's probes in one round trip), turned into `jobs.status` rows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from deploytool.errors import HostError
@@ -36,6 +36,12 @@ class Sessions:
             return None
         return self.open[host]
 
+    def drop(self, host: str) -> None:
+        """Forget a connection that failed: the next `get` connects anew."""
+        session = self.open.pop(host, None)
+        if session is not None:
+            session.close()
+
     def close(self) -> None:
         for s in self.open.values():
             s.close()
@@ -50,15 +56,18 @@ def sessions(inv: Inventory) -> Iterator[Sessions]:
         pool.close()
 
 
-def gather(inv: Inventory, apps: list[str], hosts: list[str] | None = None
+def gather(inv: Inventory, apps: list[str], hosts: list[str] | None = None, pool: Sessions | None = None,
+           failures_only: bool = False
            ) -> tuple[list[QueueStatus], list[tuple[str, str]], dict[tuple[str, str], str]]:
-    """Every app's rows; the (app, system) pairs read; those that could not be read, with why."""
+    """Every app's rows; the (app, system) pairs read; those that could not be read, with why.
+    `pool`: connections to reuse (a soak's readings), else opened and closed here. `failures_only`:
+    only the systems that count failed jobs."""
     rows: list[QueueStatus] = []
     tried: list[tuple[str, str]] = []
     errors: dict[tuple[str, str], str] = {}
-    with sessions(inv) as pool:
+    with sessions(inv) if pool is None else nullcontext(pool) as pool:
         for name in apps:
-            found = expected.sources(inv, name)
+            found = [s for s in expected.sources(inv, name) if SYSTEMS[s.system].counts_failures or not failures_only]
             tried += [(name, src.system) for src in found]
             readings, failed = read(pool, name, found, hosts)
             for reading in readings:

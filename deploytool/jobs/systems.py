@@ -53,6 +53,9 @@ class System:
     # with the group's workers stopped (`mark`), which its `check` compares against.
     ready_probe: str | None = None
     ready_marks: bool = False
+    # Its probe counts failed jobs (retrying or dead): Celery keeps no record of them without a result
+    # backend, so a soak's failure-rate baseline does not need to ask it.
+    counts_failures: bool = True
 
     def source(self, probe: str | None = None) -> str:
         return "\n".join((PROBES / name).read_text() for name in (*self.prelude, probe or self.probe))
@@ -63,7 +66,8 @@ SYSTEMS: dict[str, System] = {
     for s in (
         System("sidekiq", "sidekiq.rb", language="ruby", default_threads=5),
         System("rq", "rq.py", prelude=("local.py",), ready_probe="ready_rq.py"),
-        System("celery", "celery.py", probe_args=_celery_app, prelude=("local.py",), ready_probe="ready_celery.py"),
+        System("celery", "celery.py", probe_args=_celery_app, prelude=("local.py",), ready_probe="ready_celery.py",
+               counts_failures=False),
         System("dramatiq", "dramatiq.py", probe_args=_dramatiq_module, per_process=True,
                ready_probe="ready_dramatiq.py", ready_marks=True),
     )

@@ -91,7 +91,8 @@ class Deploy:
                     *([Step("build", rel.build(self.inv, self.host, app, release, app.build, plan=dry))]
                       if app.build else []),
                     *self.hooks("after_build", release, dry), *self.hooks("before_switch", release, dry))),
-            Script(tuple(publish), commits=not restart),
+            # A canary's later waves stop here, their release staged, until the canary passed its soak.
+            Script(tuple(publish), commits=not restart, held=True),
         ]
         if restart:
             actions.append(Script(tuple(restart), rolling=True, commits=True))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from deploytool.engine import runner as engine
     from deploytool.engine.runner import Job
     from deploytool.inventory import Inventory
+    from deploytool.operations.waves import Watch
     from deploytool.remote import Session
     from deploytool.source import Revision
 
@@ -32,7 +32,7 @@ DEPLOY_HELP = {
     "restart_batch": "hosts whose workers restart at once, N or P% (default 1: rolling, the others keep working)",
     "max_fail": "hosts that may fail before the remaining batches are cancelled (default 0)",
     "canary": "deploy N hosts (or P%) first and watch them for the soak time before the rest; a tripped "
-              "gate rolls them back and touches no further host",
+              "gate rolls them back and switches no further host (the rest stage the release meanwhile)",
     "soak": "seconds each watched batch is soaked (default: the app's `soak:`); alone: every batch is watched",
     "max_failed_increase": "new retrying/dead jobs a queue may gain during a soak (default 0)",
     "no_rollback": "leave a batch whose gate tripped as it is, for a person to look at",
@@ -100,6 +100,7 @@ def deploy(
     """Ship a new release, switch `current` and restart the workers."""
     from deploytool.jobs import ownership
     from deploytool.operations.deploy import release_name
+    from deploytool.operations.waves import Watch
     from deploytool.procfile_groups import at_revisions
     from deploytool.source import resolve
 
@@ -119,7 +120,8 @@ def deploy(
         checked = ownership.preflight(inv, [(t.host, t.app) for t in targets], out, keep=sessions)
         if any(r.status != "ok" for r in checked):
             finish(out, checked, json, "deploy")
-        watch = Watch(canary, soak, max_failed_increase, not no_rollback) if canary or soak is not None else None
+        watch = (Watch(canary, soak, max_failed_increase, not no_rollback)
+                 if canary or soak is not None else None)
         reports = _deploy(inv, targets, out, name, templates, revisions, batch, parallel, restart_batch, max_fail,
                           timeout, force_unlock, dry_run, json, sessions, verbose, watch)
     finally:
@@ -127,16 +129,6 @@ def deploy(
             session.close()
     if any(r.status != "ok" for r in reports):
         raise Exit(code=1)
-
-
-@dataclass(frozen=True)
-class Watch:
-    """A canary and/or a soak (deploytool.canary): `canary` hosts first, or every batch, watched."""
-
-    canary: str | None
-    soak: float | None  # None: the apps' `soak:`
-    max_failed_increase: int
-    rollback: bool
 
 
 def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, templates: list[Path],
@@ -177,99 +169,23 @@ def _deploy(inv: Inventory, targets: list[Target], out: Reporter, name: str, tem
 def _watched(inv: Inventory, targets: list[Target], jobs: list[Job], out: Reporter, name: str,
              templates: list[Path], rollout: engine.Rollout, watch: Watch, dry_run: bool, json: bool,
              sessions: dict[str, Session]) -> list[HostReport]:
-    """The deploy in waves (the canary hosts, then the rest; or each batch), each wave soaked and its
-    gates read (deploytool.canary) before the next; a tripped gate rolls the wave back (the rollback
-    plan: switch back, units, restart, readiness; logged in revisions.log) and starts no further host."""
-    from dataclasses import replace
-
-    from deploytool import canary as gates_
+    """The deploy in waves, each watched wave soaked before the next switches (deploytool.operations.waves)."""
     from deploytool.engine import runner as engine
-    from deploytool.engine.rolling import batches
-    from deploytool.operations.releases import rollback_job
+    from deploytool.operations.waves import Waves
 
-    hosts = list(by_host(targets))
-    apps = list({t.app.name: t.app for t in targets}.values())
-    soak = watch.soak if watch.soak is not None else max(a.soak for a in apps)
-    gates = gates_.Gates(soak, watch.max_failed_increase)
-    if watch.canary:
-        first = batch_size(watch.canary, len(hosts), default=1)
-        waves = [hosts[:first], hosts[first:]]
-    else:
-        waves = batches(hosts, batch_size(rollout.batch, len(hosts), default=0))
-    waves = [w for w in waves if w]
-
-    def watched(i: int) -> bool:  # the canary wave, or with --soak alone every wave
-        return bool(soak) and (not watch.canary or i == 0)
-
-    plan = [f"wave {i + 1}: {', '.join(w)}" + (f", then a soak of {soak:g} s" if watched(i) else "")
-            for i, w in enumerate(waves)]
-    described = {"waves": waves, "soak": soak, "rollback": watch.rollback, "gates": gates.describe(apps)}
+    waves = Waves(inv, targets, watch, templates, rollout, out)
     if dry_run:
         if not json:
-            for line in [*plan, *gates.describe(apps)]:
+            for line in waves.lines():
                 print(out.redact(line), flush=True)
         return engine.perform(inv, jobs, out, "deploy", json=json, dry_run=True, rollout=rollout,
-                              extra={"release": name, "watch": described}, sessions=sessions)
-    per_wave = replace(rollout, batch=None)
-    reports: list[HostReport] = []
-    soaks: list[dict[str, object]] = []
-    for i, wave in enumerate(waves):
-        batch = [(t.host, t.app) for t in targets if t.host in wave]
-        failing = gates_.baseline(inv, batch) if watched(i) else {}
-        done = engine.run(inv, [j for j in jobs if j.host in wave], out, per_wave, sessions)
-        reports += done
-        rest = [h for w in waves[i + 1:] for h in w]
-        if any(r.status != "ok" for r in done):
-            reports += _not_started(targets, rest, "not started: a host of the batch before failed")
-            break
-        if not watched(i):
-            continue
-        trip, readings = gates_.soak(inv, batch, gates, failing, out.line)
-        soaks.append({"hosts": wave, "seconds": soak, "readings": readings,
-                      "tripped": trip.data() if trip else None})
-        if trip is None:
-            out.line(f"soak: every gate held on {', '.join(wave)}")
-            continue
-        out.line(f"soak: gate {trip.gate} tripped on {', '.join(wave)}: {'; '.join(trip.readings)}")
-        why = f"canary gate {trip.gate} tripped: {'; '.join(trip.readings)}"
-        if watch.rollback:
-            # Hosts whose first release this was have nothing to go back to: left as they are.
-            # Each host's own app (its host overrides: processes, threads), as its deploy had it.
-            back = [(r, rollback_job(inv, r.host, inv.apps_on(r.host)[r.app], r.details["previous_release"],
-                                     templates, reason=f"canary gate {trip.gate} tripped"))
-                    for r in done if r.details.get("previous_release")]
-            undone = engine.run(inv, [j for _, j in back], out,
-                                engine.Rollout(default_batch=1, timeout=rollout.timeout))
-            for (r, _), b in zip(back, undone, strict=True):
-                r.details["rolled_back_to"] = b.release
-                r.details["rollback"] = b.status if b.status != "failed" else f"failed: {b.error}"
-        for r in done:
-            r.status = "failed"
-            r.error = why + _undone(r, watch.rollback)
-            r.details["gate"] = trip.data()
-        reports += _not_started(targets, rest, f"not started: canary gate {trip.gate} tripped")
-        break
-    extra = {"release": name, "watch": {**described, "soaks": soaks}}
+                              extra={"release": name, "watch": waves.describe()}, sessions=sessions)
+    reports = waves.run(jobs, sessions)
+    extra = {"release": name, "watch": {**waves.describe(), "soaks": waves.soaks}}
     if json:
         out.json(reports, "deploy", extra=extra)
     else:
         out.summary(reports)
-    return reports
-
-
-def _undone(r: HostReport, rollback: bool) -> str:
-    """What became of a host of a batch whose gate tripped, for its error."""
-    state, release = r.details.get("rollback"), r.details.get("rolled_back_to")
-    if not rollback:
-        return "; left as it is (--no-rollback)"
-    if state == "ok":
-        return f"; rolled back to release {release}"
-    return f"; rollback {state}" if state else "; nothing to roll back to (its first release)"
-
-
-def _not_started(targets: list[Target], hosts: list[str], reason: str) -> list[HostReport]:
-    reports = [HostReport(t.host, t.app.name) for t in targets if t.host in hosts]
-    mark_skipped(reports, reason)
     return reports
 
 

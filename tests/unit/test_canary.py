@@ -89,7 +89,33 @@ def test_an_apps_soak_and_health_hooks_come_from_the_inventory() -> None:
     ({}, False, "; left as it is (--no-rollback)"),
 ])
 def test_a_tripped_host_says_what_became_of_it(details: dict[str, str], rollback: bool, said: str) -> None:
+    from deploytool.operations.waves import undone_text
     from deploytool.report import HostReport
-    from deploytool.tasks.deploy import _undone
 
-    assert _undone(HostReport("prod-a", "sample", details=details), rollback) == said
+    assert undone_text(HostReport("prod-a", "sample", details=details), rollback) == said
+
+
+@pytest.mark.parametrize(("canary", "batch", "waves"), [
+    ("1", None, [["a"], ["b", "c", "d"]]),
+    ("50%", None, [["a", "b"], ["c", "d"]]),
+    ("4", None, [["a", "b", "c", "d"]]),  # every host a canary: one wave
+    (None, "2", [["a", "b"], ["c", "d"]]),  # --soak alone: each batch
+    (None, None, [["a", "b", "c", "d"]]),
+])
+def test_waves_are_the_canary_hosts_then_the_rest_or_the_batches(canary: str | None, batch: str | None,
+                                                                  waves: list[list[str]]) -> None:
+    from deploytool.operations.waves import Watch, waves_of
+
+    assert waves_of(["a", "b", "c", "d"], Watch(canary, 30, 0, True), batch) == waves
+
+
+def test_a_later_wave_host_counts_as_not_switched_only_if_it_never_switched_and_its_recovery_held() -> None:
+    from deploytool.operations.waves import unswitched
+    from deploytool.report import HostReport, StageReport
+
+    def host(*stages: tuple[str, str]) -> HostReport:
+        return HostReport("prod-b", "sample", status="failed", stages=[StageReport(n, status=s) for n, s in stages])
+
+    assert unswitched(host(("code", "ok"), ("shared", "ok"), ("recover:remove release", "ok")))
+    assert not unswitched(host(("code", "ok"), ("recover:remove release", "failed")))
+    assert not unswitched(host(("shared", "ok"), ("switch", "ok"), ("recover:switch back", "ok")))

@@ -5,12 +5,15 @@ nothing new."""
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from local_shell import LocalShell, LocalStream
 
-from deploytool.engine.execute import Execution
+from deploytool.engine.execute import Execution, Hold
 from deploytool.engine.plan import Plan, Recovery, Script, Step
 from deploytool.engine.rolling import CANCELLED
 from deploytool.report import HostReport, Reporter
@@ -114,3 +117,61 @@ def test_interrupted_as_a_script_ends_the_host_starts_nothing_new(tmp_path: Path
     assert report.error is not None and "interrupted" in report.error, report.error
     assert not (tmp_path / "switched").exists() and (tmp_path / "removed").exists()
     assert not any('"go": 1' in text for text in shell.streams[0].sent), "a go was sent after the interruption"
+
+
+def held_plan(tmp_path: Path) -> Plan:
+    """Stage a release, then a held switch: a canary's later wave."""
+    return Plan(
+        (Script((Step("code", f"touch {tmp_path}/staged", arms=("remove release",)),)),
+         Script((Step("switch", f"touch {tmp_path}/switched", arms=("switch back",)),), commits=True, held=True)),
+        (Recovery("switch back", f"touch {tmp_path}/switched-back"),
+         Recovery("remove release", f"rm {tmp_path}/staged; touch {tmp_path}/removed")),
+    )
+
+
+def test_a_refused_hold_puts_the_host_back_without_starting_the_held_script(tmp_path: Path) -> None:
+    hold = Hold("prod-a passed the soak")
+    report = HostReport("h", "app")
+    result: list[bool] = []
+    ex = Execution(LocalShell(), "h", report, Reporter(out=io.StringIO()), hold=hold)
+    thread = threading.Thread(target=lambda: result.append(ex.run(lambda facts: held_plan(tmp_path))))
+    thread.start()
+    wait_for(lambda: (tmp_path / "staged").exists())
+    thread.join(0.5)
+    assert thread.is_alive(), "the host went on past its hold"
+    hold.refuse("canary gate failures tripped on prod-a")
+    thread.join(30)
+    assert result == [False] and report.error == "h: canary gate failures tripped on prod-a"
+    assert (tmp_path / "removed").exists() and not (tmp_path / "staged").exists()
+    assert not (tmp_path / "switched").exists() and not (tmp_path / "switched-back").exists()
+    assert [s.name for s in report.stages] == ["code", "recover:remove release"]
+
+
+def test_a_released_hold_lets_the_host_go_on(tmp_path: Path) -> None:
+    hold = Hold("the failure rate before the deploy is read")
+    hold.release()
+    hold.refuse("too late: a decided hold stays decided")
+    report = HostReport("h", "app")
+    assert Execution(LocalShell(), "h", report, Reporter(out=io.StringIO()), hold=hold).run(
+        lambda facts: held_plan(tmp_path))
+    assert (tmp_path / "switched").exists() and not (tmp_path / "removed").exists()
+
+
+def test_an_interruption_while_held_puts_the_host_back(tmp_path: Path) -> None:
+    hold = Hold("prod-a passed the soak")
+    report = HostReport("h", "app")
+    result: list[bool] = []
+    ex = Execution(LocalShell(), "h", report, Reporter(out=io.StringIO()), hold=hold)
+    thread = threading.Thread(target=lambda: result.append(ex.run(lambda facts: held_plan(tmp_path))))
+    thread.start()
+    wait_for(lambda: (tmp_path / "staged").exists())
+    CANCELLED.set()
+    thread.join(30)
+    assert result == [False] and (tmp_path / "removed").exists() and not (tmp_path / "switched").exists()
+
+
+def wait_for(ready: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
