@@ -86,10 +86,14 @@ def test_a_release_whose_jobs_raise_is_rolled_back_on_the_canary(deployed: None,
     assert hosts["prod-a"]["status"] == "failed" and hosts["prod-b"]["status"] == "skipped"
     assert hosts["prod-a"]["details"]["gate"]["gate"] == "failures", hosts["prod-a"]
     new = hosts["prod-a"]["release"]
-    # prod-a is back on the release it had, every worker running it; prod-b was never touched.
+    # prod-a is back on the release it had, every worker running it; prod-b staged the release while
+    # prod-a soaked but never switched: the staged release is gone, its lock free, its workers untouched.
     back_on("prod-a", before["prod-a"], counts["prod-a"])
     back_on("prod-b", before["prod-b"], counts["prod-b"])
     assert ssh("prod-b", f"test -e {DEPLOY_TO}/releases/{new}", check=False).returncode == 1
+    assert ssh("prod-b", f"test -e {DEPLOY_TO}/.deploy.lock", check=False).returncode == 1
+    assert "switch" not in [st["name"] for st in hosts["prod-b"]["stages"]], hosts["prod-b"]
+    assert hosts["prod-b"]["error"].startswith("not switched: canary gate failures tripped on prod-a"), hosts["prod-b"]
     log = ssh("prod-a", f"tail -n 1 {DEPLOY_TO}/revisions.log").stdout
     assert f"rolled back to release {before['prod-a'].rsplit('/', 1)[1]} (canary gate failures tripped)" in log
     # The jobs that failed on the bad release were not deleted. RQ's wait in its failed registry.
@@ -119,11 +123,15 @@ def test_a_healthy_release_passes_every_gate_under_load(deployed: None, tmp_path
     assert code == 0, report
     [soaked] = report["watch"]["soaks"]
     assert soaked["hosts"] == ["prod-a"] and soaked["tripped"] is None, soaked
-    print(f"healthy canary deploy: {took:.1f} s with a soak of 20 s, a plain deploy {took_plain:.1f} s; "
-          f"readings: {len(soaked['readings'])}")
-    # The soak; the failure rate read before the first host is touched (two readings 5 s apart); and the
-    # second wave's own stages, which a plain deploy runs side by side with the first host's.
-    assert took <= took_plain + 20 + 45, (took, took_plain)
+    print(f"healthy canary deploy: {took:.1f} s with a soak of 20 s, a plain deploy {took_plain:.1f} s "
+          f"({took - took_plain:+.1f} s); readings: {len(soaked['readings'])}")
+    # The second wave staged its release while the canary restarted and soaked, and switched only after
+    # the soak: what makes a canary deploy cost the soak, not a second deploy (timed by the stages'
+    # own clocks; the figure above is printed, never asserted on a shared machine).
+    stages = {h["host"]: {st["name"]: st for st in h["stages"]} for h in report["hosts"]}
+    canary_ready = stages["prod-a"]["restart"]["started"] + stages["prod-a"]["restart"]["seconds"]
+    assert stages["prod-b"]["code"]["started"] < canary_ready, stages
+    assert stages["prod-b"]["switch"]["started"] >= canary_ready + 20, stages
     for h in report["hosts"]:
         assert readlink_current(h["host"]) == f"{DEPLOY_TO}/releases/{h['release']}"
         back_on(h["host"], f"{DEPLOY_TO}/releases/{h['release']}", len(worker_units(h["host"])))
