@@ -25,6 +25,7 @@ from deploytool.engine.rolling import CANCELLED
 from deploytool.errors import HostError
 from deploytool.inventory import App, Inventory
 from deploytool.jobs import collect
+from deploytool.jobs.model import RECENT
 from deploytool.operations.workers import Workers, unit_states
 from deploytool.remote import Expand, connect, join, last_lines
 
@@ -58,6 +59,8 @@ class Reading:
     workers: dict[str, tuple[int, int]]  # "app/system/queue" -> (seen by the broker, expected)
     failed: dict[str, int]  # "app/system/queue" -> retrying + dead
     unread: dict[str, str] = field(default_factory=dict)  # what could not be read, and why
+    # "app/system/queue" -> of those, the jobs that failed within the last RECENT seconds, where known
+    recent: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,9 @@ def read(inv: Inventory, batch: Sequence[Target], pool: collect.Sessions, failur
         return Reading(at, units, {}, {}, {**unread, "brokers": str(e)})
     workers = {r.key: (r.workers, r.workers_expected) for r in rows if r.workers is not None}
     failed = {r.key: (r.counts.retrying or 0) + (r.counts.dead or 0) for r in rows}
+    recent = {r.key: r.counts.failed_recently for r in rows if r.counts.failed_recently is not None}
     unread.update({f"{a}/{s}": why for (a, s), why in errors.items()})
-    return Reading(at, units, workers, failed, unread)
+    return Reading(at, units, workers, failed, unread, recent)
 
 
 def rates(first: Reading, second: Reading) -> dict[str, float]:
@@ -171,14 +175,15 @@ def health(inv: Inventory, batch: Sequence[Target]) -> Trip | None:
 
 def baseline(inv: Inventory, batch: Sequence[Target], pool: collect.Sessions,
              sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
-    """Before the deploy switches anything: the rate at which each queue already fails, from two
-    readings of the failed jobs INTERVAL apart (the hosts stage their release meanwhile); one reading
-    when no queue holds a failed job."""
+    """Before the deploy switches anything: the rate at which each queue already fails. From one
+    reading when each queue holding failed jobs says when they failed (its jobs that failed within the
+    last RECENT seconds); else from two readings of the failed jobs INTERVAL apart (the hosts stage
+    their release meanwhile)."""
     first = read(inv, batch, pool, failures_only=True)
-    if not any(first.failed.values()) and not first.unread:
-        # No queue holds a retrying or dead job: none failed lately (a failed job waits in the retry set
-        # or the dead/failed registry), so none is failing at a rate of its own.
-        return {}
+    if not first.unread and all(key in first.recent for key, n in first.failed.items() if n):
+        # Each queue holding failed jobs says how many failed within RECENT seconds (a queue holding none
+        # had none fail lately: a failed job waits in the retry set or the dead/failed registry).
+        return {key: n / RECENT for key, n in first.recent.items() if n}
     sleep(max(0.0, first.at + INTERVAL - time.time()))
     return rates(first, read(inv, batch, pool, failures_only=True))
 

@@ -22,6 +22,12 @@ class QueueCounts:
     deferred: int | None = None  # waiting on other jobs (RQ)
     reserved: int | None = None  # prefetched by a worker, not started (Celery)
     consumers: int | None = None  # the broker's own count of the queue's consumers (RabbitMQ)
+    # Retrying and dead jobs whose last failure is at most RECENT seconds old (None: the system keeps no
+    # time of failure: Dramatiq on RabbitMQ, Celery): a queue's failure rate from one reading.
+    failed_recently: int | None = None
+
+
+RECENT = 60  # seconds: the window of `failed_recently`, as the probes (deploytool/jobs/probes/) count it
 
 
 @dataclass(frozen=True)

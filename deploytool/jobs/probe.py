@@ -123,7 +123,7 @@ def reading(host: str, data: Mapping[str, Any]) -> Reading:
                     latency=float(x["latency"]) if x.get("latency") is not None else None,
                     running=_opt(x, "running"), scheduled=_opt(x, "scheduled"), retrying=_opt(x, "retrying"),
                     dead=_opt(x, "dead"), deferred=_opt(x, "deferred"), reserved=_opt(x, "reserved"),
-                    consumers=_opt(x, "consumers"))
+                    consumers=_opt(x, "consumers"), failed_recently=_opt(x, "failed_recently"))
         for x in data["queues"]
     )
     workers = tuple(

@@ -179,7 +179,7 @@ def test_json_report() -> None:
     assert data["queues"][0] == {
         "app": "sample", "system": "rq", "queue": "high", "read_on": "prod-a", "queued": 3, "latency": 12.25,
         "running": 1, "scheduled": 0, "retrying": None, "dead": 2, "deferred": None, "reserved": None,
-        "consumers": None, "failed_increase": 1,
+        "consumers": None, "failed_recently": None, "failed_increase": 1,
         "workers": 2, "workers_expected": 4, "workers_quiet": 0,
     }
     assert data["errors"] == [{"app": "sample", "system": "sidekiq", "error": "prod-a: timed out"}]

@@ -4,17 +4,12 @@ puts back each orphaned job once and leaves alone what a queue, a live worker or
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from redis_server import PYTHON, py, socket, usable
 
 from deploytool.commands.requeue import PROGRAMS
-
-PYTHON = "/usr/bin/python3"
 
 # Two queues, three jobs each; in each queue one job popped by a worker that stopped before marking it
 # started (status queued, in no list) and one left started by a worker that no longer exists.
@@ -43,35 +38,8 @@ for name in ("high", "default"):
 """
 
 
-def usable() -> bool:
-    if shutil.which("redis-server") is None:
-        return False
-    return subprocess.run([PYTHON, "-c", "import redis, rq"], capture_output=True, check=False).returncode == 0
-
-
 pytestmark = pytest.mark.skipif(not usable(), reason="needs redis-server and python3 with rq and redis (Debian's)")
-
-
-@pytest.fixture
-def socket(tmp_path: Path) -> Iterator[str]:
-    path = str(tmp_path / "redis.sock")
-    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", path, "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not Path(path).exists():
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield path
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
-def py(code: str, *args: str) -> str:
-    r = subprocess.run([PYTHON, "-c", code, *args], capture_output=True, text=True, check=False, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+__all__ = ["socket"]  # the fixture
 
 
 def requeue(socket: str, *queues: str) -> str:

@@ -52,6 +52,9 @@ def rabbitmq(broker, names):
     return queues, None  # workers: the consumer counts stand for them
 
 
+RECENT = 60  # seconds: messages dead-lettered this recently (deploytool.jobs.model.RECENT)
+
+
 def redis(broker, names, now):
     client, ns = broker.client, broker.namespace
     acks = {}  # messages fetched by a worker and not acked yet, per queue (`.DQ`: held for their eta)
@@ -70,7 +73,9 @@ def redis(broker, names, now):
         queues.append({"name": name, "queued": client.llen(f"{ns}:{name}"), "latency": latency,
                        "running": acks.get(name, 0),
                        "scheduled": client.llen(f"{ns}:{dq_name(name)}") + acks.get(dq_name(name), 0),
-                       "retrying": None, "dead": client.zcard(f"{ns}:{xq_name(name)}")})
+                       "retrying": None, "dead": client.zcard(f"{ns}:{xq_name(name)}"),
+                       # Dead-lettered messages are scored by when, in milliseconds.
+                       "failed_recently": client.zcount(f"{ns}:{xq_name(name)}", (now - RECENT) * 1000, "+inf")})
     # Workers are not told apart: Redis records a heartbeat for every broker that sends a message too.
     return queues, None
 

@@ -49,7 +49,23 @@ def queue_stats(redis, name, now):
         "scheduled": redis.zcard(ScheduledJobRegistry(name, connection=redis).key),
         "deferred": redis.zcard(DeferredJobRegistry(name, connection=redis).key),
         "dead": redis.zcount(failed, now, "+inf"),
+        "failed_recently": failed_recently(redis, failed, now),
     }
+
+
+RECENT = 60  # seconds: jobs that failed this recently (deploytool.jobs.model.RECENT)
+LATEST = 1000  # the failed registry's entries read for it: the latest to expire, so the latest to fail
+
+
+def failed_recently(redis, failed, now):
+    """Jobs of the failed registry that ended within RECENT seconds (their ended_at)."""
+    ids = redis.zrevrange(failed, 0, LATEST - 1)
+    pipe = redis.pipeline()
+    for job_id in ids:
+        pipe.hget(b"rq:job:" + job_id, "ended_at")
+    since = now - RECENT
+    epoch = utcparse("1970-01-01T00:00:00.000000Z")
+    return sum(1 for ended in pipe.execute() if ended and (utcparse(ended.decode()) - epoch).total_seconds() >= since)
 
 
 def main(names):

@@ -34,17 +34,26 @@ def seconds(value)
   value > 100_000_000_000 ? value / 1000.0 : value
 end
 
+RECENT = 60 # seconds: jobs whose last failure is this recent (deploytool.jobs.model.RECENT)
+
 names = ARGV
 now = Time.now.to_f
 hostname = Socket.gethostname
 report = {"system" => "sidekiq", "hostname" => hostname, "time" => now}
 
 Sidekiq.redis do |conn|
-  per_queue = Hash.new { |h, k| h[k] = {"scheduled" => 0, "retrying" => 0, "dead" => 0, "running" => 0} }
+  per_queue = Hash.new do |h, k|
+    h[k] = {"scheduled" => 0, "retrying" => 0, "dead" => 0, "running" => 0, "failed_recently" => 0}
+  end
   {"schedule" => "scheduled", "retry" => "retrying", "dead" => "dead"}.each do |key, field|
     conn.call("ZRANGE", key, "0", "-1").each do |entry|
-      queue = (JSON.parse(entry)["queue"] rescue nil) || "?"
+      job = (JSON.parse(entry) rescue {})
+      queue = job["queue"] || "?"
       per_queue[queue][field] += 1
+      next if field == "scheduled"
+      # Its last failure: a retry that failed again sets retried_at.
+      last = job["retried_at"] || job["failed_at"]
+      per_queue[queue]["failed_recently"] += 1 if last && seconds(last) >= now - RECENT
     end
   end
 
