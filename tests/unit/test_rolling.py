@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
+import _thread
 import threading
-import time
 
 import pytest
 
-from deploytool.engine.rolling import batch_size, batches, run
+from deploytool.engine.rolling import CANCELLED, batch_size, batches, run
 from deploytool.errors import InputError
 
 
@@ -74,6 +73,7 @@ def test_parallel_bound_within_a_batch() -> None:
     assert peak == 2
 
 
+@pytest.mark.usefixtures("not_cancelled")
 def test_interrupt_finishes_started_hosts_and_skips_the_rest() -> None:
     # Ctrl-C (or SIGTERM, which tasks turn into the same) while h0 and h1 run: both finish, none after.
     finished: list[str] = []
@@ -83,8 +83,11 @@ def test_interrupt_finishes_started_hosts_and_skips_the_rest() -> None:
     def work(h: str) -> bool:
         both_started.wait()
         if h == "h0":
-            signal.raise_signal(signal.SIGINT)  # handled in the main thread, inside run()
-        time.sleep(0.2)
+            # Ctrl-C as the main thread takes it, inside run(): once it wakes (when h0 ends), whatever the
+            # machine's load; h1 is still running then, and ends only once run() took it.
+            _thread.interrupt_main()
+        else:
+            assert CANCELLED.wait(10), "the interruption was not taken"
         finished.append(h)
         return True
 
