@@ -221,7 +221,8 @@ def sync(app: App, files: Sequence[tuple[str, str]], enabled: Sequence[str], tar
         b64 = base64.b64encode(content.encode()).decode()
         lines.append(
             f"if ! printf %s {b64} | base64 -d | cmp -s - \"$d\"/{q(name)}; then "
-            f"printf %s {b64} | base64 -d | {sudo}tee \"$d\"/{q(name)} >/dev/null && changed=1; fi"
+            f"printf %s {b64} | base64 -d | {sudo}tee \"$d\"/{q(name)} >/dev/null "
+            f"|| {{ echo \"cannot write $d/\"{q(name)} >&2; exit 1; }}; changed=1; fi"
         )
     # Instances running or enabled that are not wanted any more: stop and disable them first.
     lines.append(

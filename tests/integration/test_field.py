@@ -116,9 +116,9 @@ def failed_stages(progress: str, host: str) -> list[str]:
     return names
 
 
-# The link drops right after `after` is reported; the host is lost in the next stage, or in the one after
-# it when the next is quicker than the link going down (a 0.01 s upload of the sample app).
-@pytest.mark.parametrize(("after", "stages"), [("lock", ("upload", "code")), ("units", ("quiet", "restart")),
+# The link drops right after `after` is reported; the host is lost in the next stage, or in one after it
+# when those are quicker than the link going down (a 0.01 s upload, code and shared of the sample app).
+@pytest.mark.parametrize(("after", "stages"), [("lock", ("upload", "code", "shared")), ("units", ("quiet", "restart")),
                                                ("quiet", ("restart",))])
 def test_partition_fails_the_host_within_the_bound_others_deploy_rerun_converges(
         deployed: None, tmp_path: Path, after: str, stages: tuple[str, ...]) -> None:
@@ -190,6 +190,7 @@ def test_failure_in_units_stage_recovers_every_step(deployed: None, tmp_path: Pa
         assert code == 1
         [host] = report["hosts"]
         assert host["error"].startswith("prod-b: units: exit"), host["error"]
+        assert "cannot write /etc/systemd/system/sample-extra@.service" in host["error"], host["error"]
         recovered = {s["name"]: s["status"] for s in host["stages"] if s["name"].startswith("recover:")}
         # The units cannot be written back either; the steps after it ran all the same.
         assert recovered == {"recover:switch back": "ok", "recover:units": "failed", "recover:workers": "ok",
