@@ -129,14 +129,20 @@ def held_plan(tmp_path: Path) -> Plan:
     )
 
 
-def test_a_refused_hold_puts_the_host_back_without_starting_the_held_script(tmp_path: Path) -> None:
-    hold = Hold("prod-a passed the soak")
+def held_run(tmp_path: Path, hold: Hold) -> tuple[threading.Thread, HostReport, list[bool]]:
+    """held_plan run in a thread of its own, returned once the host staged and waits at its hold."""
     report = HostReport("h", "app")
     result: list[bool] = []
     ex = Execution(LocalShell(), "h", report, Reporter(out=io.StringIO()), hold=hold)
     thread = threading.Thread(target=lambda: result.append(ex.run(lambda facts: held_plan(tmp_path))))
     thread.start()
     wait_for(lambda: (tmp_path / "staged").exists())
+    return thread, report, result
+
+
+def test_a_refused_hold_puts_the_host_back_without_starting_the_held_script(tmp_path: Path) -> None:
+    hold = Hold("prod-a passed the soak")
+    thread, report, result = held_run(tmp_path, hold)
     thread.join(0.5)
     assert thread.is_alive(), "the host went on past its hold"
     hold.refuse("canary gate failures tripped on prod-a")
@@ -158,13 +164,7 @@ def test_a_released_hold_lets_the_host_go_on(tmp_path: Path) -> None:
 
 
 def test_an_interruption_while_held_puts_the_host_back(tmp_path: Path) -> None:
-    hold = Hold("prod-a passed the soak")
-    report = HostReport("h", "app")
-    result: list[bool] = []
-    ex = Execution(LocalShell(), "h", report, Reporter(out=io.StringIO()), hold=hold)
-    thread = threading.Thread(target=lambda: result.append(ex.run(lambda facts: held_plan(tmp_path))))
-    thread.start()
-    wait_for(lambda: (tmp_path / "staged").exists())
+    thread, _, result = held_run(tmp_path, Hold("prod-a passed the soak"))
     CANCELLED.set()
     thread.join(30)
     assert result == [False] and (tmp_path / "removed").exists() and not (tmp_path / "switched").exists()

@@ -9,14 +9,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from redis_server import PYTHON, py, socket, usable
+from redis_server import PYTHON, py, required_in_ci, socket, usable
 
 from deploytool.jobs.model import RECENT
 from deploytool.jobs.probe import parse
 from deploytool.jobs.systems import PROBES, SYSTEMS
 
-pytestmark = pytest.mark.skipif(not usable(), reason="needs redis-server and python3 with rq and redis (Debian's)")
+pytestmark = required_in_ci(usable(), "redis-server and python3 with rq and redis (Debian's)")
 __all__ = ["socket"]  # the fixture
 
 # Three RQ jobs that raise, worked by a real worker; then one's failure is made older than the window.
@@ -67,7 +66,7 @@ def test_rq_counts_the_failed_registrys_jobs_that_ended_within_the_window(socket
     assert probe("rq", [PYTHON], socket, tmp_path) == {"retrying": None, "dead": 3, "failed_recently": 2}
 
 
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="needs ruby with the sidekiq gem")
+@required_in_ci(shutil.which("ruby") is not None, "ruby with the sidekiq gem")
 def test_sidekiq_counts_retrying_and_dead_jobs_by_their_last_failure(socket: str, tmp_path: Path) -> None:
     py(SIDEKIQ_FAILURES, socket, str(RECENT))
     assert probe("sidekiq", ["ruby"], socket, tmp_path) == {"retrying": 3, "dead": 2, "failed_recently": 3}

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-from redis_server import PYTHON, py, socket, usable
+from redis_server import PYTHON, py, required_in_ci, socket, usable
 
 from deploytool.commands.requeue import PROGRAMS
 
@@ -38,7 +37,7 @@ for name in ("high", "default"):
 """
 
 
-pytestmark = pytest.mark.skipif(not usable(), reason="needs redis-server and python3 with rq and redis (Debian's)")
+pytestmark = required_in_ci(usable(), "redis-server and python3 with rq and redis (Debian's)")
 __all__ = ["socket"]  # the fixture
 
 
