@@ -5,12 +5,11 @@ environment files written 0600 only when changed, removed with their group, neve
 
 from __future__ import annotations
 
-import os
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+from fake_systemctl import fake_systemctl_env
 
 from deploytool import systemd_quote as q
 from deploytool.commands.unitfiles import ENV_CHANGED, SEPARATOR, read_all, remove_all, sync
@@ -31,15 +30,7 @@ exit 0
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    bin_dir, state, home = tmp_path / "bin", tmp_path / "state", tmp_path / "home"
-    for d in (bin_dir, state, home):
-        d.mkdir()
-    fake = bin_dir / "systemctl"
-    fake.write_text(FAKE_SYSTEMCTL)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    for name in ("calls", "enabled", "loaded"):
-        (state / name).write_text("")
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "STATE": str(state)}
+    return fake_systemctl_env(tmp_path, FAKE_SYSTEMCTL, ("calls", "enabled", "loaded"))
 
 
 @pytest.fixture

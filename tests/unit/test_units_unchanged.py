@@ -7,12 +7,11 @@ sync, which puts it right."""
 
 from __future__ import annotations
 
-import os
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+from fake_systemctl import fake_systemctl_env
 
 from deploytool import systemd_quote
 from deploytool.commands.unitfiles import RECORD, enablement_links, install, unchanged
@@ -42,15 +41,7 @@ TARGET = "shop-workers.target"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    bin_dir, state, home = tmp_path / "bin", tmp_path / "state", tmp_path / "home"
-    for d in (bin_dir, state, home):
-        d.mkdir()
-    fake = bin_dir / "systemctl"
-    fake.write_text(FAKE_SYSTEMCTL)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    for name in ("calls", "loaded"):
-        (state / name).write_text("")
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "STATE": str(state)}
+    return fake_systemctl_env(tmp_path, FAKE_SYSTEMCTL, ("calls", "loaded"))
 
 
 @pytest.fixture
