@@ -74,8 +74,8 @@ APP = "sample"
 REDIS_HOST = ("bench-redis", "10.213.0.100")
 FIRST_OCTET = 101  # bench-01 is 10.213.0.101; the test fleet's .11/.12/.21 are never used
 FLOOR = "openssh floor"
-PEERS = ("capistrano", "ansible", "pyinfra")
-TOOLS = ("deploytool", *PEERS, FLOOR)
+PEERS: tuple[str, ...] = ("capistrano", "ansible", "pyinfra")
+TOOLS: tuple[str, ...] = ("deploytool", *PEERS, FLOOR)
 ROLLING = "deploytool (default rolling restart)"
 MAX_HOSTS = 64  # bench-01..bench-64 are 10.213.0.101..164
 # The no-change worker restart, every host at once: deploytool's (quiet, stop, start, is-active check)
@@ -1179,7 +1179,7 @@ light_run = False
 
 
 def main() -> int:
-    global res_started, light_run, load_at_start
+    global res_started, light_run, load_at_start, PEERS, TOOLS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,8,32",
                     help=f"fleet sizes, comma-separated (default 1,8,32; max {MAX_HOSTS})")
@@ -1194,8 +1194,16 @@ def main() -> int:
     ap.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT, metavar="S",
                     help=f"seconds after a tool exits that its workers may take to register anew (default "
                          f"{READY_TIMEOUT:g}); longer counts as not ready")
+    ap.add_argument("--without", default="", metavar="TOOL,...",
+                    help=f"peers not to run, comma-separated, of {', '.join(PEERS)} (e.g. ansible at N = 64, where "
+                         "one of its runs takes minutes); the floor and deploytool always run")
     args = ap.parse_args()
     light_run = args.light
+    without = {x.strip() for x in args.without.split(",") if x.strip()}
+    if without - set(PEERS):
+        ap.error(f"--without: not a peer: {', '.join(sorted(without - set(PEERS)))}")
+    PEERS = tuple(p for p in PEERS if p not in without)
+    TOOLS = ("deploytool", *PEERS, FLOOR)
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
     if not sizes or sizes[0] < 1 or sizes[-1] > MAX_HOSTS or args.repeat < 1:
         ap.error(f"sizes must be between 1 and {MAX_HOSTS}, repeat at least 1")
