@@ -6,8 +6,7 @@ own system tells it (deploytool.kinds.Ready), and fails naming the group otherwi
 - Ready.NOTIFY (Sidekiq): `systemctl start` already waited for the worker's READY=1.
 - Ready.PROBE: the system's readiness probe (deploytool.jobs.systems: RQ's worker registered with its
   queues, Celery's node answering a ping and consuming its queues, Dramatiq's consumers on its queues),
-  run in the release the new workers work in: each run asks every 0.2 s for up to ASK_WITHIN seconds, one
-  interpreter for many questions (poll.py), then the units are read again.
+  run in the release the new workers work in, once a second.
 - Ready.STABLE (command, sneakers): nothing to ask beyond the units.
 - `ready_after` seconds (the group's, else the kind's) must pass with the units unchanged first.
 
@@ -41,11 +40,6 @@ _CHANGED_AWK = (
 )
 
 
-# How long one run of a readiness probe keeps asking (every 0.2 s) before the units are read again: a
-# worker that exits meanwhile is seen at most this late, and a group's wait may end this much after its
-# deadline.
-ASK_WITHIN = 3
-
 # The lines of ready_states whose unit is one of those in `want` (space-separated, spaces around).
 _PICK_AWK = 'index(want, " " $1 " ")'
 
@@ -67,7 +61,6 @@ def spec(app: App, group: WorkerGroup, host: str) -> dict[str, Any]:
         "nodes": [f"{app.name}-{group.name}-{i}@{host}" for i in range(1, group.processes + 1)],
         "queues": probe.queue_names(group),
         "processes": group.processes,
-        "within": ASK_WITHIN,
     }
 
 
@@ -96,10 +89,7 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
     var = _mark_var(index)
     if _probed(group):
         check = probe.ready_command(app, group, "check", f"${var}", spec(app, group, host), host)
-        # The probe asked for ASK_WITHIN seconds before saying no; one that failed at once (it cannot
-        # even start) is asked again a second later, not in a tight loop.
-        asked = (f'asked=$(date +%s); why=$( ( {check}\n) 2>&1 ) || '
-                 '{ [ "$(date +%s)" -gt "$asked" ] || sleep 1; continue; }')
+        asked = f'why=$( ( {check}\n) 2>&1 ) || {{ sleep 1; continue; }}'
         # The answer counts only if every unit is still the one that started.
         recheck = [f'  [ -z "$(ready_states {units} | awk {shlex.quote(_CHANGED_AWK)})" ] || continue']
     else:

@@ -91,7 +91,7 @@ def ready_command(app: App, group: WorkerGroup, mode: str, state: str, spec: Map
     argv = list(group.command or KINDS[group.kind].program)
     args = [*system.probe_args(argv), mode, Expand(state), json.dumps(spec, sort_keys=True)]
     run = join(["sh", "-c", launcher(system, argv[0], host), "sh", *args])
-    return f"{context(app, group)}\n{run} <<'{END}'\n{system.ready_source()}\n{END}"
+    return f"{context(app, group)}\n{run} <<'{END}'\n{system.source(system.ready_probe)}\n{END}"
 
 
 class ProbeOutputError(ValueError):

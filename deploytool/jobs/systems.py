@@ -60,11 +60,6 @@ class System:
     def source(self, probe: str | None = None) -> str:
         return "\n".join((PROBES / name).read_text() for name in (*self.prelude, probe or self.probe))
 
-    def ready_source(self) -> str:
-        """The readiness probe with its prelude and poll.py (its `check` asks again within one run)."""
-        assert self.ready_probe is not None
-        return "\n".join((PROBES / name).read_text() for name in (*self.prelude, "poll.py", self.ready_probe))
-
 
 SYSTEMS: dict[str, System] = {
     s.name: s

@@ -1,7 +1,7 @@
 """Is each Celery node of a group ready? Runs ON A HOST, in the release the nodes run, with the
 interpreter of the group's `celery` and the nodes' own Celery app (`-A APP`), so the broker is theirs
-(deploytool.commands.ready, until ready or the group's timeout; each run asks for up to SPEC's `within`
-seconds: poll.py). Read only: remote control `ping` and `active_queues`, addressed to the group's nodes.
+(deploytool.commands.ready, once a second until ready or the group's timeout). Read only: remote
+control `ping` and `active_queues`, addressed to the group's nodes.
 
 Usage: python - APP MODE STATE SPEC
 
@@ -18,8 +18,6 @@ from celery.app.utils import find_app
 
 TIMEOUT = 1.0  # seconds to wait for the nodes' replies (each ask returns once every node replied)
 
-# polled(ask, within) comes from poll.py, sent to the host ahead of this program (deploytool.jobs.systems).
-
 
 def main(app_name, mode, state, spec):
     if mode != "check":
@@ -29,23 +27,20 @@ def main(app_name, mode, state, spec):
     sys.path.insert(0, os.getcwd())
     app = find_app(app_name)
     nodes = spec["nodes"]
-
-    def ask():
-        inspect = app.control.inspect(destination=nodes, timeout=TIMEOUT, limit=len(nodes))
-        pongs = inspect.ping() or {}
-        consuming = inspect.active_queues() or {}
-        problems = []
-        for node in nodes:
-            if node not in pongs:
-                problems.append(f"{node}: no answer to ping")
-                continue
-            queues = {q.get("name") for q in consuming.get(node) or []}
-            missing = [q for q in spec["queues"] if q not in queues]
-            if missing:
-                problems.append(f"{node}: not consuming {', '.join(missing)}")
-        return not problems, "; ".join(problems) or "every node answers and consumes its queues"
-
-    return polled(ask, spec.get("within", 0))  # noqa: F821
+    inspect = app.control.inspect(destination=nodes, timeout=TIMEOUT, limit=len(nodes))
+    pongs = inspect.ping() or {}
+    consuming = inspect.active_queues() or {}
+    problems = []
+    for node in nodes:
+        if node not in pongs:
+            problems.append(f"{node}: no answer to ping")
+            continue
+        queues = {q.get("name") for q in consuming.get(node) or []}
+        missing = [q for q in spec["queues"] if q not in queues]
+        if missing:
+            problems.append(f"{node}: not consuming {', '.join(missing)}")
+    print("; ".join(problems) or "every node answers and consumes its queues")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

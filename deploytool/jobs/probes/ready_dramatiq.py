@@ -1,7 +1,6 @@
 """Are a group's Dramatiq workers on this host ready? Runs ON A HOST, in the release the workers run,
 with the interpreter of the group's `dramatiq` and the app's broker module (the worker's first
-argument), so the broker is theirs (deploytool.commands.ready; each `check` asks for up to SPEC's
-`within` seconds: poll.py). Read only: RabbitMQ queues are
+argument), so the broker is theirs (deploytool.commands.ready). Read only: RabbitMQ queues are
 declared passively; on Redis only the heartbeats are read.
 
 Usage: python - MODULE MODE STATE SPEC   (SPEC: JSON {"queues": [...], "processes": N}; STATE: what
@@ -58,27 +57,26 @@ def main(module, mode, state, spec):
     importlib.import_module(module)  # sets the app's broker, as the worker does
     broker = dramatiq.get_broker()
     rabbit = hasattr(broker, "parameters")  # RabbitmqBroker
+    now = rabbit_counts = None
+    if rabbit:
+        rabbit_counts = rabbitmq_counts(broker, spec["queues"])
+    else:
+        now = redis_beats(broker)
     if mode == "mark":
-        counts = rabbitmq_counts(broker, spec["queues"]) if rabbit else None
-        print(json.dumps({"rabbitmq": counts, "redis": None if rabbit else redis_beats(broker), "time": time.time()}))
+        print(json.dumps({"rabbitmq": rabbit_counts, "redis": now, "time": time.time()}))
         return 0
     marked = json.loads(state)
     wanted = spec["processes"]
-
-    def ask_rabbitmq():
+    if rabbit:
         before = marked.get("rabbitmq") or {}
         short = [f"{q}: {n} consumers, {before.get(q, 0)} before the start + {wanted} wanted"
-                 for q, n in rabbitmq_counts(broker, spec["queues"]).items() if n < before.get(q, 0) + wanted]
-        return not short, "; ".join(short) or f"every queue has its {wanted} new consumer(s)"
-
-    def ask_redis():
-        since_ms = marked["time"] * 1000
-        before = marked.get("redis") or {}
-        new = [i for i, beat in redis_beats(broker).items() if i not in before and beat >= since_ms]
-        return len(new) >= wanted, f"{len(new)} new worker heartbeat(s) in Redis, {wanted} wanted"
-
-    # polled(ask, within) comes from poll.py, sent to the host ahead of this program (deploytool.jobs.systems).
-    return polled(ask_rabbitmq if rabbit else ask_redis, spec.get("within", 0))  # noqa: F821
+                 for q, n in rabbit_counts.items() if n < before.get(q, 0) + wanted]
+        print("; ".join(short) or f"every queue has its {wanted} new consumer(s)")
+        return 1 if short else 0
+    since_ms = marked["time"] * 1000
+    new = [i for i, beat in now.items() if i not in (marked.get("redis") or {}) and beat >= since_ms]
+    print(f"{len(new)} new worker heartbeat(s) in Redis, {wanted} wanted")
+    return 0 if len(new) >= wanted else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Is each RQ worker of a group ready? Runs ON A HOST, in the release the workers run, with the
-interpreter of the group's `rq` (deploytool.commands.ready, until ready or the group's timeout; each run
-asks for up to SPEC's `within` seconds: poll.py). Read only.
+interpreter of the group's `rq` (deploytool.commands.ready, once a second until ready or the group's
+timeout). Read only.
 
 Usage: python - MODE STATE SPEC   (Redis from RQ_REDIS_URL, else REDIS_URL, as the worker takes it)
 
@@ -17,8 +17,7 @@ import sys
 from redis import Redis
 from rq.worker import Worker
 
-# unit_of(pid) comes from local.py, polled(ask, within) from poll.py, both sent to the host ahead of
-# this program (deploytool.jobs.systems).
+# unit_of(pid) comes from local.py, sent to the host ahead of this program (deploytool.jobs.systems).
 
 
 def main(mode, state, spec):
@@ -28,19 +27,16 @@ def main(mode, state, spec):
     spec = json.loads(spec)
     redis = Redis.from_url(os.environ.get("RQ_REDIS_URL") or os.environ["REDIS_URL"])
     hostname = socket.gethostname()
-
-    def ask():
-        seen = {}
-        for w in Worker.all(connection=redis):
-            unit = unit_of(w.pid) if w.hostname == hostname and w.pid else None  # noqa: F821
-            if unit in spec["units"]:
-                seen[unit] = set(w.queue_names())
-        problems = [f"{u}: no worker registered in Redis" for u in spec["units"] if u not in seen]
-        problems += [f"{u}: registered without queue(s) {', '.join(sorted(set(spec['queues']) - queues))}"
-                     for u, queues in seen.items() if not set(spec["queues"]) <= queues]
-        return not problems, "; ".join(problems) or "every worker registered with its queues"
-
-    return polled(ask, spec.get("within", 0))  # noqa: F821
+    seen = {}
+    for w in Worker.all(connection=redis):
+        unit = unit_of(w.pid) if w.hostname == hostname and w.pid else None  # noqa: F821
+        if unit in spec["units"]:
+            seen[unit] = set(w.queue_names())
+    problems = [f"{u}: no worker registered in Redis" for u in spec["units"] if u not in seen]
+    problems += [f"{u}: registered without queue(s) {', '.join(sorted(set(spec['queues']) - queues))}"
+                 for u, queues in seen.items() if not set(spec["queues"]) <= queues]
+    print("; ".join(problems) or "every worker registered with its queues")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
