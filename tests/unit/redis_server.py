@@ -3,7 +3,6 @@ probes), run here by Debian's python3 with its rq and redis, as a host runs them
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -13,12 +12,6 @@ from pathlib import Path
 import pytest
 
 PYTHON = "/usr/bin/python3"
-
-
-def required_in_ci(present: bool, what: str) -> pytest.MarkDecorator:
-    """Skip where the programs' runtime is missing (a laptop), never in CI: there scripts/bootstrap
-    installs it, and a test that silently skips would prove nothing."""
-    return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=f"needs {what}")
 
 
 def usable() -> bool:

@@ -12,11 +12,8 @@ probes it with known answers and tests skip otherwise.
 from __future__ import annotations
 
 import ctypes as C
-import os
 from collections.abc import Mapping
 from pathlib import Path
-
-import pytest
 
 LIB = Path("/usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-252.so")
 EXTRACT_CUNESCAPE = 1 << 1
@@ -168,9 +165,3 @@ def env_file(path: Path) -> dict[str, str]:
         env[name] = value
         i += 1
     return env
-
-
-def required_in_ci(present: bool, what: str) -> pytest.MarkDecorator:
-    """Skip where systemd's own tools are missing (a laptop), but never in CI: there scripts/bootstrap
-    installs systemd, and a test that silently skips would prove nothing."""
-    return pytest.mark.skipif(not present and not os.environ.get("CI"), reason=f"{what} not usable here")

@@ -9,7 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from redis_server import PYTHON, py, required_in_ci, socket, usable
+from in_ci import required_in_ci
+from redis_server import PYTHON, py, socket, usable
 
 from deploytool.jobs.model import RECENT
 from deploytool.jobs.probe import parse

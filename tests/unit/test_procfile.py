@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import systemd_parser
 import yaml
+from in_ci import required_in_ci
 from pydantic import ValidationError
 
 from deploytool.engine.plan import Script
@@ -106,7 +107,7 @@ def test_what_only_a_shell_can_do_is_refused_with_the_reason(line: str, why: str
         argv(line)
 
 
-@systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
+@required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
 def test_a_procfile_command_reaches_the_process_as_the_shell_would_give_it() -> None:
     line = """bin/work --name "a b" 'it''s' 100% \\$HOME 'x;y' -p $PORT"""
     words = argv(line, index=1)

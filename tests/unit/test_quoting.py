@@ -6,6 +6,7 @@ import random
 
 import pytest
 import systemd_parser
+from in_ci import required_in_ci
 
 from deploytool.systemd_quote import (
     INSTANCE,
@@ -18,7 +19,7 @@ from deploytool.systemd_quote import (
     exec_line,
 )
 
-needs_systemd_parser = systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
+needs_systemd_parser = required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
 
 # Checked by hand against systemd.service(5) "Command lines" and systemd.unit(5) "Specifiers".
 EXEC_ARGS = [

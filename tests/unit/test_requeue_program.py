@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import subprocess
 
-from redis_server import PYTHON, py, required_in_ci, socket, usable
+from in_ci import required_in_ci
+from redis_server import PYTHON, py, socket, usable
 
 from deploytool.commands.requeue import PROGRAMS
 

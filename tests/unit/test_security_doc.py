@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from systemd_parser import required_in_ci
+from in_ci import required_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "security.md"

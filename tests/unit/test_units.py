@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import systemd_parser
+from in_ci import required_in_ci
 
 from deploytool.errors import InputError
 from deploytool.inventory import Inventory, load_inventory
@@ -183,7 +184,7 @@ HOSTILE_VALUES = {
 }
 
 
-@systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
+@required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
 def test_environment_file_reads_back_exactly_in_systemd_and_in_a_shell(tmp_path: Path) -> None:
     path = tmp_path / "g.env"
     path.write_text(env_file(HOSTILE_VALUES))
@@ -221,7 +222,7 @@ def test_system_mode_users(inv: Inventory) -> None:
     assert "shop-sneakers@.service" not in w2  # that group needs the worker role, which w2 lacks
 
 
-@systemd_parser.required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
+@required_in_ci(systemd_parser.available(), "libsystemd-shared-252")
 def test_tricky_command_reaches_the_process_unchanged(inv: Inventory) -> None:
     # inventory → unit text → systemd's own parser → the argv the worker gets.
     app = inv.apps_on("w1")["tools"]
@@ -322,7 +323,7 @@ def _verify(units: list[UnitFile], tmp_path: Path, user_mode: bool) -> list[str]
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line and not ALLOWED.match(line)]
 
 
-needs_analyze = systemd_parser.required_in_ci(shutil.which("systemd-analyze") is not None, "systemd-analyze")
+needs_analyze = required_in_ci(shutil.which("systemd-analyze") is not None, "systemd-analyze")
 
 
 @needs_analyze
