@@ -25,7 +25,7 @@ from deploytool.inventory import App, WorkerGroup
 from deploytool.jobs import probe
 from deploytool.jobs.systems import SYSTEMS
 from deploytool.kinds import KINDS, Ready
-from deploytool.remote import join
+from deploytool.remote import join, side_by_side
 from deploytool.units import instances
 
 # Unit, active state, main PID, restarts: one line per unit (the blocks of `systemctl show`).
@@ -135,9 +135,5 @@ def wait(app: App, groups: Sequence[WorkerGroup], host: str) -> str:
              # Every group's units as they came up, read once: one systemctl call, not one per group.
              f"ready_first=$(ready_states {every})",
              f"ready_pick() {{ printf '%s\\n' \"$ready_first\" | awk -v want=\" $* \" {shlex.quote(_PICK_AWK)}; }}",
-             "ready_pids=''"]
-    for i, g in waiting:
-        lines += [f"( {_loop(app, g, i, host)}\n) &", 'ready_pids="$ready_pids $!"']
-    lines.append('ready_failed=0; for p in $ready_pids; do wait "$p" || ready_failed=1; done; '
-                 '[ "$ready_failed" = 0 ]')
+             side_by_side([_loop(app, g, i, host) for i, g in waiting], "ready")]
     return "\n".join(lines)
