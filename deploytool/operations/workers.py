@@ -133,7 +133,8 @@ def restart_script(w: Workers, dry: bool = False) -> str:
                           + ", ".join(f"{g.name} ({g.kind})" for g in groups)])
     # The first line names the step when it fails (deploytool.remote.script quotes it).
     return "\n".join(["# restart: stop, start, wait until every worker is ready", stop_script(w),
-                      ready.prepare(w.app, groups, w.host), join(sc.start(w.app, [w.target, *w.units])),
+                      ready.prepare(w.app, groups, w.host), ready.started(),
+                      join(sc.start(w.app, [w.target, *w.units])),
                       ready.wait(w.app, groups, w.host)])
 
 
