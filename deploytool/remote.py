@@ -66,18 +66,6 @@ def script(*commands: Argv | str) -> str:
     return "\n".join(lines)
 
 
-
-def side_by_side(commands: Sequence[str], name: str = "side") -> str:
-    """Shell text running `commands` at once, each in a subshell of its own, and waiting for all of
-    them: fails if any failed (each says why on stderr). `name` prefixes its variables, so that one
-    such block may run inside another's subshell."""
-    lines = [f"{name}_pids=''"]
-    for text in commands:
-        lines += [f"( {text}\n) &", f'{name}_pids="${name}_pids $!"']
-    lines.append(f'{name}_failed=0; for p in ${name}_pids; do wait "$p" || {name}_failed=1; done; '
-                 f'[ "${name}_failed" = 0 ]')
-    return "\n".join(lines)
-
 # Marker lines a script prints to announce a stage or report a fact (commands.release). Only lines
 # carrying this session's nonce are believed: build output cannot fake a stage or a release name.
 _MARKER = re.compile(r"(?<!@)@@deploytool-([a-z]+)\b")

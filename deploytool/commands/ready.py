@@ -1,15 +1,14 @@
 """Readiness: shell text that waits on the host, after a start, until each worker group is ready as its
 own system tells it (deploytool.kinds.Ready), and fails naming the group otherwise.
 
-- Every group: each unit stays active with the main process it had right after the start, never
-  restarted since the start; a worker that exits, or that systemd restarts, fails the group at once.
+- Every group: each unit stays active with the main process and restart count it had right after the
+  start; a worker that exits, or that systemd restarts, fails the group at once.
 - Ready.NOTIFY (Sidekiq): `systemctl start` already waited for the worker's READY=1.
 - Ready.PROBE: the system's readiness probe (deploytool.jobs.systems: RQ's worker registered with its
   queues, Celery's node answering a ping and consuming its queues, Dramatiq's consumers on its queues),
   run in the release the new workers work in, once a second.
 - Ready.STABLE (command, sneakers): nothing to ask beyond the units.
-- `ready_after` seconds (the group's, else the kind's) from the start must pass with the units
-  unchanged first.
+- `ready_after` seconds (the group's, else the kind's) must pass with the units unchanged first.
 
 Each group has `ready_after` plus its timeout (its grace, `timeout:`) from the start; groups wait side
 by side. Probes that compare against the state before the start (System.ready_marks) note it with the
@@ -26,27 +25,19 @@ from deploytool.inventory import App, WorkerGroup
 from deploytool.jobs import probe
 from deploytool.jobs.systems import SYSTEMS
 from deploytool.kinds import KINDS, Ready
-from deploytool.remote import join, side_by_side
+from deploytool.remote import join
 from deploytool.units import instances
 
 # Unit, active state, main PID, restarts: one line per unit (the blocks of `systemctl show`).
 _STATES_AWK = ("$1==\"Id\"{i=$2} $1==\"ActiveState\"{a=$2} $1==\"MainPID\"{p=$2} $1==\"NRestarts\"{n=$2} "
                "/^$/{if(i!=\"\")print i,a,p,n; i=\"\"} END{if(i!=\"\")print i,a,p,n}")
-# The units that changed since FIRST (the lines right after the start), worded for the report. Any
-# restart counts, also one before FIRST was read: systemd counts NRestarts from 0 again at a start that
-# follows a stop (it flushes the count when a unit goes dead without restarting), and every group is
-# stopped before its start.
+# The units that changed since FIRST (the lines right after the start), worded for the report.
 _CHANGED_AWK = (
-    'BEGIN{c=split(ENVIRON["FIRST"],l,"\\n"); for(k=1;k<=c;k++){split(l[k],f," "); p[f[1]]=f[3]}} '
+    'BEGIN{c=split(ENVIRON["FIRST"],l,"\\n"); for(k=1;k<=c;k++){split(l[k],f," "); p[f[1]]=f[3]; r[f[1]]=f[4]}} '
     '$2!="active"{print $1" is "$2" (exited)"; next} '
     '$3!=p[$1]{print $1" has a new main process ("p[$1]" -> "$3")"; next} '
-    '$4!="0"{print $1" was restarted ("$4" restarts)"}'
+    '$4!=r[$1]{print $1" was restarted ("$4" restarts)"}'
 )
-# Seconds (at most 1, two decimals) left until `ready_after` W has passed since the start, T0 (both
-# read from /proc/uptime, which never goes back); nothing once it has.
-_REST_AWK = '{r = ENVIRON["ready_t0"] + W - $1; if (r > 1) r = 1; if (r > 0) printf "%.2f", r}'
-# The time of the start, set right before `systemctl start` (started()).
-_T0 = "ready_t0=$(cut -d ' ' -f 1 /proc/uptime); export ready_t0"
 
 
 # The lines of ready_states whose unit is one of those in `want` (space-separated, spaces around).
@@ -110,7 +101,7 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
     return "\n".join([
         # `ready_after` first, then the group's timeout for its system to say so: a timeout no longer
         # than ready_after would leave no time to be ready at all.
-        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace}))",
+        f"{{ start=$(date +%s); deadline=$((start + {wait_after + group.grace})); slept=0",
         *unreadable,
         f"FIRST=$(ready_pick {units}); export FIRST; why=''",
         "while :; do",
@@ -121,10 +112,9 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
         f'  if [ "$now" -ge "$deadline" ]; then echo {name}": not ready after {wait_after + group.grace} s '
         f'(ready_after {wait_after} s, then its timeout {group.grace} s): '
         '$(printf "%s" "$why" | tail -n 3 | tr "\\n" " ")" >&2; exit 1; fi',
-        # From the start, not from the end of `systemctl start`, which waits for the slowest notifying
-        # worker (Sidekiq): the units are read at least once a second meanwhile.
-        *([f"  rest=$(awk -v W={wait_after} {shlex.quote(_REST_AWK)} /proc/uptime)",
-           '  if [ -n "$rest" ]; then sleep "$rest"; continue; fi'] if wait_after else []),
+        # Counted in the seconds slept, not in `date +%s`'s whole seconds, which can say 1 when only a
+        # moment passed: ready_after seconds surely passed, and not a second more.
+        f'  if [ "$slept" -lt {wait_after} ]; then sleep 1; slept=$((slept + 1)); continue; fi',
         f"  {asked}",
         *recheck,
         f'  echo "ready: "{name}" after $(( $(date +%s) - start )) s${{why:+: $(printf "%s" "$why" | tail -n 1)}}"; '
@@ -133,24 +123,21 @@ def _loop(app: App, group: WorkerGroup, index: int, host: str) -> str:
     ])
 
 
-def started() -> str:
-    """Shell text run right before the start: notes its time, from which `ready_after` counts."""
-    return _T0
-
-
 def wait(app: App, groups: Sequence[WorkerGroup], host: str) -> str:
-    """Shell text run right after the start (started() before it; else `ready_after` counts from now):
-    every group's wait side by side; fails if any group is not ready (each failing group says why on
-    stderr)."""
+    """Shell text run right after the start: every group's wait side by side; fails if any group is
+    not ready (each failing group says why on stderr)."""
     waiting = [(i, g) for i, g in enumerate(groups) if g.processes]
     if not waiting:
         return "true"
     show = join(sc.systemctl(app, "show", "--property=Id,ActiveState,MainPID,NRestarts"))
     every = " ".join(shlex.quote(u) for _, g in waiting for u in instances(app, g))
-    lines = [f'[ -n "${{ready_t0:-}}" ] || {{ {_T0}; }}',
-             f"ready_states() {{ {show} \"$@\" | awk -F= {shlex.quote(_STATES_AWK)}; }}",
+    lines = [f"ready_states() {{ {show} \"$@\" | awk -F= {shlex.quote(_STATES_AWK)}; }}",
              # Every group's units as they came up, read once: one systemctl call, not one per group.
              f"ready_first=$(ready_states {every})",
              f"ready_pick() {{ printf '%s\\n' \"$ready_first\" | awk -v want=\" $* \" {shlex.quote(_PICK_AWK)}; }}",
-             side_by_side([_loop(app, g, i, host) for i, g in waiting], "ready")]
+             "ready_pids=''"]
+    for i, g in waiting:
+        lines += [f"( {_loop(app, g, i, host)}\n) &", 'ready_pids="$ready_pids $!"']
+    lines.append('ready_failed=0; for p in $ready_pids; do wait "$p" || ready_failed=1; done; '
+                 '[ "$ready_failed" = 0 ]')
     return "\n".join(lines)

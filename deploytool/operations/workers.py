@@ -21,7 +21,7 @@ from deploytool.inventory import App, Inventory, WorkerGroup
 from deploytool.jobs import collect
 from deploytool.jobs.model import Reading
 from deploytool.kinds import KINDS, Quiet
-from deploytool.remote import Expand, Session, join, script, side_by_side
+from deploytool.remote import Expand, Session, join, script
 from deploytool.units import EnvFile, environment_files, instances, render_app, target_name
 
 
@@ -75,24 +75,14 @@ class Workers:
 
     def quiet_commands(self) -> list[str]:
         """Commands that make every group that can be quieted stop fetching jobs: one signal per signal
-        for all the groups quieted by it; then every Celery node at once (celery_quiets)."""
+        for all the groups quieted by it; per Celery node, one read of its unit, then each queue."""
+        cmds: list[str] = []
         by_signal: dict[str, list[str]] = {}
         for g in self.groups:
             kind = KINDS[g.kind]
             if g.processes and kind.quiet is Quiet.SIGNAL and kind.quiet_signal:
                 by_signal.setdefault(kind.quiet_signal, []).append(self.pattern(g))
-        cmds = [join(sc.kill_main(self.app, patterns, signal)) for signal, patterns in by_signal.items()]
-        nodes = self.celery_quiets()
-        if nodes:
-            # Side by side: each `celery control` waits its whole reply timeout (1 s) even once the
-            # node has answered, so one node after another would cost a second per node and queue.
-            cmds.append("# quiet: every Celery node stops consuming\n" + side_by_side(nodes, "quiet"))
-        return cmds
-
-    def celery_quiets(self) -> list[str]:
-        """Per Celery node: one read of its unit, then its queues cancelled one after another; fails if
-        any cancel did."""
-        cmds: list[str] = []
+        cmds += [join(sc.kill_main(self.app, patterns, signal)) for signal, patterns in by_signal.items()]
         for g in self.groups:
             if g.processes and KINDS[g.kind].quiet is Quiet.CELERY_CONTROL:
                 # In the group's own context (user, PATH, environment): the broker URL is there, and
@@ -109,7 +99,7 @@ class Workers:
                         self.inv, self.host, self.app, celery_cancel_consumer(program, q.name, node), g, cwd=cwd)))
                         for q in g.queues]
                     if cancels:
-                        cmds.append(running.while_active(self.app, g, unit, [" && ".join(cancels)]))
+                        cmds.append(running.while_active(self.app, g, unit, cancels))
         return cmds
 
 
@@ -133,8 +123,7 @@ def restart_script(w: Workers, dry: bool = False) -> str:
                           + ", ".join(f"{g.name} ({g.kind})" for g in groups)])
     # The first line names the step when it fails (deploytool.remote.script quotes it).
     return "\n".join(["# restart: stop, start, wait until every worker is ready", stop_script(w),
-                      ready.prepare(w.app, groups, w.host), ready.started(),
-                      join(sc.start(w.app, [w.target, *w.units])),
+                      ready.prepare(w.app, groups, w.host), join(sc.start(w.app, [w.target, *w.units])),
                       ready.wait(w.app, groups, w.host)])
 
 

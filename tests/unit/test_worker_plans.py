@@ -62,9 +62,7 @@ def test_quiet_sends_each_kinds_own_mechanism_and_nothing_for_the_others(inv: In
     assert describe(plan) == [
         ("quiet", ["sudo -n systemctl kill --kill-whom=main --signal=SIGTSTP 'shop-sidekiq@*.service'"])]
     assert plan.recovery == ()
-    # One step: every node (a subshell each, all its queues) at once.
-    [(_, celery, _)] = steps(ops.quiet_plan(workers(inv, "shop", "celery")))
-    assert celery.count(" cancel_consumer mail ") == celery.count(" cancel_consumer reports ") == 4
+    assert len(steps(ops.quiet_plan(workers(inv, "shop", "celery")))) == 4  # a node each, all its queues
     assert ops.quiet_plan(workers(inv, "shop", "rq")) == Plan(())
 
 
